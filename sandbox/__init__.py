@@ -1,0 +1,1 @@
+"""The sandbox: a secure container launcher built from Linux primitives."""

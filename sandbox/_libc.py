@@ -1,0 +1,170 @@
+"""ctypes declarations for the syscalls no maintained library wraps.
+
+Every wrapper raises OSError whose message names the call and its arguments,
+so a failure deep in the child reads like ``mount('/usr', '/new/usr') failed``.
+Python 3.11 has no os.unshare/os.setns, and nothing wraps pivot_root,
+mount_setattr, open_tree, move_mount, seccomp or landlock_*.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+_MACHINE = platform.machine()
+
+# Syscall numbers for the calls glibc 2.36 (Debian 12) may not export.
+_SYSCALLS = {
+    "x86_64": {
+        "pivot_root": 155, "seccomp": 317, "open_tree": 428, "move_mount": 429,
+        "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "landlock_restrict_self": 446, "clone3": 435, "pidfd_open": 434,
+        "pidfd_send_signal": 424, "setns": 308, "unshare": 272,
+    },
+    "aarch64": {
+        "pivot_root": 41, "seccomp": 277, "open_tree": 428, "move_mount": 429,
+        "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "landlock_restrict_self": 446, "clone3": 435, "pidfd_open": 434,
+        "pidfd_send_signal": 424, "setns": 268, "unshare": 97,
+    },
+}[_MACHINE]
+
+# clone/unshare flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# mount flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOSYMFOLLOW = 256
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# new mount API
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+
+
+def _fail(call: str, args: tuple) -> OSError:
+    err = ctypes.get_errno()
+    shown = ", ".join(repr(a.decode() if isinstance(a, bytes) else a) for a in args)
+    return OSError(err, f"{call}({shown}) failed: {os.strerror(err)}")
+
+
+def _fs(path):
+    return os.fsencode(path) if path is not None else None
+
+
+def raw_syscall(name: str, *args) -> int:
+    """Call a syscall by name; raises OSError naming it on failure."""
+    ret = libc.syscall(ctypes.c_long(_SYSCALLS[name]), *args)
+    if ret < 0:
+        raise _fail(name, args)
+    return ret
+
+
+def syscall_number(name: str) -> int:
+    return _SYSCALLS[name]
+
+
+def unshare(flags: int) -> None:
+    if libc.unshare(ctypes.c_int(flags)) != 0:
+        raise _fail("unshare", (hex(flags),))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        raise _fail("setns", (fd, hex(nstype)))
+
+
+def mount(source, target, fstype, flags: int = 0, data=None) -> None:
+    if libc.mount(_fs(source), _fs(target), _fs(fstype), ctypes.c_ulong(flags), _fs(data)) != 0:
+        raise _fail("mount", (source, target, fstype, hex(flags), data))
+
+
+def umount2(target, flags: int = 0) -> None:
+    if libc.umount2(_fs(target), ctypes.c_int(flags)) != 0:
+        raise _fail("umount2", (target, flags))
+
+
+def pivot_root(new_root, put_old) -> None:
+    if libc.syscall(ctypes.c_long(_SYSCALLS["pivot_root"]), _fs(new_root), _fs(put_old)) != 0:
+        raise _fail("pivot_root", (new_root, put_old))
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:
+        raise _fail("sethostname", (name,))
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    if libc.setdomainname(raw, ctypes.c_size_t(len(raw))) != 0:
+        raise _fail("setdomainname", (name,))
+
+
+def open_tree(dirfd: int, path, flags: int) -> int:
+    ret = libc.syscall(ctypes.c_long(_SYSCALLS["open_tree"]), ctypes.c_int(dirfd), _fs(path),
+                       ctypes.c_uint(flags))
+    if ret < 0:
+        raise _fail("open_tree", (dirfd, path, hex(flags)))
+    return ret
+
+
+def move_mount(from_dirfd: int, from_path, to_dirfd: int, to_path, flags: int) -> None:
+    ret = libc.syscall(ctypes.c_long(_SYSCALLS["move_mount"]), ctypes.c_int(from_dirfd),
+                       _fs(from_path), ctypes.c_int(to_dirfd), _fs(to_path), ctypes.c_uint(flags))
+    if ret < 0:
+        raise _fail("move_mount", (from_dirfd, from_path, to_dirfd, to_path, hex(flags)))
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path, flags: int, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    attr = MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    ret = libc.syscall(ctypes.c_long(_SYSCALLS["mount_setattr"]), ctypes.c_int(dirfd), _fs(path),
+                       ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    if ret < 0:
+        raise _fail("mount_setattr", (dirfd, path, hex(flags), hex(attr_set)))
+
+
+def pidfd_open(pid: int) -> int:
+    return raw_syscall("pidfd_open", ctypes.c_int(pid), ctypes.c_uint(0))
