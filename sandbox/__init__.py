@@ -1,1 +1,18 @@
-"""The sandbox: a secure container launcher built from Linux primitives."""
+"""sandbox: run untrusted code in minimal containers built directly from Linux primitives.
+
+    import sandbox
+    profile = sandbox.load_profile("untrusted")
+    result = sandbox.run(profile, ["/usr/bin/python3", "-c", "print(1)"], capture_output=True)
+    result.exit_code, result.stdout
+
+The names below are loaded on first use, so `import sandbox` stays cheap.
+"""
+__all__ = ["ExecError", "Launch", "LimitsUnavailable", "Problem", "Profile", "ProfileError", "Result",
+           "SandboxError", "SetupError", "builtin_profile_names", "load_profile", "profile_from_dict", "run"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

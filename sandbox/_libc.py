@@ -67,6 +67,7 @@ MNT_DETACH = 2
 # new mount API
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -168,3 +169,25 @@ def mount_setattr(dirfd: int, path, flags: int, attr_set: int = 0, attr_clr: int
 
 def pidfd_open(pid: int) -> int:
     return raw_syscall("pidfd_open", ctypes.c_int(pid), ctypes.c_uint(0))
+
+
+# openat2: resolve a path with the dirfd as root, so symlinks cannot lead out of the sandbox.
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path, flags: int, resolve: int, mode: int = 0) -> int:
+    how = OpenHow(flags, mode, resolve)
+    ret = libc.syscall(ctypes.c_long(437), ctypes.c_int(dirfd), _fs(path), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+    if ret < 0:
+        raise _fail("openat2", (dirfd, path))
+    return ret

@@ -1,0 +1,133 @@
+"""Resource limits and whole-tree control for sandboxes, through cgroups v1, v2 or both.
+
+    backend = detect()                      # once per process: which hierarchies, where we sit
+    cgroup = create(limits)                 # before fork; raises LimitsUnavailable if required
+    cgroup.add_process(child_pid)           # before the child runs anything of the workload
+    ...child: enter_namespace()             # unshare(CLONE_NEWCGROUP): it sees itself at /
+    cgroup.kill_all(); cgroup.stats()
+    cgroup.destroy()                        # in finally
+
+Sandbox cgroups are created only below the caller's own cgroup in each hierarchy and named
+sandbox-<launcher pid>-<random>, so gc() can find the ones whose launcher died.
+docs/cgroups.md describes the machines and fallbacks.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import secrets
+
+from sandbox import _libc
+from sandbox.errors import LimitsUnavailable
+
+from . import _fs
+from .detect import Backend, discover
+from .group import SandboxCgroup
+from .limits import CONTROLLER_OF, LIMIT_NAMES, CgroupLimits, CgroupStats, NotApplied
+from .v1 import V1Group
+from .v2 import DELEGATE_HINT, V2Group
+
+__all__ = ["Backend", "CgroupLimits", "CgroupStats", "SandboxCgroup", "create", "detect",
+           "enter_namespace", "gc", "leaked"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@functools.cache
+def detect() -> Backend:
+    """This machine's cgroup setup as seen by this process (computed once)."""
+    return discover()
+
+
+def create(limits: CgroupLimits, *, name: str | None = None, backend: Backend | None = None) -> SandboxCgroup:
+    """Make the sandbox's cgroup(s) and write its limits.
+
+    A limit that cannot be applied becomes a line in .warnings; if it is in limits.required,
+    LimitsUnavailable is raised instead and nothing is left behind.
+    """
+    backend = backend or detect()
+    name = name or f"sandbox-{os.getpid()}-{secrets.token_hex(4)}"
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(f"bad cgroup name {name!r}")
+    requested = [n for n in LIMIT_NAMES if n in limits.requested()]
+    homes = {n: backend.controller_home(CONTROLLER_OF[n]) for n in requested}
+
+    v1 = V1Group.create(backend.v1, name) if backend.v1 else None
+    cgroup = SandboxCgroup(name, limits, backend.kind, v1)
+    try:
+        refused: dict[str, str] = {}
+        if backend.v2:
+            wanted = {CONTROLLER_OF[n] for n in requested if homes[n] == "v2"}
+            try:
+                cgroup.v2, refused = V2Group.create(backend.v2, name, wanted)
+            except OSError as e:
+                # On hybrid machines the unified tree only adds placement and cgroup.kill.
+                if not cgroup.v1 or wanted or isinstance(e, FileExistsError):
+                    raise
+                cgroup.warnings.append(f"not placed in the unified hierarchy: {e}")
+        failures = {}
+        for limit in requested:
+            controller = CONTROLLER_OF[limit]
+            group = {"v1": cgroup.v1, "v2": cgroup.v2}.get(homes[limit])
+            if group is None:
+                failures[limit] = _unavailable_reason(backend, controller)
+            elif homes[limit] == "v2" and controller in refused:
+                failures[limit] = refused[controller]
+            else:
+                try:
+                    caveat = group.apply(limits, limit)
+                    cgroup.applied.add(limit)
+                    if caveat:
+                        cgroup.warnings.append(f"{limits.describe(limit)}: {caveat}")
+                except NotApplied as e:
+                    failures[limit] = str(e)
+        for limit, reason in failures.items():
+            cgroup.warnings.append(f"{limits.describe(limit)} not applied: {reason}")
+        missing = [n for n in requested if n in failures and n in limits.required]
+        if missing:
+            raise LimitsUnavailable(
+                "required " + "; ".join(f"{limits.describe(n)} cannot be applied: {failures[n]}" for n in missing)
+                + ("" if backend.kind != "none" else f" ({DELEGATE_HINT})"))
+    except BaseException:
+        cgroup.destroy()
+        raise
+    return cgroup
+
+
+def _unavailable_reason(backend: Backend, controller: str) -> str:
+    if backend.kind == "none":
+        return "no writable cgroup (delegate one with systemd-run --user -p Delegate=yes ...)"
+    where = [f"no writable v1 {'blkio' if controller == 'io' else controller} hierarchy"]
+    if backend.v2:
+        where.append(f"not in {backend.v2}/cgroup.controllers")
+    return f"the {controller} controller is not available to us ({'; '.join(where)})"
+
+
+def enter_namespace() -> None:
+    """Child side, after add_process(): a new cgroup namespace rooted at the sandbox's cgroup."""
+    _libc.unshare(_libc.CLONE_NEWCGROUP)
+
+
+def leaked(backend: Backend | None = None) -> list[str]:
+    """Every sandbox-<pid>-* cgroup currently present directly below our own cgroups."""
+    backend = backend or detect()
+    return [path for base in backend.bases() for path in _fs.sandbox_children(base)]
+
+
+def gc(backend: Backend | None = None) -> list[str]:
+    """Remove sandbox cgroups whose launcher is dead, killing their leftover tasks first.
+
+    Returns the removed directories. A cgroup whose launcher pid is alive (or reused by an
+    unrelated process) is kept: never guess about someone else's running sandbox.
+    """
+    backend = backend or detect()
+    stale_names = {os.path.basename(p) for p in leaked(backend)
+                   if not _fs.pid_alive(_fs.launcher_pid(os.path.basename(p)))}
+    removed = []
+    for name in sorted(stale_names):
+        cgroup = SandboxCgroup.attach(backend, name)
+        directories = cgroup.directories()
+        left = cgroup.destroy()
+        removed.extend(d for d in directories if d not in left)
+    return removed

@@ -1,0 +1,132 @@
+"""Plain file operations on cgroupfs shared by both hierarchies: read, write, walk, kill, remove."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import time
+
+# sandbox-<launcher pid>-<anything>: the launcher pid tells gc whether its owner is gone.
+NAME_RE = re.compile(r"^sandbox-(\d+)-[A-Za-z0-9_.-]+$")
+
+RMDIR_RETRY_S = 2.0
+KILL_TIMEOUT_S = 5.0
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def read_or_none(path: str) -> str | None:
+    try:
+        return read(path)
+    except OSError:
+        return None
+
+
+def write(path: str, value: object) -> None:
+    # One write() per value: cgroupfs acts on each write call separately.
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def keyed(text: str | None) -> dict[str, int]:
+    """'key value' lines (cpu.stat, memory.events, oom_control) -> dict."""
+    result = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            result[parts[0]] = int(parts[1])
+    return result
+
+
+def int_or_none(text: str | None) -> int | None:
+    if text is None or text.strip() in ("", "max"):
+        return None
+    return int(text)
+
+
+def subtree(directory: str) -> list[str]:
+    """directory and every cgroup below it, deepest first (the order rmdir needs)."""
+    found = []
+    for top, dirs, _files in os.walk(directory, topdown=False, onerror=lambda e: None):
+        found.append(top)
+    return found
+
+
+def procs(directory: str) -> list[int]:
+    """Every process in directory and the cgroups below it (a workload may make its own)."""
+    pids = []
+    for cgroup in subtree(directory):
+        text = read_or_none(os.path.join(cgroup, "cgroup.procs")) or ""
+        pids.extend(int(word) for word in text.split())
+    return sorted(set(pids))
+
+
+def signal_all(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def remove_tree(directory: str, deadline_s: float = RMDIR_RETRY_S) -> bool:
+    """rmdir directory and its child cgroups; EBUSY (tasks still exiting) is retried briefly.
+
+    True when nothing is left; a directory that is already gone counts as removed. Never raises:
+    it runs in the launcher's finally.
+    """
+    deadline = time.monotonic() + deadline_s
+    while True:
+        busy = False
+        for cgroup in subtree(directory):
+            try:
+                os.rmdir(cgroup)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    return False  # EPERM, EROFS...: retrying will not help; the caller reports it
+                busy = True
+        if not busy or not os.path.exists(directory):
+            return not os.path.exists(directory)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def launcher_pid(name: str) -> int | None:
+    match = NAME_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sandbox_children(base: str) -> list[str]:
+    """The sandbox-<pid>-* cgroups directly below base."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return sorted(os.path.join(base, n) for n in names
+                  if NAME_RE.match(n) and os.path.isdir(os.path.join(base, n)))
+
+
+def wait_until(predicate, timeout_s: float, step_s: float = 0.005) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step_s)
+    return True

@@ -1,0 +1,237 @@
+"""The child side of a launch, in the order the steps happen. Nothing here returns.
+
+    intermediate (A)   parent-death signal, new session, drop supplementary groups,
+                       unshare(user) -> parent writes id maps and places us in the cgroup,
+                       unshare(mount, pid, net, ipc, uts, time, cgroup), fork init
+    init (B)           pid 1 of the new pid namespace: build the root and pivot_root into it,
+                       hostname, loopback, rlimits, fork the workload, then reap and forward signals
+    workload (C)       close inherited fds, new session, ids, capabilities, no_new_privs,
+                       Landlock, seccomp (last: it may forbid everything after it), exec
+
+Each step runs inside `step(name)`: any exception becomes an (step, errno, message) report to the
+parent and the process exits 125 at once, skipping Python's clean-up (os._exit), as every child here
+must, so that nothing the launcher holds (buffers, atexit handlers, cgroup objects) runs twice.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import termios
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+# Everything the child needs is imported here, in the parent: after pivot_root the host's files,
+# including this package, are out of reach.
+from . import _libc, capabilities, fds, landlock, mounts, network, protocol, rlimits
+from .seccomp import load_bpf
+
+SETUP_FAILED = 125
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGCONT, signal.SIGWINCH)
+
+
+@dataclass(frozen=True)
+class ChildContext:
+    """Everything the child needs, prepared by the parent before fork (so failures happen early)."""
+
+    argv: tuple[str, ...]
+    env: dict
+    cwd: str
+    uid: int
+    gid: int
+    hostname: str | None  # None: keep the host's (no UTS namespace)
+    new_user_ns: bool
+    unshare_flags: int  # everything but user and cgroup
+    new_cgroup_ns: bool
+    new_pid_ns: bool
+    new_net_ns: bool
+    plan: mounts.MountPlan | None  # None: no mount namespace
+    rlimits: tuple
+    umask: int
+    keep_caps: tuple[str, ...]
+    new_session: bool
+    landlock_rules: tuple | None
+    seccomp_bpf: bytes | None
+    message_fd: int
+    go_fd: int
+    parent_pid: int
+    pass_fds: tuple[int, ...] = ()
+    tty_fd: int = -1
+    stdio: tuple = (None, None, None)  # fds to become 0, 1, 2; None keeps the launcher's
+
+
+class _StepFailed(Exception):
+    pass
+
+
+@contextmanager
+def step(ctx: ChildContext, name: str):
+    try:
+        yield
+    except _StepFailed:
+        raise
+    except OSError as exc:
+        protocol.send_error(ctx.message_fd, name, exc.errno or 0, exc.strerror or str(exc))
+        raise _StepFailed from None
+    except Exception as exc:  # a bug must still reach the parent as a message, not a hang
+        protocol.send_error(ctx.message_fd, name, 0, f"{type(exc).__name__}: {exc}")
+        raise _StepFailed from None
+
+
+def _die(code: int = SETUP_FAILED):
+    os._exit(code)
+
+
+def run_intermediate(ctx: ChildContext):
+    """Process A: still in the host pid namespace; becomes the parent of the sandbox's init."""
+    try:
+        with step(ctx, "parent-death signal"):
+            capabilities.set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != ctx.parent_pid:
+                _die()
+            os.setsid()  # terminal signals go to the launcher only, which forwards them once
+        if ctx.new_user_ns:
+            with step(ctx, "supplementary groups"):
+                if os.geteuid() == 0:
+                    os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
+            with step(ctx, "user namespace"):
+                _libc.unshare(_libc.CLONE_NEWUSER)
+        protocol.send(ctx.message_fd, protocol.READY)
+        with step(ctx, "wait for id maps"):
+            if os.read(ctx.go_fd, 1) != protocol.GO:
+                _die()
+            os.close(ctx.go_fd)
+        if ctx.new_user_ns:
+            with step(ctx, "user and group ids"):
+                # Host root is unmapped inside: files it creates would fail with EOVERFLOW. As the
+                # sandbox user we keep every capability in our own namespace (it is not ns-root
+                # that changes), so the root can be built; the workload drops them later.
+                os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+                os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+        with step(ctx, "namespaces"):
+            _libc.unshare(ctx.unshare_flags)
+        if ctx.new_cgroup_ns:
+            with step(ctx, "cgroup namespace"):
+                _libc.unshare(_libc.CLONE_NEWCGROUP)
+        with step(ctx, "fork init"):
+            pid = os.fork()
+        if pid == 0:
+            run_init(ctx)
+        protocol.send(ctx.message_fd, protocol.INIT_PID, pid=pid)
+        os.close(ctx.message_fd)
+        _, status = os.waitpid(pid, 0)
+        _die(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else SETUP_FAILED)
+    except _StepFailed:
+        _die()
+    except BaseException:
+        _die()
+
+
+def run_init(ctx: ChildContext):
+    """Process B: pid 1 inside. Builds the root, then stays as the reaper."""
+    try:
+        with step(ctx, "parent-death signal"):
+            capabilities.set_parent_death_signal(signal.SIGKILL)
+        if ctx.plan is not None:
+            with step(ctx, "mount"):
+                try:
+                    mounts.enter_new_root(ctx.plan)
+                except mounts.MountError as exc:
+                    protocol.send_error(ctx.message_fd, "mount", exc.errno or 0, exc.strerror or str(exc))
+                    raise _StepFailed from None
+        if ctx.hostname is not None:
+            with step(ctx, "hostname"):
+                _libc.sethostname(ctx.hostname)
+        if ctx.new_net_ns:
+            with step(ctx, "network"):
+                network.bring_up_loopback()
+        with step(ctx, "rlimits"):
+            for warning in rlimits.apply(ctx.rlimits) or ():
+                protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
+        with step(ctx, "fork workload"):
+            workload = os.fork()
+        if workload == 0:
+            run_workload(ctx)
+        _reap_until(ctx, workload)
+    except _StepFailed:
+        _die()
+    except BaseException:
+        _die()
+
+
+def _reap_until(ctx: ChildContext, workload: int):
+    """Init's job: forward signals to the workload, reap every orphan, report the workload's status."""
+    def forward(signum, _frame):
+        try:
+            os.kill(workload, signum)
+        except ProcessLookupError:
+            pass
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            _die(SETUP_FAILED)
+        if pid == workload:
+            protocol.send(ctx.message_fd, protocol.EXIT, status=status)
+            # Leaving pid 1 makes the kernel kill everything else in the namespace.
+            _die(0)
+
+
+def run_workload(ctx: ChildContext):
+    """Process C: becomes the workload."""
+    try:
+        with step(ctx, "file descriptors"):
+            for signum in FORWARDED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            if ctx.tty_fd >= 0:
+                for target in (0, 1, 2):
+                    os.dup2(ctx.tty_fd, target)
+            for target, fd in enumerate(ctx.stdio):
+                if fd is not None and fd != target:
+                    os.dup2(fd, target)
+            fds.close_all_except({0, 1, 2, ctx.message_fd, *ctx.pass_fds})
+            for fd in ctx.pass_fds:
+                os.set_inheritable(fd, True)
+        if ctx.new_session:
+            with step(ctx, "session"):
+                os.setsid()
+                if ctx.tty_fd >= 0:
+                    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        with step(ctx, "capabilities"):
+            capabilities.prepare(ctx.keep_caps)
+        with step(ctx, "user and group ids"):
+            os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+            os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+        with step(ctx, "capabilities"):
+            capabilities.finish(ctx.keep_caps)
+        with step(ctx, "working directory"):
+            os.umask(ctx.umask)
+            os.chdir(ctx.cwd)
+        with step(ctx, "no_new_privs"):
+            capabilities.set_no_new_privs()
+        if ctx.landlock_rules is not None:
+            with step(ctx, "landlock"):
+                for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=True) or ():
+                    protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
+        protocol.send(ctx.message_fd, protocol.EXEC)
+        if ctx.seccomp_bpf is not None:
+            with step(ctx, "seccomp"):
+                load_bpf(ctx.seccomp_bpf)
+        _exec(ctx)
+    except _StepFailed:
+        _die()
+    except BaseException:
+        _die()
+
+
+def _exec(ctx: ChildContext):
+    try:
+        os.execvpe(ctx.argv[0], list(ctx.argv), ctx.env)
+    except OSError as exc:
+        err = exc.errno or errno.ENOEXEC
+        protocol.send_error(ctx.message_fd, "exec", err, f"{ctx.argv[0]}: {exc.strerror}")
+        _die(127 if err == errno.ENOENT else 126)

@@ -1,0 +1,183 @@
+"""The `sandbox` command: a thin layer over the Python API.
+
+Exit status of `sandbox run`: the workload's own; 128+N when it died of signal N; 124 on timeout;
+125 when the sandbox itself failed (bad profile, bad option, setup error); 126 command not
+executable; 127 command not found. Every error is one line prefixed `sandbox:`.
+Imports are deferred into the commands: start-up time is part of every launch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EXIT_USAGE = 125
+
+
+class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("sandbox: aborted", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            click.echo(f"sandbox: {exc.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+
+def _fail(exc) -> None:
+    click.echo(f"sandbox: {exc.one_line()}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"sandbox: warning: {message}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sandbox", prog_name="sandbox")
+def main():
+    """Run untrusted code in a minimal container built from Linux primitives."""
+
+
+def _overrides(binds, envs, cwd, timeout, network) -> dict:
+    table: dict = {}
+    for spec in binds:
+        parts = spec.split(":")
+        if len(parts) == 1:
+            parts += [parts[0]]
+        if len(parts) == 2:
+            parts.append("ro")
+        if len(parts) != 3 or parts[2] not in ("ro", "rw") or not parts[0] or not parts[1]:
+            raise click.BadParameter(f"expected SRC[:DST[:ro|rw]], found {spec!r}", param_hint="--bind")
+        table.setdefault("filesystem", {}).setdefault("mounts", []).append(
+            {"source": parts[0], "target": parts[1], "mode": parts[2]})
+    for spec in envs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, found {spec!r}", param_hint="--env")
+        table.setdefault("process", {}).setdefault("env", {})[name] = value
+    if cwd:
+        table.setdefault("process", {})["cwd"] = cwd
+    if timeout:
+        table.setdefault("limits", {})["timeout"] = timeout
+    if network:
+        table["network"] = {"mode": network}
+        table.setdefault("namespaces", {})["network"] = network == "none"
+    return table
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("profile")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro|rw]]", help="Bind a host path (read-only unless :rw).")
+@click.option("--env", "envs", multiple=True, metavar="NAME=VALUE", help="Set a variable inside.")
+@click.option("--cwd", metavar="DIR", help="Working directory inside.")
+@click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m.")
+@click.option("--network", type=click.Choice(["none", "host"]), help="Override the network mode.")
+@click.option("--tty", is_flag=True, help="Give the workload a fresh pseudo-terminal.")
+@click.option("--stats", is_flag=True, help="Print what the run used, on stderr.")
+@click.option("--result-json", type=click.Path(dir_okay=False, writable=True), help="Write the result as JSON.")
+@click.option("--verify", "verify_first", is_flag=True, help="Verify the isolation first; refuse to run on a failure.")
+@click.option("-q", "--quiet", is_flag=True, help="No warnings.")
+def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first, quiet):
+    """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name)."""
+    from .api import load_profile, run as run_sandbox
+    from .errors import SandboxError
+    command = list(command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    try:
+        loaded = load_profile(profile, overrides=_overrides(binds, envs, cwd, timeout, network))
+        if verify_first:
+            from .verify import verify_profile
+            report = verify_profile(loaded)
+            if not report.ok:
+                click.echo(report.render(), err=True)
+                click.echo("sandbox: verification failed: not running the workload", err=True)
+                sys.exit(EXIT_USAGE)
+        result = run_sandbox(loaded, list(command) or None, tty=tty)
+    except SandboxError as exc:
+        _fail(exc)
+    if not quiet:
+        for warning in result.warnings:
+            _warn(warning)
+    if result.timed_out:
+        click.echo(f"sandbox: killed: timeout after {loaded.limits.timeout if not timeout else timeout}", err=True)
+    elif result.oom_killed:
+        from .profile.units import format_size
+        limit = format_size(loaded.limits.memory) if loaded.limits.memory else "?"
+        click.echo(f"sandbox: killed: out of memory (limit {limit})", err=True)
+    if stats:
+        click.echo(_format_stats(result), err=True)
+    if result_json:
+        with open(result_json, "w") as handle:
+            json.dump(result.to_dict(), handle, indent=2)
+            handle.write("\n")
+    sys.exit(result.exit_code)
+
+
+def _format_stats(result) -> str:
+    from .profile.units import format_size
+
+    def show(value, unit=""):
+        return "n/a" if value is None else f"{value:.3f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    status = f"signal {result.signal}" if result.signal else f"exit {result.exit_code}"
+    memory = format_size(result.memory_peak) if result.memory_peak else "n/a"
+    return (f"sandbox: {status}, wall {result.wall_time:.3f}s, user {show(result.cpu_user, 's')}, "
+            f"system {show(result.cpu_system, 's')}, peak memory {memory}, peak pids {show(result.pids_peak)}"
+            f"{', timed out' if result.timed_out else ''}{', out of memory' if result.oom_killed else ''}")
+
+
+@main.command()
+@click.argument("profile")
+def check(profile):
+    """Validate PROFILE and print it fully resolved, as TOML."""
+    from .api import load_profile
+    from .errors import SandboxError
+    from .profile.dump import to_toml
+    try:
+        loaded = load_profile(profile)
+    except SandboxError as exc:
+        for line in str(exc).splitlines()[1:]:
+            click.echo(f"sandbox: {line}", err=True)
+        _fail(exc)
+    click.echo(to_toml(loaded), nl=False)
+
+
+@main.command()
+def profiles():
+    """List the built-in profiles."""
+    from .errors import SandboxError
+    from .profile.load import builtin_profile_names, read_toml
+    for name, path in builtin_profile_names().items():
+        try:
+            description = read_toml(path).get("description", "")
+        except SandboxError:
+            description = "(unreadable)"
+        click.echo(f"{name:<16} {description}")
+
+
+@main.command()
+def gc():
+    """Remove cgroups left behind by launchers that were killed."""
+    from .cgroups import gc as collect
+    for path in collect():
+        click.echo(f"removed {path}")
+
+
+@main.command()
+def schema():
+    """Print the JSON Schema of the profile format."""
+    from .profile.schema import json_schema
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

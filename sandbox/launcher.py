@@ -1,0 +1,466 @@
+"""The parent side of a launch: prepare, fork, map ids, place in the cgroup, supervise, clean up.
+
+Everything that can fail without the child is done before the fork (profile checked, seccomp filter
+compiled, mount plan built, cgroup created, idmapped trees opened), so most errors are reported
+before any process exists. See protocol.py for the message sequence and child.py for the steps.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import _libc, child, landlock, mounts, namespaces, protocol
+from .errors import ExecError, SandboxError, SetupError
+from .profile.model import DEFAULT_PATH, Profile
+
+SETUP_TIMEOUT = 30.0  # seconds for the child to get from fork to exec; a hang here is a bug
+EXIT_TIMEOUT = 124
+EXIT_SETUP = 125
+
+
+@dataclass
+class Result:
+    """What a sandboxed run did and used."""
+
+    exit_code: int
+    signal: int | None = None
+    timed_out: bool = False
+    oom_killed: bool = False
+    wall_time: float = 0.0
+    cpu_user: float | None = None
+    cpu_system: float | None = None
+    memory_peak: int | None = None
+    pids_peak: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    profile_name: str = ""
+    profile_hash: str = ""
+    argv: tuple[str, ...] = ()
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    violations: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data.pop("stdout")
+        data.pop("stderr")
+        data["argv"] = list(self.argv)
+        return data
+
+
+def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    env = {"PATH": DEFAULT_PATH, "HOME": profile.process.cwd}
+    for pattern in profile.process.env_passthrough:
+        for name, value in environ.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                env[name] = value
+    env.update(profile.process.env)
+    return env
+
+
+def landlock_rules(profile: Profile) -> tuple | None:
+    if not profile.landlock.enabled:
+        return None
+    fs = profile.filesystem
+    writable = [m.target for m in fs.mounts if m.mode == "rw"] + [t.target for t in fs.tmpfs]
+    if fs.dev:
+        writable.append("/dev")
+    if not fs.readonly_root:
+        writable.append("/")
+    rules = [("/", landlock.READ)]
+    rules += [(path, landlock.READ | landlock.WRITE) for path in writable + list(profile.landlock.write)]
+    rules += [(path, landlock.READ) for path in profile.landlock.read]
+    return tuple(rules)
+
+
+class _IdmappedTrees:
+    """Detached, idmapped copies of rw bind sources, made while we are still host root."""
+
+    def __init__(self):
+        self.fds: dict[str, int] = {}
+        self.warnings: list[str] = []
+
+    def open(self, profile: Profile, idmap: namespaces.IdMap) -> None:
+        if os.geteuid() != 0 or not profile.namespaces.user:
+            return
+        for mount in profile.filesystem.mounts:
+            if mount.mode != "rw" or mount.idmap == "no" or not os.path.isdir(mount.source):
+                continue
+            info = os.stat(mount.source)
+            if info.st_uid == idmap.host_uid and mount.idmap == "auto":
+                continue
+            try:
+                self.fds[mount.target] = self._idmapped_tree(mount.source, info.st_uid, info.st_gid, idmap)
+            except OSError as exc:
+                if mount.idmap == "yes":
+                    raise SetupError("idmapped mount", exc.errno or 0, f"{mount.source}: {exc.strerror}") from None
+                self.warnings.append(f"{mount.source}: idmapped mount unavailable ({exc.strerror}); files "
+                                     f"written there belong to host uid {idmap.host_uid}")
+
+    @staticmethod
+    def _idmapped_tree(source: str, owner_uid: int, owner_gid: int, idmap: namespaces.IdMap) -> int:
+        # On disk owner -> the sandbox user's host id, so the workload may write and what it writes
+        # lands on disk as the owner's.
+        userns = namespaces.MappingUserNamespace(f"{owner_uid} {idmap.host_uid} 1\n",
+                                                 f"{owner_gid} {idmap.host_gid} 1\n")
+        try:
+            tree = _libc.open_tree(_libc.AT_FDCWD, source, _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC
+                                   | _libc.AT_RECURSIVE)
+            try:
+                _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
+                                    attr_set=_libc.MOUNT_ATTR_IDMAP | mounts.SECURE_ATTRS, userns_fd=userns.fd)
+            except OSError:
+                os.close(tree)
+                raise
+            return tree
+        finally:
+            userns.close()
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+class Launch:
+    """One run of a profile. Use sandbox.run() unless you need the pieces."""
+
+    def __init__(self, profile: Profile, argv: list[str] | tuple[str, ...] | None = None, *,
+                 timeout: float | None = None, stdin=None, stdout=None, stderr=None, capture_output=False,
+                 tty: bool = False, pass_fds: tuple[int, ...] = (), forward_signals: bool = True):
+        self.profile = profile
+        self.argv = tuple(argv) if argv else profile.process.command
+        if not self.argv:
+            raise SetupError("command", errno.EINVAL, "no command given and the profile has no process.command")
+        self.timeout = timeout if timeout is not None else profile.limits.timeout
+        self.capture_output = capture_output
+        self.stdio = tuple(_fileno(s) for s in (stdin, stdout, stderr))
+        self.tty = tty
+        self.pass_fds = tuple(pass_fds)
+        self.forward_signals = forward_signals
+        self.warnings: list[str] = []
+        self.init_pid: int | None = None
+        self.child_pid: int | None = None
+
+    # ------------------------------------------------------------ preparation (no child yet)
+
+    def _compile_seccomp(self) -> bytes | None:
+        if self.profile.seccomp is None:
+            return None
+        from .seccomp import compile_bpf
+        try:
+            return compile_bpf(self.profile.seccomp)
+        except OSError as exc:
+            raise SetupError("seccomp", exc.errno or 0, f"cannot compile the filter: {exc}") from None
+
+    def _context(self, idmap, trees, message_fd, go_fd, stdio, tty_fd) -> child.ChildContext:
+        profile = self.profile
+        ns = profile.namespaces
+        return child.ChildContext(
+            argv=self.argv, env=build_env(profile), cwd=profile.process.cwd, uid=profile.process.user,
+            gid=profile.process.group, hostname=profile.process.hostname if ns.uts else None,
+            new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
+            new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
+            plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
+            rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
+            new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
+            seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, parent_pid=os.getpid(),
+            pass_fds=self.pass_fds, tty_fd=tty_fd, stdio=stdio)
+
+    # ------------------------------------------------------------ the run
+
+    def run(self) -> Result:
+        from . import cgroups
+        started = time.monotonic()
+        profile = self.profile
+        try:
+            idmap = namespaces.id_map_for(profile.process)
+        except ValueError as exc:
+            raise SetupError("id map", errno.EPERM, str(exc)) from None
+        cgroups.gc()
+        cgroup = cgroups.create(_cgroup_limits(profile))
+        self.warnings += list(getattr(cgroup, "warnings", ()))
+        trees = _IdmappedTrees()
+        cleanup_fds: list[int] = []
+        try:
+            trees.open(profile, idmap)
+            self.warnings += trees.warnings
+            message_r, message_w = os.pipe2(os.O_CLOEXEC)
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            cleanup_fds += [message_r, go_w]
+            stdio, capture = self._stdio_pipes(cleanup_fds)
+            tty_master, tty_slave = os.openpty() if self.tty else (-1, -1)
+            ctx = self._context(idmap, trees, message_w, go_r, stdio, tty_slave)
+            pid = os.fork()
+            if pid == 0:
+                os.close(message_r)
+                os.close(go_w)
+                child.run_intermediate(ctx)
+            self.child_pid = pid
+            os.close(message_w)
+            os.close(go_r)
+            for fd in [fd for fd in stdio if fd is not None and fd in capture.values()] + (
+                    [tty_slave] if tty_slave >= 0 else []):
+                os.close(fd)
+            trees.close()
+            result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, capture, tty_master)
+        finally:
+            for fd in cleanup_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            trees.close()
+            try:
+                stats = cgroup.stats()
+                oom = cgroup.oom_killed()
+            except Exception:
+                stats, oom = None, False
+            cgroup.destroy()
+        result.wall_time = time.monotonic() - started
+        result.oom_killed = result.oom_killed or oom
+        if stats is not None:
+            result.cpu_user = getattr(stats, "cpu_user_s", None)
+            result.cpu_system = getattr(stats, "cpu_system_s", None)
+            result.memory_peak = getattr(stats, "memory_peak_bytes", None)
+            result.pids_peak = getattr(stats, "pids_peak", None)
+        if result.oom_killed and not result.timed_out and result.signal in (None, signal.SIGKILL):
+            result.exit_code = 128 + signal.SIGKILL
+            result.signal = signal.SIGKILL
+        result.warnings = self.warnings
+        result.profile_name = profile.name
+        result.argv = self.argv
+        return result
+
+    def _stdio_pipes(self, cleanup_fds: list[int]):
+        stdio = list(self.stdio)
+        capture: dict[str, int] = {}
+        if self.capture_output:
+            for index, name in ((1, "stdout"), (2, "stderr")):
+                read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+                cleanup_fds.append(read_fd)
+                stdio[index] = write_fd
+                capture[name] = write_fd
+                capture[name + "_read"] = read_fd
+        return tuple(stdio), capture
+
+    def _supervise(self, pid, idmap, cgroup, reader, go_w, capture, tty_master) -> Result:
+        result = Result(exit_code=EXIT_SETUP)
+        setup_deadline = time.monotonic() + SETUP_TIMEOUT
+        error = None
+        status = None
+        message = reader.next(setup_deadline)
+        if message is None or message["kind"] != protocol.READY:
+            error = _error_from(message)
+        else:
+            try:
+                if self.profile.namespaces.user:
+                    namespaces.write_id_maps(pid, idmap)
+                cgroup.add_process(pid)
+                os.write(go_w, protocol.GO)
+            except OSError as exc:
+                error = SetupError("id map" if "map" in str(exc.filename or "") else "cgroup", exc.errno or 0,
+                                   exc.strerror or str(exc))
+            except SandboxError as exc:
+                error = exc
+        os.close(go_w)
+        outputs = {capture[n + "_read"]: bytearray() for n in ("stdout", "stderr") if n in capture}
+        previous = self._install_signal_forwarding()
+        deadline = None
+        exec_seen = False
+        try:
+            while error is None or not reader.eof:
+                now = time.monotonic()
+                if exec_seen and self.timeout and deadline is None:
+                    deadline = now + self.timeout
+                limit = deadline if exec_seen else setup_deadline
+                message = self._next_event(reader, outputs, tty_master, limit)
+                if message is None:
+                    if reader.eof:
+                        break
+                    if limit is not None and time.monotonic() >= limit:
+                        if exec_seen:
+                            result.timed_out = True
+                        else:
+                            error = error or SetupError("setup", errno.ETIMEDOUT, "the sandbox did not start in time")
+                        self._kill(pid, cgroup)
+                        limit = None
+                        deadline = float("inf")
+                        setup_deadline = None
+                    continue
+                kind = message["kind"]
+                if kind == protocol.INIT_PID:
+                    self.init_pid = message["pid"]
+                elif kind == protocol.EXEC:
+                    exec_seen = True
+                elif kind == protocol.EXIT:
+                    status = message["status"]
+                elif kind == protocol.WARNING:
+                    self.warnings.append(message["message"])
+                elif kind == protocol.ERROR:
+                    if error is None:
+                        error = _error_from(message, self.argv[0])
+            self._drain(outputs, tty_master)
+        finally:
+            self._restore_signals(previous)
+            if error is not None or result.timed_out:
+                self._kill(pid, cgroup)
+            _, wait_status = os.waitpid(pid, 0)
+        if capture:
+            result.stdout = bytes(outputs.get(capture["stdout_read"], b""))
+            result.stderr = bytes(outputs.get(capture["stderr_read"], b""))
+        if error is not None:
+            raise error
+        if result.timed_out:
+            result.exit_code = EXIT_TIMEOUT
+        elif status is not None:
+            if os.WIFSIGNALED(status):
+                result.signal = os.WTERMSIG(status)
+                result.exit_code = 128 + result.signal
+            else:
+                result.exit_code = os.waitstatus_to_exitcode(status)
+        else:
+            # init died without a word: killed from outside (OOM, or a signal to the whole tree)
+            result.signal = signal.SIGKILL
+            result.exit_code = 128 + signal.SIGKILL
+        return result
+
+    def _next_event(self, reader, outputs, tty_master, limit):
+        """A protocol message, relaying captured output and the terminal while waiting."""
+        while True:
+            if b"\n" in reader.buffer or reader.eof:
+                return reader.next(limit)
+            watch = [reader.fd] + list(outputs)
+            if tty_master >= 0:
+                watch += [tty_master, 0]
+            timeout = None if limit is None else max(0.0, limit - time.monotonic())
+            try:
+                ready, _, _ = select.select(watch, [], [], timeout)
+            except InterruptedError:
+                continue
+            if not ready:
+                return None
+            for fd in ready:
+                if fd == reader.fd:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        reader.buffer += chunk
+                    else:
+                        reader.eof = True
+                elif fd in outputs:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        outputs[fd] += chunk
+                    else:
+                        del outputs[fd]
+                elif fd == tty_master:
+                    try:
+                        chunk = os.read(tty_master, 65536)
+                    except OSError:
+                        chunk = b""
+                    if chunk:
+                        os.write(1, chunk)
+                elif fd == 0:
+                    chunk = os.read(0, 65536)
+                    if chunk:
+                        os.write(tty_master, chunk)
+
+    def _drain(self, outputs, tty_master):
+        for fd in list(outputs):
+            while True:
+                ready, _, _ = select.select([fd], [], [], 5.0)
+                chunk = os.read(fd, 65536) if ready else b""
+                if not chunk:
+                    break
+                outputs[fd] += chunk
+        if tty_master >= 0:
+            try:
+                while select.select([tty_master], [], [], 0)[0]:
+                    chunk = os.read(tty_master, 65536)
+                    if not chunk:
+                        break
+                    os.write(1, chunk)
+            except OSError:
+                pass
+            os.close(tty_master)
+
+    def _kill(self, pid: int, cgroup) -> None:
+        try:
+            cgroup.kill_all()
+        except Exception:
+            pass
+        for target in (self.init_pid, pid):
+            if target:
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _install_signal_forwarding(self):
+        if not self.forward_signals or threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {}
+
+        def forward(signum, _frame):
+            target = self.init_pid or self.child_pid
+            if target:
+                try:
+                    os.kill(target, signum)
+                except ProcessLookupError:
+                    pass
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                       signal.SIGUSR2):
+            previous[signum] = signal.signal(signum, forward)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous) -> None:
+        for signum, handler in (previous or {}).items():
+            signal.signal(signum, handler)
+
+
+def _fileno(stream) -> int | None:
+    if stream is None:
+        return None
+    if isinstance(stream, int):
+        return stream
+    return stream.fileno()
+
+
+def _error_from(message: dict | None, argv0: str = "") -> SandboxError:
+    if message is None:
+        return SetupError("setup", 0, "the sandbox process exited before reporting (see above)")
+    if message.get("step") == "exec":
+        return ExecError(argv0, message.get("errno") or errno.ENOEXEC)
+    return SetupError(message.get("step", "setup"), message.get("errno") or 0, message.get("message", ""))
+
+
+def _cgroup_limits(profile: Profile):
+    from .cgroups import CgroupLimits
+    limits = profile.limits
+    return CgroupLimits(memory=limits.memory, swap=limits.swap, memory_high=limits.memory_high,
+                        cpus=limits.cpus, cpu_weight=limits.cpu_weight, pids=limits.pids,
+                        io_weight=limits.io_weight, required=frozenset(limits.required))
+
+
+def run(profile: Profile | str, argv=None, **options) -> Result:
+    """Run `argv` (default: the profile's command) in a sandbox built from `profile`.
+
+    Options: timeout, stdin, stdout, stderr (fds or files), capture_output, tty, pass_fds,
+    forward_signals. Raises ProfileError, SetupError, ExecError (see sandbox.errors).
+    """
+    if isinstance(profile, str):
+        from .profile import load_profile
+        profile = load_profile(profile)
+    from .profile.dump import profile_hash
+    launch = Launch(profile, argv, **options)
+    result = launch.run()
+    result.profile_hash = profile_hash(profile)
+    return result

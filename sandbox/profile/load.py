@@ -1,0 +1,544 @@
+"""Profile files -> Profile: find, read, follow `extends`, merge, expand variables, convert, validate.
+
+All problems in a file are collected and raised together as one ProfileError; each names the file,
+the key path (``filesystem.mounts[2].target``), what was expected and what was found.
+
+Merge rules for `extends` (the base first, then each profile that extends it):
+- tables merge key by key; a scalar or a plain array in the child replaces the base's;
+- arrays of tables that have a target (mounts, tmpfs, symlinks, files) merge by target: an entry with
+  the same target replaces the base's entry in place, new targets are appended;
+- other arrays of tables (seccomp.rules) are appended to the base's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem, ProfileError
+from . import model
+from .units import normalize_capability, parse_duration, parse_size
+
+ORIGINS = "\0origins"  # per-table map key -> file that set it, so problems name the right file
+MAX_EXTENDS_DEPTH = 16
+MAX_SIZE = 1 << 50  # 1 PiB: anything larger is a typo, not a limit
+MAX_ID = (1 << 32) - 2
+_VARIABLE = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+VARIABLES_DOC = {
+    "CWD": "the directory `sandbox` was started in",
+    "HOME": "the caller's home directory",
+    "PROFILE_DIR": "the directory of the profile file that uses the variable",
+    "UID": "the caller's uid",
+    "GID": "the caller's gid",
+}
+
+
+def builtin_profile_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("SANDBOX_PROFILE_PATH", "").split(":") if p]
+    dirs += [Path.home() / ".config/sandbox/profiles", Path("/etc/sandbox/profiles"),
+             Path(__file__).resolve().parents[2] / "profiles",
+             Path(__file__).resolve().parents[1] / "builtin_profiles"]
+    return dirs
+
+
+def builtin_profile_names() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for directory in builtin_profile_dirs():
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def is_path_like(name: str) -> bool:
+    return "/" in name or name.endswith(".toml") or name.startswith(".")
+
+
+def resolve_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
+    if is_path_like(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to / path
+        return path.absolute()
+    builtins = builtin_profile_names()
+    if name_or_path in builtins:
+        return builtins[name_or_path]
+    hint = _did_you_mean(name_or_path, builtins)
+    raise ProfileError(Problem(name_or_path, "", "a profile file or a built-in profile name "
+                               f"({', '.join(sorted(builtins)) or 'none installed'})",
+                               f"'{name_or_path}'", hint))
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ProfileError(Problem(str(path), "", "an existing profile file", "no such file")) from None
+    except IsADirectoryError:
+        raise ProfileError(Problem(str(path), "", "a profile file", "a directory")) from None
+    except PermissionError:
+        raise ProfileError(Problem(str(path), "", "a readable profile file", "permission denied")) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(Problem(str(path), "", "valid TOML", str(exc))) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProfileError(Problem(str(path), "", "a UTF-8 TOML file", type(exc).__name__)) from None
+    except OSError as exc:
+        raise ProfileError(Problem(str(path), "", "a readable profile file", exc.strerror or str(exc))) from None
+
+
+# ---------------------------------------------------------------- variables and origins
+
+def _variables(path: Path) -> dict[str, str]:
+    return {"CWD": os.getcwd(), "HOME": str(Path.home()), "PROFILE_DIR": str(path.parent),
+            "UID": str(os.getuid()), "GID": str(os.getgid())}
+
+
+def _expand(value: Any, variables: dict[str, str], file: str, key: str, problems: list[Problem]) -> Any:
+    if isinstance(value, str):
+        def substitute(match: re.Match) -> str:
+            if match.group(1) == "$":
+                return "$"
+            name = match.group(2)
+            if name not in variables:
+                problems.append(Problem(file, key, f"a known variable ({', '.join('${%s}' % v for v in VARIABLES_DOC)})",
+                                        "${%s}" % name, _did_you_mean(name, variables)))
+                return match.group(0)
+            return variables[name]
+        return _VARIABLE.sub(substitute, value)
+    if isinstance(value, list):
+        return [_expand(item, variables, file, f"{key}[{i}]", problems) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        out = {k: _expand(v, variables, file, f"{key}.{k}" if key else k, problems) for k, v in value.items()}
+        out[ORIGINS] = {k: file for k in value}
+        return out
+    return value
+
+
+def _merge(base: Any, child: Any) -> Any:
+    if isinstance(base, dict) and isinstance(child, dict):
+        merged = dict(base)
+        origins = dict(base.get(ORIGINS, {}))
+        for key, value in child.items():
+            if key == ORIGINS:
+                continue
+            merged[key] = _merge(base[key], value) if key in base else value
+            origins[key] = child.get(ORIGINS, {}).get(key, origins.get(key))
+        merged[ORIGINS] = origins
+        return merged
+    if _is_table_array(base) and _is_table_array(child):
+        keyed = [_entry_key(item) for item in base]
+        if all(k is not None for k in keyed) and all(_entry_key(item) is not None for item in child):
+            merged_list = list(base)
+            for item in child:
+                key = _entry_key(item)
+                if key in keyed:
+                    merged_list[keyed.index(key)] = item
+                else:
+                    merged_list.append(item)
+                    keyed.append(key)
+            return merged_list
+        return list(base) + list(child)
+    return child
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+def _entry_key(item: dict) -> str | None:
+    key = item.get("target", item.get("source"))
+    return os.path.normpath(key) if isinstance(key, str) and key else None
+
+
+# ---------------------------------------------------------------- the chain
+
+def load_raw(name_or_path: str, *, overrides: dict | None = None) -> tuple[dict, Path, list[Path], list[Problem]]:
+    """Follow the extends chain and merge it; returns (merged table, file, chain, problems)."""
+    path = resolve_profile(name_or_path)
+    chain: list[Path] = []
+    tables: list[dict] = []
+    problems: list[Problem] = []
+    current: Path | None = path
+    while current is not None:
+        real = current.resolve()
+        if real in [p.resolve() for p in chain]:
+            cycle = " -> ".join(str(p) for p in chain + [current])
+            raise ProfileError(Problem(str(chain[-1]), "extends", "a chain without cycles", cycle))
+        if len(chain) >= MAX_EXTENDS_DEPTH:
+            raise ProfileError(Problem(str(path), "extends", f"at most {MAX_EXTENDS_DEPTH} levels", f"{len(chain) + 1}"))
+        raw = read_toml(current)
+        chain.append(current)
+        tables.append(_expand(raw, _variables(current), str(current), "", problems))
+        parent = raw.get("extends")
+        if parent is None:
+            current = None
+        elif not isinstance(parent, str) or not parent:
+            problems.append(Problem(str(current), "extends", "a profile name or path (string)", _show(parent)))
+            current = None
+        else:
+            try:
+                current = resolve_profile(parent, relative_to=current.parent)
+            except ProfileError as exc:
+                raise ProfileError(Problem(str(current), "extends", exc.problems[0].expected,
+                                           exc.problems[0].found, exc.problems[0].hint)) from None
+    merged: dict = {}
+    for table in reversed(tables):
+        merged = _merge(merged, table)
+    if overrides:
+        merged = _merge(merged, _expand(overrides, _variables(path), "command line", "", problems))
+    return merged, path, chain, problems
+
+
+def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.Profile:
+    """Load a profile by built-in name or path. `overrides` is a table merged on top (CLI options)."""
+    merged, path, chain, problems = load_raw(name_or_path, overrides=overrides)
+    builder = _Builder(str(path), problems)
+    profile = builder.build(model.Profile, merged, "")
+    if profile is not None:
+        if not profile.name:
+            profile = profile.replace(name=path.stem)
+        profile = profile.replace(source=str(path), lineage=tuple(str(p) for p in chain))
+        from .validate import validate
+        problems.extend(validate(profile, str(path)))
+    if problems:
+        raise ProfileError(problems)
+    return profile
+
+
+def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
+    """Build a profile from an in-memory table (no extends resolution beyond built-in names)."""
+    problems: list[Problem] = []
+    table = _expand(data, _variables(Path(source)), source, "", problems)
+    if isinstance(data.get("extends"), str):
+        base, _, chain, base_problems = load_raw(data["extends"])
+        problems.extend(base_problems)
+        table = _merge(base, table)
+    builder = _Builder(source, problems)
+    profile = builder.build(model.Profile, table, "")
+    if profile is not None:
+        from .validate import validate
+        problems.extend(validate(profile, source))
+    if problems:
+        raise ProfileError(problems)
+    return profile
+
+
+# ---------------------------------------------------------------- conversion
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class _Invalid(Exception):
+    def __init__(self, expected: str, found: str = "", hint: str = ""):
+        self.expected, self.found, self.hint = expected, found, hint
+
+
+def _check_path(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{what} (a non-empty string)", _show(value))
+    if "\0" in value:
+        raise _Invalid(f"{what} without NUL bytes", _show(value))
+    if not value.startswith("/"):
+        raise _Invalid(f"an absolute {what}", _show(value), "relative paths are ambiguous; use ${CWD} or ${PROFILE_DIR}")
+    return value
+
+
+def _target(value: Any) -> str:
+    path = _check_path(value, "path inside the sandbox")
+    if ".." in path.split("/"):
+        raise _Invalid("a path inside the sandbox without '..'", _show(value))
+    return os.path.normpath(path).replace("//", "/")
+
+
+def _source(value: Any) -> str:
+    return os.path.normpath(_check_path(value, "host path")).replace("//", "/")
+
+
+def _integer(value: Any, low: int, high: int, what: str = "an integer") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"{what} from {low} to {high}", _show(value))
+    if not low <= value <= high:
+        raise _Invalid(f"{what} from {low} to {high}", str(value))
+    return value
+
+
+def _size(value: Any) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc), _show(value)) from None
+    if size > MAX_SIZE:
+        raise _Invalid("a size of at most 1P", _show(value))
+    return size
+
+
+def _optional(convert):
+    def inner(value: Any):
+        if value in ("unlimited", "none", "max"):
+            return None
+        return convert(value)
+    return inner
+
+
+def _duration(value: Any) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc), _show(value)) from None
+    if seconds <= 0 or seconds > 366 * 86400:
+        raise _Invalid("a duration above 0 and at most a year", _show(value))
+    return seconds
+
+
+def _string_list(value: Any, what: str = "strings") -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Invalid(f"an array of {what}", _show(value))
+    return value
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise _Invalid("an array of strings", _show(value), 'e.g. ["/bin/sh", "-c", "make test"]')
+    items = _string_list(value)
+    if any(not item and index == 0 or "\0" in item for index, item in enumerate(items)):
+        raise _Invalid("a command whose words contain no NUL bytes and whose first word is not empty", _show(value))
+    return tuple(items)
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise _Invalid("a table of NAME = \"value\"", _show(value))
+    pairs = []
+    for name, text in value.items():
+        if name == ORIGINS:
+            continue
+        if not _ENV_NAME.match(name):
+            raise _Invalid("variable names of letters, digits and _", repr(name))
+        if not isinstance(text, str) or "\0" in text:
+            raise _Invalid(f"a string value for {name}", _show(text))
+        pairs.append((name, text))
+    return tuple(sorted(pairs))
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    items = _string_list(value, "variable names")
+    for item in items:
+        if not _ENV_NAME.match(item.rstrip("*")) or "*" in item.rstrip("*"):
+            raise _Invalid("variable names, optionally ending in *", repr(item))
+    return tuple(items)
+
+
+def _mode(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value, 8)
+        except ValueError:
+            raise _Invalid("an octal mode such as \"0755\"", _show(value)) from None
+    return _integer(value, 0, 0o7777, "a mode")
+
+
+def _hostname(value: Any) -> str:
+    if not isinstance(value, str) or not _HOSTNAME.match(value):
+        raise _Invalid("a hostname of letters, digits, '-' and '.', at most 64 characters", _show(value))
+    return value
+
+
+def _root(value: Any) -> str:
+    if value == "tmpfs":
+        return value
+    path = _source(value)
+    if not os.path.isdir(path):
+        raise _Invalid("'tmpfs' or an existing host directory", _show(value))
+    return path
+
+
+def _devices(value: Any) -> tuple[str, ...]:
+    items = _string_list(value, "device names")
+    for item in items:
+        name = item.removeprefix("/dev/")
+        if name not in model.ALLOWED_DEVICES:
+            raise _Invalid(f"device names from {', '.join(model.ALLOWED_DEVICES)}", repr(item),
+                           _did_you_mean(name, model.ALLOWED_DEVICES))
+    return tuple(dict.fromkeys(item.removeprefix("/dev/") for item in items))
+
+
+def _caps(value: Any) -> tuple[str, ...]:
+    items = _string_list(value, "capability names")
+    out = []
+    for item in items:
+        try:
+            out.append(normalize_capability(item))
+        except ValueError as exc:
+            from .units import CAPABILITY_NUMBERS
+            raise _Invalid(str(exc), repr(item), _did_you_mean(item.upper() if item.upper().startswith("CAP_")
+                                                              else "CAP_" + item.upper(), CAPABILITY_NUMBERS)) from None
+    return tuple(sorted(set(out)))
+
+
+def _limit_names(value: Any) -> tuple[str, ...]:
+    items = _string_list(value, "limit names")
+    for item in items:
+        if item not in model.LIMIT_NAMES:
+            raise _Invalid(f"limit names from {', '.join(model.LIMIT_NAMES)}", repr(item),
+                           _did_you_mean(item, model.LIMIT_NAMES))
+    return tuple(items)
+
+
+def _rlimit_value(value: Any) -> int:
+    if value in ("unlimited", "infinity"):
+        return -1
+    return _integer(value, 0, (1 << 63) - 1, "a limit")
+
+
+def _rlimits(value: Any) -> tuple[tuple[str, int, int], ...]:
+    if not isinstance(value, dict):
+        raise _Invalid("a table of name = value", _show(value))
+    limits = {name: (soft, hard) for name, soft, hard in model.Limits().rlimits}
+    for name, item in value.items():
+        if name == ORIGINS:
+            continue
+        key = name.lower().removeprefix("rlimit_")
+        if key not in model.RLIMIT_NAMES:
+            raise _Invalid(f"rlimit names from {', '.join(model.RLIMIT_NAMES)}", repr(name),
+                           _did_you_mean(key, model.RLIMIT_NAMES))
+        if isinstance(item, list):
+            if len(item) != 2:
+                raise _Invalid(f"[soft, hard] for rlimits.{name}", _show(item))
+            soft, hard = (_rlimit_value(v) for v in item)
+            if hard != -1 and (soft == -1 or soft > hard):
+                raise _Invalid(f"a soft limit not above the hard limit for rlimits.{name}", _show(item))
+        else:
+            soft = hard = _rlimit_value(item)
+        limits[key] = (soft, hard)
+    return tuple(sorted((name, soft, hard) for name, (soft, hard) in limits.items()))
+
+
+def _cpus(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 <= value <= 4096:
+        raise _Invalid("a number of cores from 0.01 to 4096", _show(value))
+    return float(value)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("a string", _show(value))
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("true or false", _show(value))
+    return value
+
+
+_CONVERTERS = {
+    "str": _string, "str?": _string, "bool": _boolean, "argv": _argv, "env": _env, "names": _names,
+    "id": lambda v: _integer(v, 0, MAX_ID, "an id"), "id?": lambda v: _integer(v, 0, MAX_ID, "an id"),
+    "int?": _optional(lambda v: _integer(v, 1, 1 << 40)), "hostname": _hostname, "mode": _mode,
+    "target": _target, "targets": lambda v: tuple(_target(p) for p in _string_list(v, "paths")),
+    "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
+    "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
+    "limitnames": _limit_names, "rlimits": _rlimits,
+}
+
+
+class _Builder:
+    def __init__(self, file: str, problems: list[Problem]):
+        self.file = file
+        self.problems = problems
+
+    def _origin(self, table: dict, key: str) -> str:
+        return table.get(ORIGINS, {}).get(key) or self.file
+
+    def build(self, cls, table: Any, path: str):
+        if not isinstance(table, dict):
+            self.problems.append(Problem(self.file, path, "a table", _show(table)))
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"}
+        for key in table:
+            if key != ORIGINS and key not in fields:
+                self.problems.append(Problem(self._origin(table, key), _join(path, key), f"a known key of "
+                                             f"[{path or 'top level'}]", repr(key), _did_you_mean(key, fields)))
+        values = {}
+        for name, fld in fields.items():
+            key_path = _join(path, name)
+            if name not in table:
+                if fld.metadata.get("required"):
+                    self.problems.append(Problem(self._origin(table, name) if table.get(ORIGINS) else self.file,
+                                                 key_path, f"a value for '{name}'", "nothing"))
+                continue
+            value = self._convert(fld, table[name], key_path, self._origin(table, name))
+            if value is not _MISSING:
+                values[name] = value
+        if cls is model.Mount and "target" not in values and "source" in values:
+            values["target"] = values["source"]
+        if any(f.metadata.get("required") and n not in values for n, f in fields.items()):
+            return None
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a required key missing: already reported
+            self.problems.append(Problem(self.file, path, "a complete table", str(exc)))
+            return None
+
+    def _convert(self, fld, value: Any, key_path: str, origin: str):
+        kind = fld.metadata["kind"]
+        try:
+            if kind == "table":
+                result = self.build(fld.default_factory().__class__, value, key_path)
+                return _MISSING if result is None else result
+            if kind == "tables":
+                if not _is_table_array(value):
+                    raise _Invalid("an array of tables", _show(value))
+                items = [self.build(fld.metadata["item"], item, f"{key_path}[{i}]") for i, item in enumerate(value)]
+                return tuple(item for item in items if item is not None)
+            if kind == "enum":
+                if value not in fld.metadata["choices"]:
+                    raise _Invalid(" or ".join(repr(c) for c in fld.metadata["choices"]), _show(value),
+                                   _did_you_mean(str(value), fld.metadata["choices"]))
+                return value
+            if kind == "seccomp":
+                from ..seccomp import parse_section
+                policy, problems = parse_section(_strip_origins(value) if isinstance(value, dict) else value,
+                                                 origin, key_path)
+                self.problems.extend(problems)
+                return _MISSING if problems else policy
+            return _CONVERTERS[kind](value)
+        except _Invalid as exc:
+            self.problems.append(Problem(origin, key_path, exc.expected, exc.found, exc.hint))
+            return _MISSING
+
+
+_MISSING = object()
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _strip_origins(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_origins(v) for k, v in value.items() if k != ORIGINS}
+    if isinstance(value, list):
+        return [_strip_origins(v) for v in value]
+    return value

@@ -1,0 +1,224 @@
+"""The profile as data: frozen dataclasses, secure defaults, no I/O.
+
+Each field's metadata is the single description of its TOML key: its kind (how the loader reads it),
+its documentation, and whether setting it away from the default relaxes isolation.  The loader, the
+JSON Schema, `sandbox check` output and docs/profiles.md are all derived from these classes.
+
+A profile that says nothing gets the strongest isolation: every namespace, no network, a read-only
+root built on an empty tmpfs, no capabilities, the default seccomp policy, Landlock, an unprivileged
+user inside that never maps to host root.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NOBODY = 65534
+DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+ALLOWED_DEVICES = DEFAULT_DEVICES + ("fuse", "net/tun", "kvm")
+# /proc entries that leak host kernel state or allow host-wide effects; covered by an empty file or dir.
+MASKED_PROC_PATHS = (
+    "/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/sched_debug",
+    "/proc/latency_stats", "/proc/kallsyms", "/proc/kpagecount", "/proc/kpageflags",
+    "/proc/kpagecgroup", "/proc/acpi", "/proc/scsi", "/proc/sysrq-trigger", "/proc/config.gz",
+    "/proc/vmallocinfo", "/proc/pagetypeinfo", "/sys/firmware", "/proc/interrupts",
+)
+READONLY_PROC_PATHS = ("/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/asound")
+RLIMIT_NAMES = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+                "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+LIMIT_NAMES = ("memory", "swap", "memory_high", "cpus", "cpu_weight", "pids", "io_weight")
+
+
+def spec(default: Any = None, *, kind: str, doc: str, relaxes: str = "", factory=None, **extra):
+    """A profile key. `relaxes` explains, for `sandbox lint`, what moving off the default gives up."""
+    metadata = {"kind": kind, "doc": doc, "relaxes": relaxes, **extra}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Process:
+    command: tuple[str, ...] = spec((), kind="argv",
+        doc="Command run when none is given after `--`; the first word is resolved against PATH inside.")
+    cwd: str = spec("/", kind="target", doc="Working directory inside the sandbox.")
+    env: tuple[tuple[str, str], ...] = spec((), kind="env",
+        doc="Variables set inside. Nothing from the host leaks in unless listed in env_passthrough. "
+            "PATH defaults to a standard search path and HOME to the working directory.")
+    env_passthrough: tuple[str, ...] = spec((), kind="names",
+        doc="Host variables copied in by name (a trailing * matches a prefix, e.g. LC_*).",
+        relaxes="host environment variables (tokens, credentials) become visible to the workload")
+    user: int = spec(NOBODY, kind="id", doc="User id inside the sandbox.")
+    group: int = spec(NOBODY, kind="id", doc="Group id inside the sandbox.")
+    host_user: int | None = spec(None, kind="id?",
+        doc="Host uid the sandbox user maps to. Default: the caller's uid when rootless, "
+            f"{NOBODY} when launched by root. Host uid 0 is refused.")
+    host_group: int | None = spec(None, kind="id?", doc="Host gid the sandbox group maps to; like host_user.")
+    hostname: str = spec("sandbox", kind="hostname", doc="Hostname inside the new UTS namespace.")
+    new_session: bool = spec(True, kind="bool",
+        doc="Start the workload in a new session so it cannot push input into the caller's terminal.",
+        relaxes="the workload shares the caller's session and may inject terminal input (TIOCSTI)")
+    umask: int = spec(0o022, kind="mode", doc="File mode creation mask.")
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    user: bool = spec(True, kind="bool", doc="New user namespace (ids mapped, capabilities confined).",
+                      relaxes="capabilities and ids are those of the host")
+    mount: bool = spec(True, kind="bool", doc="New mount namespace with a root built from the profile.",
+                       relaxes="the workload sees and can change the host mount table")
+    pid: bool = spec(True, kind="bool", doc="New pid namespace; the sandbox's init is pid 1.",
+                     relaxes="host processes are visible and can be signalled")
+    network: bool = spec(True, kind="bool", doc="New network namespace (see [network]).",
+                         relaxes="the host network stack is shared")
+    ipc: bool = spec(True, kind="bool", doc="New IPC namespace (SysV IPC, POSIX message queues).",
+                     relaxes="host SysV shared memory and message queues are reachable")
+    uts: bool = spec(True, kind="bool", doc="New UTS namespace (hostname).",
+                     relaxes="the workload can see the host's hostname")
+    cgroup: bool = spec(True, kind="bool", doc="New cgroup namespace rooted at the sandbox's cgroup.",
+                        relaxes="the host cgroup tree layout is visible")
+    time: bool = spec(True, kind="bool", doc="New time namespace (boot and monotonic clock offsets).",
+                      relaxes="host boot-time clock offsets are shared")
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str = spec(None, kind="source", doc="Host path to bind (absolute; ${CWD}, ${HOME} and "
+                       "${PROFILE_DIR} are expanded).", required=True)
+    target: str = spec(None, kind="target", doc="Path inside the sandbox; defaults to source.")
+    mode: str = spec("ro", kind="enum", choices=("ro", "rw"), doc="ro (default) or rw.",
+                     relaxes="the workload can modify these host files")
+    optional: bool = spec(False, kind="bool", doc="Skip silently when the source does not exist.")
+    noexec: bool = spec(False, kind="bool", doc="Forbid executing files from this mount.")
+    idmap: str = spec("auto", kind="enum", choices=("auto", "yes", "no"),
+                      doc="For rw binds when root launches: an idmapped mount so files written inside "
+                          "belong to the source's owner. auto = when the kernel and filesystem allow it.")
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str = spec(None, kind="target", doc="Path inside the sandbox.", required=True)
+    size: int = spec(64 << 20, kind="size", doc="Size limit of the tmpfs.")
+    mode: int = spec(0o1777, kind="mode", doc="Permissions of the tmpfs root.")
+    noexec: bool = spec(False, kind="bool", doc="Forbid executing files from this tmpfs.")
+
+
+@dataclass(frozen=True)
+class Symlink:
+    target: str = spec(None, kind="target", doc="Path of the link inside the sandbox.", required=True)
+    points_to: str = spec(None, kind="str", doc="What the link points to.", required=True)
+
+
+@dataclass(frozen=True)
+class File:
+    target: str = spec(None, kind="target", doc="Path of the file inside the sandbox.", required=True)
+    content: str = spec("", kind="str", doc="Its content.")
+    mode: int = spec(0o644, kind="mode", doc="Its permissions.")
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    root: str = spec("tmpfs", kind="root",
+                     doc="'tmpfs' builds the root on an empty tmpfs from the mounts below; "
+                         "an absolute host path uses that directory tree (read-only) as the root.")
+    root_size: int = spec(16 << 20, kind="size", doc="Size of the tmpfs the root is built on.")
+    readonly_root: bool = spec(True, kind="bool", doc="Remount the root read-only once built.",
+                               relaxes="the workload can create files anywhere in the root")
+    mounts: tuple[Mount, ...] = spec((), kind="tables", item=Mount, doc="Bind mounts of host paths.")
+    tmpfs: tuple[Tmpfs, ...] = spec((), kind="tables", item=Tmpfs, doc="Fresh tmpfs mounts.")
+    symlinks: tuple[Symlink, ...] = spec((), kind="tables", item=Symlink, doc="Symbolic links to create.")
+    files: tuple[File, ...] = spec((), kind="tables", item=File,
+                                   doc="Small files to create (e.g. /etc/passwd), read-only with the root.")
+    dev: bool = spec(True, kind="bool", doc="Mount a minimal /dev (devices below, pts, ptmx, shm).")
+    devices: tuple[str, ...] = spec(DEFAULT_DEVICES, kind="devices",
+                                    doc="Device nodes bound into /dev.", relaxes="extra devices are reachable")
+    dev_shm_size: int = spec(64 << 20, kind="size", doc="Size of /dev/shm.")
+    proc: bool = spec(True, kind="bool", doc="Mount a fresh /proc for the sandbox's pid namespace.")
+    sys: bool = spec(False, kind="bool", doc="Bind the host's /sys read-only.",
+                     relaxes="host hardware and kernel details in /sys become readable")
+    masked_paths: tuple[str, ...] = spec((), kind="targets",
+                                         doc="Extra paths hidden behind an empty file or directory "
+                                             "(the sensitive /proc entries are always masked).")
+    readonly_paths: tuple[str, ...] = spec((), kind="targets",
+                                           doc="Extra paths remounted read-only.")
+
+
+@dataclass(frozen=True)
+class Network:
+    mode: str = spec("none", kind="enum", choices=("none", "host"),
+                     doc="none: a new network namespace with only loopback; host: the host's network.",
+                     relaxes="the workload can reach the host's network and the internet")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = spec(1 << 30, kind="size?", doc="Memory limit (cgroup).")
+    swap: int = spec(0, kind="size", doc="Swap allowed on top of memory; 0 keeps the memory limit real.")
+    memory_high: int | None = spec(None, kind="size?", doc="Memory throttling threshold (cgroup v2).")
+    cpus: float | None = spec(None, kind="cpus", doc="CPU bandwidth as a number of cores, e.g. 0.5.")
+    cpu_weight: int | None = spec(None, kind="int?", doc="Relative CPU weight (1-10000).")
+    pids: int | None = spec(512, kind="int?", doc="Maximum number of processes and threads.")
+    io_weight: int | None = spec(None, kind="int?", doc="Relative block I/O weight (1-10000).")
+    timeout: float | None = spec(None, kind="duration?", doc="Wall-clock limit; the whole tree is killed, exit 124.")
+    required: tuple[str, ...] = spec((), kind="limitnames",
+                                     doc="Limits that must be enforced: the launch fails when they cannot be.")
+    rlimits: tuple[tuple[str, int, int], ...] = spec((("core", 0, 0),), kind="rlimits",
+        doc="Resource limits: name = value, [soft, hard] or \"unlimited\" (names as in setrlimit, "
+            "lower case without RLIMIT_). Core dumps are off by default.")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    keep: tuple[str, ...] = spec((), kind="caps", doc="Capabilities kept inside (CAP_ prefix optional).",
+                                 relaxes="the workload holds these capabilities in its namespaces")
+
+
+@dataclass(frozen=True)
+class Landlock:
+    enabled: bool = spec(True, kind="bool", doc="Restrict file access with Landlock, derived from the mounts.",
+                         relaxes="no Landlock file-access rules beneath the mount layout")
+    read: tuple[str, ...] = spec((), kind="targets", doc="Extra paths readable (and executable).")
+    write: tuple[str, ...] = spec((), kind="targets", doc="Extra paths writable.")
+    best_effort: bool = spec(True, kind="bool", doc="Run without Landlock, with a warning, on kernels without it.")
+
+
+@dataclass(frozen=True)
+class Audit:
+    enabled: bool = spec(True, kind="bool", doc="Record every launch in the audit log.",
+                         relaxes="launches of this profile leave no audit record")
+    log: str = spec("", kind="str", doc="Audit log file (JSON lines). Default: $SANDBOX_AUDIT_LOG, else "
+                    "/var/log/sandbox/audit.jsonl for root and ~/.local/state/sandbox/audit.jsonl otherwise.")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = spec("", kind="str", doc="Name shown in reports; defaults to the file's stem.")
+    description: str = spec("", kind="str", doc="One line saying what the profile is for.")
+    extends: str | None = spec(None, kind="str?", doc="Profile (built-in name or path) this one builds on.")
+    process: Process = spec(kind="table", doc="The workload process.", factory=Process)
+    namespaces: Namespaces = spec(kind="table", doc="Namespaces; each is new unless set to false.",
+                                  factory=Namespaces)
+    filesystem: Filesystem = spec(kind="table", doc="The sandbox's file system view.", factory=Filesystem)
+    network: Network = spec(kind="table", doc="Networking.", factory=Network)
+    limits: Limits = spec(kind="table", doc="Resource limits.", factory=Limits)
+    capabilities: Capabilities = spec(kind="table", doc="Capabilities.", factory=Capabilities)
+    seccomp: Any = spec(kind="seccomp", doc="System call filter (see docs/seccomp.md).",
+                        factory=lambda: _default_seccomp())
+    landlock: Landlock = spec(kind="table", doc="Landlock file-access rules.", factory=Landlock)
+    audit: Audit = spec(kind="table", doc="Audit trail.", factory=Audit)
+    source: str = spec("", kind="internal", doc="File the profile was loaded from.")
+    lineage: tuple[str, ...] = spec((), kind="internal", doc="Files of the extends chain, this one first.")
+
+    def replace(self, **changes) -> "Profile":
+        return dataclasses.replace(self, **changes)
+
+
+def _default_seccomp():
+    from ..seccomp import builtin_policy
+    return builtin_policy("default")
+
+
+def env_dict(process: Process) -> dict[str, str]:
+    return dict(process.env)

@@ -1,0 +1,80 @@
+"""The parent/child protocol: a few small messages over two pipes.
+
+    launcher (parent)                 intermediate (A)     init (B, pid 1)      workload (C)
+         |        fork                      |
+         |  <------- ready ---------------  |  unshare(user)
+    write id maps, place in cgroup          |
+         |  -------- go ----------------->  |  unshare(mnt, pid, net, ipc, uts, time, cgroup)
+         |                                  |  fork ------------->  |
+         |  <------- init pid ------------  |                       |  build root, pivot_root,
+         |                                                          |  hostname, lo, rlimits
+         |                                                          |  fork ------------> |
+         |                                                          |                     |  setsid, ids, caps,
+         |  <------- exec ---------------------------------------------------------------- |  nnp, landlock,
+         |                                                          |                     |  seccomp, exec
+         |  <------- exit status ------------------------------  reaps, forwards signals
+         |  <------- EOF (every writer has gone) ----------------
+    Any step that fails sends  error(step, errno, message)  and exits.
+
+Child-to-parent messages are single JSON lines below PIPE_BUF, so writes from the three processes
+never interleave. The parent-to-child pipe carries one byte: 'g' (go) or nothing (EOF: abort).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+
+READY = "ready"
+INIT_PID = "init_pid"
+EXEC = "exec"
+EXIT = "exit"
+ERROR = "error"
+WARNING = "warning"
+GO = b"g"
+PIPE_BUF = 4096
+
+
+def send(fd: int, kind: str, **fields) -> None:
+    data = (json.dumps({"kind": kind, **fields}, separators=(",", ":")) + "\n").encode()
+    if len(data) > PIPE_BUF:
+        fields["message"] = str(fields.get("message", ""))[:PIPE_BUF // 2]
+        data = (json.dumps({"kind": kind, **fields}, separators=(",", ":")) + "\n").encode()[:PIPE_BUF]
+    os.write(fd, data)
+
+
+def send_error(fd: int, step: str, err: int, message: str) -> None:
+    try:
+        send(fd, ERROR, step=step, errno=err, message=message)
+    except OSError:
+        pass  # the parent is gone; nobody is left to tell
+
+
+class Reader:
+    """Reads messages from the child side, with a deadline."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = b""
+        self.eof = False
+
+    def next(self, deadline: float | None = None) -> dict | None:
+        """The next message; None on EOF or when the deadline passes (check .eof)."""
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self.eof = True
+                continue
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"kind": ERROR, "step": "protocol", "errno": 0, "message": f"garbled message {line[:80]!r}"}

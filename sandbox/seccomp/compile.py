@@ -1,0 +1,179 @@
+"""Compile a SeccompPolicy to a BPF program with libseccomp, with an on-disk cache.
+
+Layout of the emitted program (each part optional except the main filter):
+
+    1. ENOSYS prologue   allowlists only: native syscalls newer than libseccomp
+    2. exceptions        per-syscall argument cases whose fallback is not the
+                         default action (e.g. "ioctl allowed, except TIOCSTI");
+                         no match jumps on to 3
+    3. main filter       unconditional per-syscall actions, argument cases whose
+                         fallback is the default, and the default action
+
+libseccomp cannot express "allow this syscall unless an argument matches" in one
+filter (an unconditional rule swallows conditional ones), hence part 2.
+Calls from an ABI the policy does not list kill the process (bad-arch action).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import pyseccomp
+
+from . import bpf as _bpf
+from . import syscalls as _syscalls
+from .model import SeccompPolicy
+from .plan import build_plan
+
+COMPILER_VERSION = 1  # bump when the emitted code changes for the same policy
+BAD_ARCH_ACTION = pyseccomp.KILL_PROCESS
+# Never produced by a policy (TRACE is not an Action kind): "go on to the main filter".
+_CONTINUE = pyseccomp.TRACE(0x5bc)
+
+_CACHE_MAGIC = b"SBXBPF1\n"
+
+
+def _new_filter(policy: SeccompPolicy, default: int) -> pyseccomp.SyscallFilter:
+    filt = pyseccomp.SyscallFilter(default)
+    filt.set_attr(pyseccomp.Attr.ACT_BADARCH, BAD_ARCH_ACTION)
+    filt.set_attr(pyseccomp.Attr.CTL_NNP, 0)  # we load it ourselves; never touch NNP
+    tokens = {_syscalls.arch_token(a) for a in policy.architectures}
+    native = pyseccomp.system_arch()
+    for token in sorted(tokens - {native}):
+        filt.add_arch(token)
+    if native not in tokens:
+        filt.remove_arch(native)
+    return filt
+
+
+def _add(filt, action: int, name: str, conditions=()) -> None:
+    try:
+        filt.add_rule(action, name, *(c.to_libseccomp() for c in conditions))
+    except OSError as exc:
+        raise ValueError(f"libseccomp rejected a rule for {name}: {exc.strerror}") from None
+
+
+def build_filters(policy: SeccompPolicy) -> tuple[pyseccomp.SyscallFilter | None, pyseccomp.SyscallFilter]:
+    """(exceptions filter or None, main filter) as libseccomp contexts."""
+    default = policy.default_action
+    main = _new_filter(policy, default.to_libseccomp())
+    exceptions = None
+    for name, plan in sorted(build_plan(policy).items()):
+        if plan.fallback != default:
+            _add(main, plan.fallback.to_libseccomp(), name)
+            if plan.cases and exceptions is None:
+                exceptions = _new_filter(policy, _CONTINUE)
+            target = exceptions
+        else:
+            target = main
+        for conditions, action in plan.cases:
+            _add(target, action.to_libseccomp(), name, conditions)
+    return exceptions, main
+
+
+def _export(filt, method: str) -> bytes:
+    with tempfile.TemporaryFile() as tmp:
+        getattr(filt, method)(tmp)
+        tmp.seek(0)
+        return tmp.read()
+
+
+def _build(policy: SeccompPolicy) -> bytes:
+    exceptions, main = build_filters(policy)
+    program = _export(main, "export_bpf")
+    if exceptions is not None:
+        program = _bpf.chain(_export(exceptions, "export_bpf"), program, _CONTINUE)
+    archs = {_syscalls.arch_token(a) for a in policy.architectures}
+    if policy.mode == "allowlist" and pyseccomp.system_arch() in archs:
+        program = _bpf.enosys_prologue(pyseccomp.system_arch(), _syscalls.max_known_number()) + program
+    if len(program) // _bpf.INSN.size > _bpf.MAX_INSNS:
+        raise ValueError(f"policy {policy.name!r} compiles to more than {_bpf.MAX_INSNS} instructions")
+    return program
+
+
+def export_pfc(policy: SeccompPolicy) -> str:
+    """libseccomp's pseudo-filter-code listing (main filter, then exceptions if any)."""
+    exceptions, main = build_filters(policy)
+    text = _export(main, "export_pfc").decode()
+    if exceptions is not None:
+        text = ("# exceptions, checked first ('TRACE(1468)' = continue with the main filter)\n"
+                + _export(exceptions, "export_pfc").decode() + "\n# main filter\n" + text)
+    return text
+
+
+# --- cache -----------------------------------------------------------------------
+
+def policy_digest(policy: SeccompPolicy) -> str:
+    """Content hash of everything that determines the emitted program."""
+    from .policy import to_toml_dict  # late: policy.py imports this module's users
+    doc = to_toml_dict(policy, inline=True)
+    doc.pop("name", None)
+    for rule in doc.get("rules", []):
+        rule.pop("comment", None)
+    key = {"policy": doc, "compiler": COMPILER_VERSION, "libseccomp": _syscalls.libseccomp_version(),
+           "native": pyseccomp.system_arch()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sandbox", "seccomp")
+
+
+def _trusted_dir(path: str) -> bool:
+    """Only use a cache directory that no one else can write into."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _read_cached(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    head, digest, body = blob[:8], blob[8:40], blob[40:]
+    if head != _CACHE_MAGIC or hashlib.sha256(body).digest() != digest:
+        return None  # corrupt or foreign: rebuild
+    try:
+        _bpf.instructions(body)
+    except ValueError:
+        return None
+    return body
+
+
+def _write_cached(directory: str, path: str, program: bytes) -> None:
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _trusted_dir(directory):
+            return
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_CACHE_MAGIC + hashlib.sha256(program).digest() + program)
+            os.replace(tmp, path)  # atomic: readers see the old entry or the new one
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a cache that cannot be written is not an error
+
+
+def compile_bpf(policy: SeccompPolicy, *, use_cache: bool = True) -> bytes:
+    """The loadable BPF program for ``policy`` (see load_bpf)."""
+    if not use_cache:
+        return _build(policy)
+    directory = cache_dir()
+    path = os.path.join(directory, policy_digest(policy) + ".bpf")
+    if _trusted_dir(directory):
+        cached = _read_cached(path)
+        if cached is not None:
+            return cached
+    program = _build(policy)
+    _write_cached(directory, path, program)
+    return program

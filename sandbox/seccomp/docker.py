@@ -1,0 +1,212 @@
+"""Import and export Docker / OCI seccomp profiles (moby's JSON format).
+
+Import follows moby and runc: ``archMap`` selects the native architecture and its
+sub-architectures; a syscall entry applies only if its ``includes`` hold and its
+``excludes`` do not (capabilities, architectures, minimum kernel); several
+conditions on one argument index are OR-ed as separate rules; names libseccomp
+does not know are skipped, as Docker skips them. SCMP_ACT_TRACE without a tracer
+behaves as ENOSYS, so it is imported as errno(ENOSYS).
+
+Export writes the resolved per-syscall decisions. Docker cannot express "allowed
+unless an argument matches" (libseccomp lets an unconditional rule win), so such
+exceptions are dropped from the export and reported through ``warnings``.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import json
+import os
+from collections import OrderedDict
+
+from . import syscalls as _syscalls
+from .model import Action, ArgCondition, Rule, SeccompPolicy
+from .plan import build_plan
+from .policy import to_toml_dict
+
+_DOCKER_ACTIONS = {
+    "SCMP_ACT_ALLOW": "allow", "SCMP_ACT_KILL": "kill-thread", "SCMP_ACT_KILL_THREAD": "kill-thread",
+    "SCMP_ACT_KILL_PROCESS": "kill-process", "SCMP_ACT_TRAP": "trap", "SCMP_ACT_LOG": "log",
+    "SCMP_ACT_NOTIFY": "notify",
+}
+_KIND_TO_DOCKER = {"allow": "SCMP_ACT_ALLOW", "kill-thread": "SCMP_ACT_KILL_THREAD",
+                   "kill-process": "SCMP_ACT_KILL_PROCESS", "trap": "SCMP_ACT_TRAP",
+                   "log": "SCMP_ACT_LOG", "notify": "SCMP_ACT_NOTIFY", "errno": "SCMP_ACT_ERRNO"}
+_DOCKER_OPS = {"SCMP_CMP_NE": "ne", "SCMP_CMP_LT": "lt", "SCMP_CMP_LE": "le", "SCMP_CMP_EQ": "eq",
+               "SCMP_CMP_GE": "ge", "SCMP_CMP_GT": "gt", "SCMP_CMP_MASKED_EQ": "masked_eq"}
+_OP_TO_DOCKER = {v: k for k, v in _DOCKER_OPS.items()}
+# Go's GOARCH names, used by moby's includes/excludes "arches".
+_GO_ARCH = {"x86_64": "amd64", "x86": "386", "aarch64": "arm64", "arm": "arm", "x32": "x32",
+            "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x", "s390": "s390"}
+
+
+def _scmp_arch(name: str) -> str | None:
+    """'SCMP_ARCH_X86_64' -> 'x86_64' (None if libseccomp here does not know it)."""
+    raw = name.upper().removeprefix("SCMP_ARCH_").lower()
+    return _syscalls.canonical_arch(raw)
+
+
+def _to_scmp_arch(name: str) -> str:
+    return "SCMP_ARCH_" + (_syscalls.native_arch() if name == "native" else name).upper()
+
+
+def _kernel_at_least(minimum: str, release: str) -> bool:
+    def parse(text: str) -> tuple[int, ...]:
+        parts = []
+        for piece in text.split("-")[0].split(".")[:3]:
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            parts.append(int(digits or 0))
+        return tuple(parts)
+    return parse(release) >= parse(minimum)
+
+
+def _action(name: str, errno_ret, default_errno: int = _errno.EPERM) -> Action:
+    if name == "SCMP_ACT_ERRNO":
+        return Action("errno", default_errno if errno_ret is None else int(errno_ret))
+    if name == "SCMP_ACT_TRACE":
+        return Action("errno", _errno.ENOSYS)  # no tracer attached: the kernel says ENOSYS
+    if name not in _DOCKER_ACTIONS:
+        raise ValueError(f"unknown seccomp action {name!r}")
+    return Action(_DOCKER_ACTIONS[name])
+
+
+def _condition(arg: dict) -> ArgCondition:
+    op = _DOCKER_OPS.get(arg.get("op", ""))
+    if op is None:
+        raise ValueError(f"unknown comparison {arg.get('op')!r}")
+    value, two = int(arg.get("value", 0)), int(arg.get("valueTwo", 0))
+    if op == "masked_eq":  # OCI: value is the mask, valueTwo the expected result
+        return ArgCondition(int(arg["index"]), op, two, value)
+    return ArgCondition(int(arg["index"]), op, value)
+
+
+def _applies(entry: dict, caps: frozenset, go_arch: str, kernel: str) -> bool:
+    inc, exc = entry.get("includes") or {}, entry.get("excludes") or {}
+    if exc.get("arches") and go_arch in exc["arches"]:
+        return False
+    if exc.get("caps") and any(c in caps for c in exc["caps"]):
+        return False
+    if exc.get("minKernel") and _kernel_at_least(exc["minKernel"], kernel):
+        return False
+    if inc.get("arches") and go_arch not in inc["arches"]:
+        return False
+    if inc.get("caps") and not all(c in caps for c in inc["caps"]):
+        return False
+    if inc.get("minKernel") and not _kernel_at_least(inc["minKernel"], kernel):
+        return False
+    return True
+
+
+def _architectures(data: dict) -> tuple[str, ...]:
+    if data.get("architectures") and data.get("archMap"):
+        raise ValueError("a profile may set architectures or archMap, not both")
+    native = _syscalls.native_arch()
+    wanted: list[str] = []
+    for name in data.get("architectures") or ():
+        wanted.append(name)
+    for entry in data.get("archMap") or ():
+        if _scmp_arch(entry.get("architecture", "")) == native:
+            wanted.append(entry["architecture"])
+            wanted.extend(entry.get("subArchitectures") or ())
+    result = []
+    for name in wanted:
+        arch = _scmp_arch(name)
+        if arch is None:
+            raise ValueError(f"unknown architecture {name!r}")
+        arch = "native" if arch == native else arch
+        if arch not in result:
+            result.append(arch)
+    if "native" in result:  # keep the native ABI first for readability
+        result.remove("native")
+        result.insert(0, "native")
+    return tuple(result) or ("native",)
+
+
+def _load(data) -> dict:
+    if isinstance(data, (str, os.PathLike)):
+        with open(data, encoding="utf-8") as f:
+            return json.load(f)
+    if not isinstance(data, dict):
+        raise TypeError("expected a Docker profile as a dict or a path")
+    return data
+
+
+def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = None,
+                  name: str = "docker", skipped: list | None = None) -> SeccompPolicy:
+    """A SeccompPolicy equivalent to what Docker would load for ``data``.
+
+    ``caps`` is the container's capability set (default: none kept). ``kernel``
+    overrides the running kernel's release for minKernel checks. Names libseccomp
+    does not know are appended to ``skipped``.
+    """
+    data = _load(data)
+    kernel = kernel or os.uname().release
+    go_arch = _GO_ARCH.get(_syscalls.native_arch(), _syscalls.native_arch())
+    default_errno = int(data.get("defaultErrnoRet") or _errno.EPERM)
+    default = _action(data.get("defaultAction", ""), data.get("defaultErrnoRet"), default_errno)
+    rules: list[Rule] = []
+    for entry in data.get("syscalls") or ():
+        if not _applies(entry, frozenset(caps), go_arch, kernel):
+            continue
+        names = list(entry.get("names") or ()) + ([entry["name"]] if entry.get("name") else [])
+        known = tuple(n for n in names if _syscalls.is_known(n))
+        if skipped is not None:
+            skipped.extend(n for n in names if n not in known)
+        if not known:
+            continue
+        action = _action(entry.get("action", ""), entry.get("errnoRet"))
+        conditions = [_condition(a) for a in entry.get("args") or ()]
+        comment = entry.get("comment", "")
+        indexes = [c.index for c in conditions]
+        if len(set(indexes)) < len(indexes):  # runc: repeated index -> OR of single conditions
+            rules.extend(Rule(known, action, (c,), comment) for c in conditions)
+        else:
+            rules.append(Rule(known, action, tuple(conditions), comment))
+    mode = "denylist" if default.kind in ("allow", "log") else "allowlist"
+    return SeccompPolicy(mode, default, tuple(rules), _architectures(data), name)
+
+
+def _docker_action(action: Action) -> dict:
+    out = {"action": _KIND_TO_DOCKER[action.kind]}
+    if action.kind == "errno":
+        out["errnoRet"] = action.errno
+    return out
+
+
+def _docker_arg(cond: ArgCondition) -> dict:
+    if cond.op == "masked_eq":
+        return {"index": cond.index, "value": cond.mask, "valueTwo": cond.value,
+                "op": "SCMP_CMP_MASKED_EQ"}
+    return {"index": cond.index, "value": cond.value, "valueTwo": 0, "op": _OP_TO_DOCKER[cond.op]}
+
+
+def export_docker(policy: SeccompPolicy, warnings: list | None = None) -> dict:
+    """A Docker/OCI profile with the same per-syscall decisions (see module doc for limits)."""
+    if policy.default_action.kind == "notify":
+        raise ValueError("Docker profiles cannot notify by default")
+    default = policy.default_action
+    out: dict = {"defaultAction": _KIND_TO_DOCKER[default.kind]}
+    if default.kind == "errno":
+        out["defaultErrnoRet"] = default.errno
+    out["architectures"] = [_to_scmp_arch(a) for a in policy.architectures]
+    # Group syscalls that share (action, conditions) into one entry, as Docker does.
+    entries: OrderedDict = OrderedDict()
+    for name, plan in sorted(build_plan(policy).items()):
+        if plan.fallback != default:
+            entries.setdefault((plan.fallback, ()), []).append(name)
+            if plan.cases and warnings is not None:
+                warnings.append(f"{name}: argument exceptions to {plan.fallback} cannot be "
+                                f"expressed in a Docker profile and were dropped")
+            continue
+        for conditions, action in plan.cases:
+            entries.setdefault((action, conditions), []).append(name)
+    out["syscalls"] = [
+        {"names": names, **_docker_action(action),
+         **({"args": [_docker_arg(c) for c in conditions]} if conditions else {})}
+        for (action, conditions), names in entries.items()
+    ]
+    return out
+
+
+def policy_to_profile_toml(policy: SeccompPolicy | None, base: str = "untrusted") -> dict:
+    """A profile document extending ``base`` whose [seccomp] table is ``policy``, inline."""
+    return {"extends": base, "seccomp": to_toml_dict(policy, inline=True)}
