@@ -56,43 +56,57 @@ def create(limits: CgroupLimits, *, name: str | None = None, backend: Backend | 
     v1 = V1Group.create(backend.v1, name) if backend.v1 else None
     cgroup = SandboxCgroup(name, limits, backend.kind, v1)
     try:
-        refused: dict[str, str] = {}
-        if backend.v2:
-            wanted = {CONTROLLER_OF[n] for n in requested if homes[n] == "v2"}
-            try:
-                cgroup.v2, refused = V2Group.create(backend.v2, name, wanted)
-            except OSError as e:
-                # On hybrid machines the unified tree only adds placement and cgroup.kill.
-                if not cgroup.v1 or wanted or isinstance(e, FileExistsError):
-                    raise
-                cgroup.warnings.append(f"not placed in the unified hierarchy: {e}")
-        failures = {}
-        for limit in requested:
-            controller = CONTROLLER_OF[limit]
-            group = {"v1": cgroup.v1, "v2": cgroup.v2}.get(homes[limit])
-            if group is None:
-                failures[limit] = _unavailable_reason(backend, controller)
-            elif homes[limit] == "v2" and controller in refused:
-                failures[limit] = refused[controller]
-            else:
-                try:
-                    caveat = group.apply(limits, limit)
-                    cgroup.applied.add(limit)
-                    if caveat:
-                        cgroup.warnings.append(f"{limits.describe(limit)}: {caveat}")
-                except NotApplied as e:
-                    failures[limit] = str(e)
-        for limit, reason in failures.items():
-            cgroup.warnings.append(f"{limits.describe(limit)} not applied: {reason}")
+        refused = _join_unified(cgroup, backend, {CONTROLLER_OF[n] for n in requested if homes[n] == "v2"})
+        failures = _apply_limits(cgroup, backend, homes, refused)
         missing = [n for n in requested if n in failures and n in limits.required]
         if missing:
             raise LimitsUnavailable(
                 "required " + "; ".join(f"{limits.describe(n)} cannot be applied: {failures[n]}" for n in missing)
-                + ("" if backend.kind != "none" else f" ({DELEGATE_HINT})"))
+                + (f". To get one: {DELEGATE_HINT}" if backend.kind == "none" else ""))
     except BaseException:
         cgroup.destroy()
         raise
     return cgroup
+
+
+def _join_unified(cgroup: SandboxCgroup, backend: Backend, wanted: set[str]) -> dict[str, str]:
+    """Make the v2 directory; returns the controllers v2 refused to enable, with reasons."""
+    if not backend.v2:
+        return {}
+    try:
+        cgroup.v2, refused = V2Group.create(backend.v2, cgroup.name, wanted)
+    except OSError as e:
+        # On hybrid machines the unified tree only adds placement and cgroup.kill: not fatal.
+        if not cgroup.v1 or wanted or isinstance(e, FileExistsError):
+            raise
+        cgroup.warnings.append(f"not placed in the unified hierarchy: {e}")
+        return {}
+    return refused
+
+
+def _apply_limits(cgroup: SandboxCgroup, backend: Backend, homes: dict[str, str | None],
+                  refused: dict[str, str]) -> dict[str, str]:
+    """Write each requested limit where its controller lives; returns limit -> why it was not."""
+    limits, failures = cgroup.limits, {}
+    for limit, home in homes.items():
+        controller = CONTROLLER_OF[limit]
+        group = {"v1": cgroup.v1, "v2": cgroup.v2}.get(home)
+        if group is None:
+            failures[limit] = _unavailable_reason(backend, controller)
+        elif home == "v2" and controller in refused:
+            failures[limit] = refused[controller]
+        else:
+            try:
+                caveat = group.apply(limits, limit)
+            except NotApplied as e:
+                failures[limit] = str(e)
+                continue
+            cgroup.applied.add(limit)
+            if caveat:
+                cgroup.warnings.append(f"{limits.describe(limit)}: {caveat}")
+    for limit, reason in failures.items():
+        cgroup.warnings.append(f"{limits.describe(limit)} not applied: {reason}")
+    return failures
 
 
 def _unavailable_reason(backend: Backend, controller: str) -> str:

@@ -11,7 +11,8 @@ import os
 import signal
 import time
 
-from cgroupspy.controllers import BlkIOController, Controller, CpuAcctController, CpuController, MemoryController
+from cgroupspy.controllers import (BlkIOController, Controller, CpuAcctController, CpuController,
+                                   MemoryController)
 from cgroupspy.nodes import Node
 
 from . import _fs

@@ -10,7 +10,7 @@ default  An allowlist no weaker than Docker's default profile (every call it all
          TIOCSTI/TIOCLINUX/TIOCSETD ioctls, memory-map-rewriting and mitigation-
          disabling prctls denied.
 strict   For untrusted code: only local (AF_UNIX) sockets, no SysV IPC, no AIO,
-         no credential changes, no scheduler/NUMA/mlock control, ioctl limited to
+         no scheduler/NUMA/mlock control, ioctl limited to
          terminal and file basics (others ENOTTY), prctl limited to a short list.
 
 Both deny with EPERM by default; calls from a foreign ABI kill the process.
@@ -120,7 +120,7 @@ STRICT_PRCTLS = (1, 2, 3, 4, 7, 15, 16, 21, 22, 23, 29, 30, 36, 37, 38, 39, 40, 
 
 _STRICT_ALLOWED = (
     "@default", "@basic-io", "@file-system", "@io-event", "@signal", "@timer", "@sync", "@pkey",
-    "@sandbox", "@chown",
+    "@sandbox", "@chown", "@setuid",  # credential changes are governed by capabilities
     "pipe", "pipe2", "memfd_create",
     "accept", "accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen",
     "recvfrom", "recvmsg", "recvmmsg", "sendmsg", "sendmmsg", "sendto", "setsockopt", "shutdown",
