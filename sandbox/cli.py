@@ -29,6 +29,10 @@ class _Group(click.Group):
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             sys.exit(130)
+        except OSError as exc:  # the environment, not a bug: say what, no traceback
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"sandbox: error:{where}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_USAGE)
 
 
 def _fail(exc) -> None:
@@ -162,6 +166,59 @@ def profiles():
         except SandboxError:
             description = "(unreadable)"
         click.echo(f"{name:<16} {description}")
+
+
+@main.command()
+@click.argument("profile")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on dangers.")
+def lint(profile, as_json, strict):
+    """Report every relaxation of the secure defaults in PROFILE, and risky choices."""
+    from .api import load_profile
+    from .errors import SandboxError
+    from .lint import lint as lint_profile
+    try:
+        loaded = load_profile(profile)
+    except SandboxError as exc:
+        _fail(exc)
+    findings = lint_profile(loaded)
+    if as_json:
+        click.echo(json.dumps([f.__dict__ for f in findings], indent=2))
+    else:
+        for finding in findings:
+            click.echo(str(finding))
+        counts = {s: sum(f.severity == s for f in findings) for s in ("danger", "warning", "info")}
+        click.echo(f"{loaded.name}: {counts['danger']} danger, {counts['warning']} warnings, {counts['info']} info")
+    failing = {"danger", "warning"} if strict else {"danger"}
+    sys.exit(1 if any(f.severity in failing for f in findings) else 0)
+
+
+@main.command()
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Audit log to read (default: this user's).")
+@click.option("-n", "--tail", default=20, show_default=True, help="How many launches to show.")
+@click.option("--json", "as_json", is_flag=True, help="Raw records, one JSON object a line.")
+def audit(log_file, tail, as_json):
+    """Show the audit trail of recent launches."""
+    from pathlib import Path
+    from .audit import log_path, read
+    path = Path(log_file) if log_file else log_path()
+    try:
+        records = read(path)
+    except FileNotFoundError:
+        click.echo(f"sandbox: no audit log at {path} yet", err=True)
+        sys.exit(0)
+    ends = {r.get("id"): r for r in records if r.get("event") == "end"}
+    starts = [r for r in records if r.get("event") == "start"][-tail:]
+    for start in starts:
+        end = ends.get(start.get("id"), {})
+        if as_json:
+            click.echo(json.dumps({**start, "end": end}))
+            continue
+        outcome = ("running or killed" if not end else f"error: {end['error']}" if "error" in end
+                   else f"exit {end.get('exit_code')}")
+        click.echo(f"{start.get('time')}  {start.get('user')}  {start.get('profile')}  "
+                   f"{' '.join(start.get('argv', []))[:60]}  -> {outcome}"
+                   + (f"  [{len(start.get('relaxations', []))} relaxations]" if start.get("relaxations") else ""))
 
 
 @main.command()

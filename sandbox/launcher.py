@@ -459,8 +459,18 @@ def run(profile: Profile | str, argv=None, **options) -> Result:
     if isinstance(profile, str):
         from .profile import load_profile
         profile = load_profile(profile)
+    from .audit import AuditRecord
     from .profile.dump import profile_hash
+    digest = profile_hash(profile)
     launch = Launch(profile, argv, **options)
-    result = launch.run()
-    result.profile_hash = profile_hash(profile)
+    audit = AuditRecord(profile, launch.argv, digest)
+    try:
+        result = launch.run()
+    except SandboxError as exc:
+        audit.finish(error=exc)
+        raise
+    result.profile_hash = digest
+    audit.finish(result)
+    if audit.warning:
+        result.warnings.append(audit.warning)
     return result

@@ -21,7 +21,7 @@ from sandbox import cgroups
 from sandbox.cgroups import CgroupLimits, _fs
 from sandbox.cgroups.group import SandboxCgroup
 from sandbox.cgroups.v2 import V2Group
-from sandbox.errors import LimitsUnavailable
+from sandbox.errors import LimitsUnavailable, SetupError
 
 MiB = 1 << 20
 PY = sys.executable
@@ -166,6 +166,33 @@ def test_limits_are_written_where_the_kernel_reads_them(backend):
                 assert _fs.read(paths["unified"] + "/memory.swap.max").strip() == "0"
             assert _fs.read(paths["unified"] + "/cpu.max").strip() == "50000 100000"
         assert cg.applied or cg.warnings
+
+
+def _a_block_device() -> str:
+    for name in sorted(os.listdir("/sys/block")):
+        if not name.startswith(("loop", "ram", "zram")) and os.path.exists(f"/sys/block/{name}/dev"):
+            return _fs.read(f"/sys/block/{name}/dev").strip()
+    pytest.skip("no block device to throttle")
+
+
+def test_io_limits_are_written_for_a_real_device(backend):
+    """The values only (opening a raw disk to measure throttling is refused on the dev VM)."""
+    _require(backend, "io")
+    device = _a_block_device()
+    limits = CgroupLimits(io_max=((device, 4 * MiB, None, 100, None),), io_weight=300,
+                          required=frozenset({"io_max"}))
+    with cgroups.create(limits, backend=backend) as cg:
+        if "blkio" in cg.paths:
+            blkio = cg.paths["blkio"]
+            assert _fs.read(blkio + "/blkio.throttle.read_bps_device").split() == [device, str(4 * MiB)]
+            assert _fs.read(blkio + "/blkio.throttle.read_iops_device").split() == [device, "100"]
+            assert _fs.read(blkio + "/blkio.throttle.write_bps_device").strip() == ""
+        else:
+            line = _fs.read(cg.paths["unified"] + "/io.max").strip()
+            assert line == f"{device} rbps={4 * MiB} wbps=max riops=100 wiops=max"
+    bogus = CgroupLimits(io_max=(("1:12345", 1, None, None, None),), required=frozenset({"io_max"}))
+    with pytest.raises(LimitsUnavailable, match="io max limit 1:12345 cannot be applied: writing .*: No such"):
+        cgroups.create(bogus, backend=backend)
 
 
 # -- control of the whole tree --------------------------------------------------------------
@@ -326,7 +353,7 @@ ROOTLESS = """
 import json, sys
 sys.path.insert(0, {root!r})
 from sandbox import cgroups
-from sandbox.errors import LimitsUnavailable
+from sandbox.errors import LimitsUnavailable, SetupError
 cg = cgroups.create(cgroups.CgroupLimits(memory=256 << 20, pids=64))
 out = {{"kind": cgroups.detect().kind, "warnings": cg.warnings, "active": cg.active, "destroy": cg.destroy()}}
 try:
@@ -427,3 +454,11 @@ def test_v2_launcher_moves_itself_into_a_leaf_to_enable_controllers(v2_controlle
     finally:
         caller.kill_all()
         assert _fs.remove_tree(caller.path)
+
+
+def test_add_process_of_a_dead_pid_is_a_setup_error():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with cgroups.create(CgroupLimits()) as cg:
+        with pytest.raises(SetupError, match=f"placing process {dead.pid} in .*cgroup.procs"):
+            cg.add_process(dead.pid)

@@ -60,9 +60,9 @@ def create(limits: CgroupLimits, *, name: str | None = None, backend: Backend | 
         failures = _apply_limits(cgroup, backend, homes, refused)
         missing = [n for n in requested if n in failures and n in limits.required]
         if missing:
-            raise LimitsUnavailable(
-                "required " + "; ".join(f"{limits.describe(n)} cannot be applied: {failures[n]}" for n in missing)
-                + (f". To get one: {DELEGATE_HINT}" if backend.kind == "none" else ""))
+            reasons = "; ".join(f"{limits.describe(n)} cannot be applied: {failures[n]}" for n in missing)
+            hint = f". To get one: {DELEGATE_HINT}" if backend.kind == "none" else ""
+            raise LimitsUnavailable(f"required {reasons}{hint}")
     except BaseException:
         cgroup.destroy()
         raise

@@ -28,8 +28,13 @@ def read_or_none(path: str) -> str | None:
 
 def write(path: str, value: object) -> None:
     # One write() per value: cgroupfs acts on each write call separately.
-    with open(path, "w") as f:
-        f.write(str(value))
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        if e.filename is None:  # the kernel refused the value: say where
+            raise OSError(e.errno, e.strerror, path) from None
+        raise
 
 
 def keyed(text: str | None) -> dict[str, int]:

@@ -78,11 +78,18 @@ class SandboxCgroup:
     # -- processes ------------------------------------------------------------------------
 
     def add_process(self, pid: int) -> None:
-        """Place pid (not yet running the workload) in every hierarchy; checks it arrived."""
-        if self.v2:
-            self.v2.add_process(pid)
-        if self.v1:
-            self.v1.add_process(pid)
+        """Place pid (not yet running the workload) in every hierarchy; checks it arrived.
+
+        Raises SetupError; the launcher must then kill the child rather than release it.
+        """
+        try:
+            if self.v2:
+                self.v2.add_process(pid)
+            if self.v1:
+                self.v1.add_process(pid)
+        except OSError as e:
+            where = os.fsdecode(e.filename) if e.filename else "cgroup.procs"
+            raise SetupError("cgroup", e.errno or 0, f"placing process {pid} in {where}: {e.strerror}") from e
         for directory in self.directories():
             members = _fs.read_or_none(os.path.join(directory, "cgroup.procs")) or ""
             if str(pid) not in members.split():

@@ -68,7 +68,8 @@ class V1Group:
         try:
             return getattr(self, f"_apply_{name}")(limits)
         except OSError as e:
-            raise NotApplied(f"writing {e.filename or 'a v1 control file'}: {e.strerror}") from e
+            where = os.fsdecode(e.filename) if e.filename else "a v1 control file"
+            raise NotApplied(f"writing {where}: {e.strerror}") from e
 
     def _apply_memory(self, limits: CgroupLimits) -> None:
         self._ctl["memory"].limit_in_bytes = limits.memory

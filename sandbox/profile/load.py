@@ -50,9 +50,12 @@ def builtin_profile_dirs() -> list[Path]:
 def builtin_profile_names() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for directory in builtin_profile_dirs():
-        if directory.is_dir():
-            for path in sorted(directory.glob("*.toml")):
-                found.setdefault(path.stem, path)
+        try:
+            paths = sorted(directory.glob("*.toml")) if directory.is_dir() else []
+        except OSError:  # e.g. a HOME we may not read after switching users
+            continue
+        for path in paths:
+            found.setdefault(path.stem, path)
     return found
 
 

@@ -153,7 +153,7 @@ def _arg(out: _Collector, table, sub: str) -> ArgCondition | None:
         ok = False
     op = canonical_op(op_text) if isinstance(op_text, str) else None
     if op is None:
-        close = difflib.get_close_matches(str(op_text), OPS, n=1)
+        close = difflib.get_close_matches(str(op_text), OPS, n=1, cutoff=0.5)
         out.add(f"{sub}.op", "one of " + ", ".join(OPS), op_text,
                 f"did you mean {close[0]!r}?" if close else "")
         ok = False

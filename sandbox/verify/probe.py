@@ -101,6 +101,7 @@ LAYERS = ("namespaces", "ids", "capabilities", "seccomp", "filesystem", "proc",
           "devices", "process", "network", "ipc", "cgroups", "terminal")
 
 NAMESPACES = ("pid", "net", "mnt", "user", "uts", "ipc", "cgroup", "time")
+LOW_IMPACT_NS = {"time"}
 # Inode numbers the kernel gives the initial namespaces (include/linux/proc_ns.h;
 # net and mnt got fixed ones in 6.x). Seeing one means "not isolated at all".
 INIT_NS_INODES = {"ipc": 0xEFFFFFFF, "uts": 0xEFFFFFFE, "user": 0xEFFFFFFD,
@@ -477,7 +478,11 @@ def check_namespaces(ctx):
                          observed + f" (shared: the profile keeps the host {name} namespace)")
         elif state == "shared":
             why = " (the initial namespace)" if ino == INIT_NS_INODES.get(name) else ""
-            yield result(cid, "namespaces", desc, FAIL, expected, observed + " shared" + why, hint)
+            # Unless the profile asks for it, a shared time namespace only
+            # exposes clock offsets: worth a warning, not a failure.
+            low = name in LOW_IMPACT_NS and "namespaces" not in ctx.expect
+            yield result(cid, "namespaces", desc, WARN if low else FAIL, expected,
+                         observed + " shared" + why + (" (low impact)" if low else ""), hint)
         else:
             yield result(cid, "namespaces", desc, WARN, expected,
                          observed + "; not the initial namespace, but no host inode to compare",
@@ -527,6 +532,51 @@ def _host_root_probe():
     return None, "no mode-0600 sysctl visible (/proc/sys masked?)"
 
 
+def _host_zero_seen_as(kind):
+    """How the host's uid/gid 0 appears inside: (inside id, overflow id) or None.
+
+    /proc/sys/kernel files belong to the global root, so stat() shows which
+    inside id host 0 maps to, or the overflow id when host 0 is unmapped.
+    """
+    try:
+        st = os.stat("/proc/sys/kernel/ostype")
+    except OSError:
+        return None
+    overflow = _try_read(f"/proc/sys/kernel/overflow{kind}", "65534").strip()
+    return (st.st_uid if kind == "uid" else st.st_gid), int(overflow or 65534)
+
+
+def judge_id_map(kind, lines, own_id, host_root, seen_as):
+    """-> (status, note) for a uid_map/gid_map seen from inside.
+
+    host_root: is our euid the host's uid 0 (True/False/None);
+    seen_as: _host_zero_seen_as(kind). Outside id 0 in a map is the parent
+    namespace's 0, which is the host's only if the parent is the host's.
+    """
+    zero = [l for l in lines if l[1] == 0]
+    if lines == [(0, 0, 4294967295)]:
+        return FAIL, "the host's identity map: no user namespace"
+    if not zero:
+        return PASS, ""
+    in_zero = lambda i: any(l[0] <= i < l[0] + l[2] for l in zero)  # noqa: E731
+    if kind == "uid" and host_root:
+        return FAIL, "our uid is the host's uid 0"
+    if seen_as is not None:
+        inside, overflow = seen_as
+        if inside != overflow:
+            return FAIL, f"the host's {kind} 0 appears inside as {inside}"
+        if not in_zero(overflow):
+            return PASS, f"maps the parent's 0, which is not the host's ({kind} 0 is unmapped)"
+    if kind == "uid" and host_root is False and in_zero(own_id):
+        # We map to the parent's 0 yet are not host root: the parent is an
+        # intermediate user namespace (bubblewrap nests one when unprivileged).
+        return PASS, "0 of an intermediate user namespace: ids.host_root shows we are not host root"
+    if kind == "gid" and host_root is False:
+        return WARN, ("0 of the parent user namespace, which may be intermediate; "
+                      "confirm with outside_checks")
+    return FAIL, f"maps to {kind} 0 of the parent namespace"
+
+
 def check_ids(ctx):
     host_root, how = ctx.cached("host_root", _host_root_probe)
     euid = os.geteuid()
@@ -546,26 +596,13 @@ def check_ids(ctx):
             continue
         lines = parse_id_map(text)
         shown = "; ".join(" ".join(map(str, line)) for line in lines) or "(empty)"
-        zero = [l for l in lines if l[1] == 0]
-        if lines == [(0, 0, 4294967295)]:
-            yield result(cid, "ids", desc, FAIL, "a user namespace mapping no host 0",
-                         f"{shown} (the host's identity map: no user namespace)",
-                         "run in a new user namespace mapping an unprivileged host id")
-        elif not zero:
-            yield result(cid, "ids", desc, PASS, "no line with outside id 0", shown)
-        elif (kind == "uid" and host_root is False and userns_new != "shared"
-              and any(l[0] <= own < l[0] + l[2] for l in zero)):
-            # Our id maps to parent-0, yet we are not host root: the parent is
-            # an intermediate user namespace (bubblewrap nests one when run
-            # unprivileged), not the host.
-            yield result(cid, "ids", desc, PASS, "no line with outside id 0",
-                         f"{shown} (0 of an intermediate user namespace: ids.host_root "
-                         f"shows we are not host root)")
-        else:
-            yield result(cid, "ids", desc, FAIL, "no line with outside id 0",
-                         f"{shown} (maps to {kind} 0 of the parent namespace)",
-                         f"map the sandbox {kind} to an unprivileged host {kind}; if the "
-                         f"launcher nests user namespaces, confirm with outside_checks")
+        status, note = judge_id_map(kind, lines, own, host_root, _host_zero_seen_as(kind))
+        yield result(cid, "ids", desc, status, "no line mapping to host 0",
+                     shown + (f" ({note})" if note else ""),
+                     "" if status == PASS else
+                     f"map the sandbox {kind} to an unprivileged host {kind} in a new user "
+                     "namespace; if the launcher nests user namespaces, confirm with "
+                     "outside_checks")
     sg = _try_read("/proc/self/setgroups")
     desc = "setgroups() is denied in the user namespace"
     if sg is None:
@@ -788,6 +825,11 @@ def check_namespace_creation(ctx):
 
 # ---------------------------------------------------------------- filesystem
 
+def _show_flags(flags):
+    return ",".join(("ro" if flags["ro"] else "rw", "nosuid" if flags["nosuid"] else "suid",
+                     "nodev" if flags["nodev"] else "dev"))
+
+
 def _flags_of(path):
     st = os.statvfs(path)
     return {"ro": bool(st.f_flag & os.ST_RDONLY), "nosuid": bool(st.f_flag & os.ST_NOSUID),
@@ -818,7 +860,7 @@ def check_mounts(ctx):
         where = _mount_of(real, mounts)
         on = f" (mount {where['mountpoint']}, {where['fstype']})" if where else ""
         yield result(cid, "filesystem", desc, FAIL if missing else PASS, "ro,nosuid,nodev",
-                     ",".join(k if v else "no " + k for k, v in flags.items()) + on,
+                     _show_flags(flags) + on,
                      "remount with MS_RDONLY|MS_NOSUID|MS_NODEV (bind mounts need a remount)"
                      if missing else "")
     for path in ctx.want("rw_paths", [p for p in DEFAULT_RW if os.path.isdir(p)]):
@@ -830,7 +872,7 @@ def check_mounts(ctx):
         unsafe = [k for k in ("nosuid", "nodev") if not flags[k]]
         status = FAIL if unsafe else (WARN if flags["ro"] else PASS)
         yield result(cid, "filesystem", desc, status, "rw,nosuid,nodev",
-                     ",".join(k if v else "no " + k for k, v in flags.items()),
+                     _show_flags(flags),
                      "mount it MS_NOSUID|MS_NODEV" if unsafe else
                      ("the profile wants it writable" if flags["ro"] else ""))
     yield from _check_propagation(mounts)
@@ -1202,45 +1244,47 @@ def check_environment(ctx):
                  if suspicious else "")
 
 
-def _cmdline(pid):
+def _argv(pid):
     text = _try_read(f"/proc/{pid}/cmdline")
-    return None if text is None else text.replace("\0", " ")
+    return None if text is None else text.split("\0")
 
 
 def check_host_processes(ctx):
+    # The canary's argv holds the token as a whole argument; our own argv may
+    # hold it inside the --context JSON, which is not a whole-argument match.
     pids = [int(p) for p in ctx.raw.get("canary_pids") or []]
     token = ctx.raw.get("canary_token")
     desc = "host processes are invisible (canary process)"
     if not pids and not token:
         yield result("process.host_pids", "process", desc, SKIP, "invisible", "no canary in context")
         return
-    seen = []
+    seen = {}
     for pid in pids:
         try:
             os.kill(pid, 0)
-            signalable = True
+            how = "signalable"
         except ProcessLookupError:
             continue
         except PermissionError:
-            signalable = False
-        cmd = _cmdline(pid)
-        if token and cmd is not None and token not in cmd:
+            how = "exists (EPERM)"
+        argv = _argv(pid)
+        if token and argv is not None and token not in argv:
             continue  # same number, another process: our own pid namespace
-        if token or cmd is None:
-            seen.append(f"pid {pid} visible" + (", signalable" if signalable else "")
-                        + ("" if cmd is None else f" ({cmd.strip()[:60]})"))
+        seen[pid] = f"pid {pid} {how}" + ("" if argv is None else f" ({' '.join(argv)[:60]})")
     if token:
-        try:
-            procs = [p for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            procs = []
-        for p in procs:
-            cmd = _cmdline(p)
-            if cmd and token in cmd and not any(f"pid {p} " in s for s in seen):
-                seen.append(f"/proc/{p} is the canary")
+        for name in _listdir("/proc"):
+            if name.isdigit() and int(name) not in seen and token in (_argv(name) or []):
+                seen[int(name)] = f"/proc/{name} is the canary"
     yield result("process.host_pids", "process", desc, FAIL if seen else PASS, "invisible",
-                 "; ".join(seen) or f"canary pids {pids} not visible",
+                 "; ".join(seen.values()) or f"canary pids {pids} not visible",
                  "run in a new pid namespace with its own /proc" if seen else "")
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def check_session(ctx):
@@ -1533,7 +1577,7 @@ def _judge_limit(cid, what, limit, where, want, inside):
     if limit is False:
         return result(cid, "cgroups", desc, WARN, expected, where,
                       "mount cgroupfs read-only inside, or rely on outside_checks" if inside else "")
-    shown = "unlimited" if limit is None else f"{limit} ({where})"
+    shown = f"unlimited ({where})" if limit is None else f"{limit} ({where})"
     if want is None:
         return result(cid, "cgroups", desc, PASS if limit is not None else WARN, expected, shown,
                       "" if limit is not None else f"set {what}.max for the sandbox cgroup")
