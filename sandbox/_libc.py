@@ -8,7 +8,6 @@ mount_setattr, open_tree, move_mount, seccomp or landlock_*.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 

@@ -91,7 +91,11 @@ def run_intermediate(ctx: ChildContext):
             capabilities.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != ctx.parent_pid:
                 _die()
-            os.setsid()  # terminal signals go to the launcher only, which forwards them once
+            os.setsid()
+        with step(ctx, "file descriptors"):
+            # We never exec, so close-on-exec does not protect us: a pipe end the caller holds
+            # open here would, for one, keep the workload's stdin from ever seeing EOF.
+            fds.close_all_except(_needed_fds(ctx))  # terminal signals go to the launcher only, which forwards them once
         if ctx.new_user_ns:
             with step(ctx, "supplementary groups"):
                 if os.geteuid() == 0:
@@ -110,6 +114,13 @@ def run_intermediate(ctx: ChildContext):
                 # that changes), so the root can be built; the workload drops them later.
                 os.setresgid(ctx.gid, ctx.gid, ctx.gid)
                 os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+            with step(ctx, "parent-death signal"):
+                # The kernel clears the parent-death signal whenever the effective ids change
+                # (commit_creds), which they just did when root launched (host 0 -> 65534).
+                # Without re-arming it, a SIGKILLed launcher leaves the whole sandbox running.
+                capabilities.set_parent_death_signal(signal.SIGKILL)
+                if os.getppid() != ctx.parent_pid:
+                    _die()  # the launcher died before we re-armed it
         with step(ctx, "namespaces"):
             _libc.unshare(ctx.unshare_flags)
         if ctx.new_cgroup_ns:
@@ -127,6 +138,14 @@ def run_intermediate(ctx: ChildContext):
         _die()
     except BaseException:
         _die()
+
+
+def _needed_fds(ctx: ChildContext) -> set[int]:
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.tty_fd, *ctx.pass_fds}
+    needed.update(fd for fd in ctx.stdio if fd is not None)
+    if ctx.plan is not None:
+        needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
+    return {fd for fd in needed if fd >= 0}
 
 
 def run_init(ctx: ChildContext):

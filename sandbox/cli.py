@@ -146,11 +146,14 @@ def check(profile):
     from .api import load_profile
     from .errors import SandboxError
     from .profile.dump import to_toml
+    from .errors import ProfileError
     try:
         loaded = load_profile(profile)
+    except ProfileError as exc:  # every problem, one line each
+        for problem in exc.problems:
+            click.echo(f"sandbox: {problem}", err=True)
+        sys.exit(exc.exit_code)
     except SandboxError as exc:
-        for line in str(exc).splitlines()[1:]:
-            click.echo(f"sandbox: {line}", err=True)
         _fail(exc)
     click.echo(to_toml(loaded), nl=False)
 
@@ -219,6 +222,39 @@ def audit(log_file, tail, as_json):
         click.echo(f"{start.get('time')}  {start.get('user')}  {start.get('profile')}  "
                    f"{' '.join(start.get('argv', []))[:60]}  -> {outcome}"
                    + (f"  [{len(start.get('relaxations', []))} relaxations]" if start.get("relaxations") else ""))
+
+
+@main.command()
+@click.argument("profile")
+@click.option("--json", "as_json", is_flag=True, help="The full results as JSON.")
+@click.option("--stress", is_flag=True, help="Also allocate and fork past the limits (in the sandbox).")
+def verify(profile, as_json, stress):
+    """Launch PROFILE with a probe and check, one by one, that its isolation holds.
+
+    Exit 0 when every expectation holds, 1 when any fails, 125 when it could not run."""
+    from .api import load_profile
+    from .errors import SandboxError
+    from .verify import verify_profile
+    from .verify.report import use_colour
+    try:
+        outcome = verify_profile(load_profile(profile), stress=stress)
+    except SandboxError as exc:
+        _fail(exc)
+    for warning in outcome.warnings:
+        if not as_json:
+            _warn(warning)
+    click.echo(outcome.to_json() if as_json else outcome.render(colour=use_colour(sys.stdout)))
+    sys.exit(0 if outcome.ok else 1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("probe_args", nargs=-1, type=click.UNPROCESSED)
+def probe(probe_args):
+    """Probe the isolation of wherever this runs, with no profile (see sandbox/verify/probe.py).
+
+    Options: --json, --context FILE|JSON, --stress, --outside PID."""
+    from .verify.probe import main as probe_main
+    sys.exit(probe_main(list(probe_args)))
 
 
 @main.command()

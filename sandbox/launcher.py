@@ -157,8 +157,8 @@ class Launch:
         from .seccomp import compile_bpf
         try:
             return compile_bpf(self.profile.seccomp)
-        except OSError as exc:
-            raise SetupError("seccomp", exc.errno or 0, f"cannot compile the filter: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise SetupError("seccomp", getattr(exc, "errno", 0) or 0, f"cannot compile the filter: {exc}") from None
 
     def _context(self, idmap, trees, message_fd, go_fd, stdio, tty_fd) -> child.ChildContext:
         profile = self.profile
@@ -340,7 +340,9 @@ class Launch:
             watch = [reader.fd] + list(outputs)
             if tty_master >= 0:
                 watch += [tty_master, 0]
-            timeout = None if limit is None else max(0.0, limit - time.monotonic())
+            # After a timeout kill, _supervise sets the deadline to +inf ("wait for EOF, never
+            # re-arm"); select() cannot take an infinite timeout (OverflowError), so wait unbounded.
+            timeout = None if limit is None or limit == float("inf") else max(0.0, limit - time.monotonic())
             try:
                 ready, _, _ = select.select(watch, [], [], timeout)
             except InterruptedError:

@@ -105,14 +105,17 @@ def _sandbox_mounts() -> list[str]:
 
 
 def _leaked_cgroups() -> list[str]:
+    """Our own sandbox cgroups only: other test runs on the machine make theirs concurrently."""
     from sandbox import cgroups
-    return list(cgroups.leaked())
+    mine = f"sandbox-{os.getpid()}-"
+    return [path for path in cgroups.leaked() if os.path.basename(path).startswith(mine)]
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(request, tmp_path_factory, monkeypatch):
     """Fail a test that leaves cgroups, mounts or child processes behind."""
     monkeypatch.setenv("SANDBOX_AUDIT_LOG", str(tmp_path_factory.getbasetemp() / "audit.jsonl"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
     before_cgroups = set(_leaked_cgroups())
     before_mounts = set(_sandbox_mounts())
     yield

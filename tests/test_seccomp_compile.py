@@ -99,6 +99,13 @@ def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
 
 
 def test_too_large_policy_is_refused():
-    rules = tuple(Rule(("ioctl",), Action("errno", 1), (ArgCondition(1, "eq", n),)) for n in range(3000))
+    rules = tuple(Rule(("ioctl",), Action("errno", 1), (ArgCondition(1, "eq", n),)) for n in range(5000))
     with pytest.raises(ValueError, match="instructions"):
         compile_bpf(SeccompPolicy("denylist", Action("allow"), rules), use_cache=False)
+
+
+def test_digest_follows_group_membership(monkeypatch):
+    from sandbox.seccomp import groups
+    before = policy_digest(default_policy())
+    monkeypatch.setitem(groups.GROUPS, "@swap", ("changed", ("swapon",)))
+    assert policy_digest(default_policy()) != before

@@ -31,10 +31,6 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-def errnos(outcomes):
-    return [o.errno if not o.killed else f"signal {o.signal}" for o in outcomes]
-
-
 def check(policy, cases):
     """cases: [(syscall, args, expected errno | 'ok' | signal number)]."""
     outcomes = probe(compile_bpf(policy), [(name, args) for name, args, _ in cases])

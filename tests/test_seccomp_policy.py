@@ -270,3 +270,11 @@ def test_describe_mentions_the_decisions():
     assert 'policy "default"' in text and "clone3" in text and "otherwise errno(EAFNOSUPPORT)" in text
     assert "ptrace" in text  # named explicitly, shown though it equals the default
     assert describe(None).startswith("Seccomp: unconfined")
+
+
+def test_docs_group_table_is_current():
+    from pathlib import Path
+
+    from sandbox.seccomp.describe import groups_markdown
+    doc = Path(__file__).resolve().parent.parent / "docs" / "seccomp.md"
+    assert groups_markdown() in doc.read_text(), "run sandbox.seccomp.describe.update_docs()"

@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from typing import Any
 
 import tomli_w
 
 from .model import Profile
-from .units import format_duration, format_size
+from .units import format_duration, format_size, parse_duration
+
+# Kinds whose "no limit" is written "unlimited" (the loader reads it as None).
+_UNLIMITED_KINDS = ("size?", "int?", "duration?", "cpus")
+# A "$" the loader would read as the start of a variable or of "$$": written doubled.
+_DOLLAR = re.compile(r"\$(?=[${])")
+
+
+def _rlimit(value: int) -> int | str:
+    return "unlimited" if value == -1 else value
 
 
 def _value(kind: str, value: Any) -> Any:
@@ -17,13 +27,14 @@ def _value(kind: str, value: Any) -> Any:
     if kind in ("size", "size?"):
         return format_size(value)
     if kind == "duration?":
-        return format_duration(value)
+        text = format_duration(value)
+        return text if parse_duration(text) == value else value  # e.g. 0.0004 s: as a number
     if kind == "mode":
         return f"{value:04o}"
     if kind == "env":
         return dict(value)
     if kind == "rlimits":
-        return {name: (soft if soft == hard else [soft, hard]) if soft != -1 or hard != -1 else "unlimited"
+        return {name: _rlimit(soft) if soft == hard else [_rlimit(soft), _rlimit(hard)]
                 for name, soft, hard in value}
     if kind == "seccomp":
         from ..seccomp import to_toml_dict
@@ -41,16 +52,32 @@ def to_table(obj: Any) -> dict:
         kind = fld.metadata.get("kind")
         if kind == "internal":
             continue
-        value = _value(kind, getattr(obj, fld.name))
+        raw = getattr(obj, fld.name)
+        if raw is None and kind in _UNLIMITED_KINDS and fld.default is not None:
+            table[fld.name] = "unlimited"  # absent would mean the (limited) default
+            continue
+        value = _value(kind, raw)
         if value is not None and value != {}:
             table[fld.name] = value
     return table
 
 
+def _escape(value: Any) -> Any:
+    """Protect literal "${" and "$$" from the loader's variable expansion."""
+    if isinstance(value, str):
+        return _DOLLAR.sub("$$", value)
+    if isinstance(value, list):
+        return [_escape(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _escape(item) for key, item in value.items()}
+    return value
+
+
 def to_toml(profile: Profile) -> str:
+    """The profile as a TOML document that loads back to an equal profile (source and lineage aside)."""
     table = to_table(profile)
     table.pop("extends", None)  # the resolved profile stands alone
-    return tomli_w.dumps(table)
+    return tomli_w.dumps(_escape(table))
 
 
 def profile_hash(profile: Profile) -> str:

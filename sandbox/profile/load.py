@@ -214,10 +214,28 @@ def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.P
             profile = profile.replace(name=path.stem)
         profile = profile.replace(source=str(path), lineage=tuple(str(p) for p in chain))
         from .validate import validate
-        problems.extend(validate(profile, str(path)))
+        problems.extend(_blame(problem, merged) for problem in validate(profile, str(path)))
     if problems:
         raise ProfileError(problems)
     return profile
+
+
+_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _blame(problem: Problem, merged: dict) -> Problem:
+    """Name the file of the extends chain that set the key a cross-key problem is about."""
+    node: Any = merged
+    origin = None
+    for match in _KEY_PART.finditer(problem.key):
+        name, index = match.group(1), match.group(2)
+        if name is not None and isinstance(node, dict) and name in node:
+            origin, node = node.get(ORIGINS, {}).get(name, origin), node[name]
+        elif index is not None and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return problem  # a default: the profile being loaded is the one to change
+    return dataclasses.replace(problem, file=origin) if origin else problem
 
 
 def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
@@ -248,13 +266,31 @@ def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
+        if all(isinstance(item, (str, int, float)) for item in value):
+            text = "[" + ", ".join(_show(item) for item in value) + "]"
+            if len(text) <= 60:
+                return text
         return "an array"
     return repr(value)
 
 
 class _Invalid(Exception):
-    def __init__(self, expected: str, found: str = "", hint: str = ""):
-        self.expected, self.found, self.hint = expected, found, hint
+    """A value the loader cannot use; `sub` extends the key path (``[2]``, ``.nofile``)."""
+
+    def __init__(self, expected: str, found: str = "", hint: str = "", sub: str = ""):
+        self.expected, self.found, self.hint, self.sub = expected, found, hint, sub
+
+
+def _each(items: list, convert) -> list:
+    """Convert each item of an array; a problem names the item's index."""
+    out = []
+    for index, item in enumerate(items):
+        try:
+            out.append(convert(item))
+        except _Invalid as exc:
+            exc.sub = f"[{index}]{exc.sub}"
+            raise
+    return out
 
 
 def _check_path(value: Any, what: str) -> str:
@@ -315,8 +351,11 @@ def _duration(value: Any) -> float:
 
 
 def _string_list(value: Any, what: str = "strings") -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list):
         raise _Invalid(f"an array of {what}", _show(value))
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _Invalid(f"a string in an array of {what}", _show(item), sub=f"[{index}]")
     return value
 
 
@@ -339,17 +378,17 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         if not _ENV_NAME.match(name):
             raise _Invalid("variable names of letters, digits and _", repr(name))
         if not isinstance(text, str) or "\0" in text:
-            raise _Invalid(f"a string value for {name}", _show(text))
+            raise _Invalid("a string without NUL bytes", _show(text), sub=f".{name}")
         pairs.append((name, text))
     return tuple(sorted(pairs))
 
 
 def _names(value: Any) -> tuple[str, ...]:
-    items = _string_list(value, "variable names")
-    for item in items:
+    def name(item: str) -> str:
         if not _ENV_NAME.match(item.rstrip("*")) or "*" in item.rstrip("*"):
             raise _Invalid("variable names, optionally ending in *", repr(item))
-    return tuple(items)
+        return item
+    return tuple(_each(_string_list(value, "variable names"), name))
 
 
 def _mode(value: Any) -> int:
@@ -377,35 +416,33 @@ def _root(value: Any) -> str:
 
 
 def _devices(value: Any) -> tuple[str, ...]:
-    items = _string_list(value, "device names")
-    for item in items:
+    def device(item: str) -> str:
         name = item.removeprefix("/dev/")
         if name not in model.ALLOWED_DEVICES:
             raise _Invalid(f"device names from {', '.join(model.ALLOWED_DEVICES)}", repr(item),
                            _did_you_mean(name, model.ALLOWED_DEVICES))
-    return tuple(dict.fromkeys(item.removeprefix("/dev/") for item in items))
+        return name
+    return tuple(dict.fromkeys(_each(_string_list(value, "device names"), device)))
 
 
 def _caps(value: Any) -> tuple[str, ...]:
-    items = _string_list(value, "capability names")
-    out = []
-    for item in items:
+    def capability(item: str) -> str:
         try:
-            out.append(normalize_capability(item))
+            return normalize_capability(item)
         except ValueError as exc:
             from .units import CAPABILITY_NUMBERS
             raise _Invalid(str(exc), repr(item), _did_you_mean(item.upper() if item.upper().startswith("CAP_")
                                                               else "CAP_" + item.upper(), CAPABILITY_NUMBERS)) from None
-    return tuple(sorted(set(out)))
+    return tuple(sorted(set(_each(_string_list(value, "capability names"), capability))))
 
 
 def _limit_names(value: Any) -> tuple[str, ...]:
-    items = _string_list(value, "limit names")
-    for item in items:
+    def limit(item: str) -> str:
         if item not in model.LIMIT_NAMES:
             raise _Invalid(f"limit names from {', '.join(model.LIMIT_NAMES)}", repr(item),
                            _did_you_mean(item, model.LIMIT_NAMES))
-    return tuple(items)
+        return item
+    return tuple(_each(_string_list(value, "limit names"), limit))
 
 
 def _rlimit_value(value: Any) -> int:
@@ -425,14 +462,18 @@ def _rlimits(value: Any) -> tuple[tuple[str, int, int], ...]:
         if key not in model.RLIMIT_NAMES:
             raise _Invalid(f"rlimit names from {', '.join(model.RLIMIT_NAMES)}", repr(name),
                            _did_you_mean(key, model.RLIMIT_NAMES))
-        if isinstance(item, list):
-            if len(item) != 2:
-                raise _Invalid(f"[soft, hard] for rlimits.{name}", _show(item))
-            soft, hard = (_rlimit_value(v) for v in item)
-            if hard != -1 and (soft == -1 or soft > hard):
-                raise _Invalid(f"a soft limit not above the hard limit for rlimits.{name}", _show(item))
-        else:
-            soft = hard = _rlimit_value(item)
+        try:
+            if isinstance(item, list):
+                if len(item) != 2:
+                    raise _Invalid("a value, \"unlimited\" or [soft, hard]", _show(item))
+                soft, hard = _each(item, _rlimit_value)
+                if hard != -1 and (soft == -1 or soft > hard):
+                    raise _Invalid("a soft limit not above the hard limit", _show(item))
+            else:
+                soft = hard = _rlimit_value(item)
+        except _Invalid as exc:
+            exc.sub = f".{name}{exc.sub}"
+            raise
         limits[key] = (soft, hard)
     return tuple(sorted((name, soft, hard) for name, (soft, hard) in limits.items()))
 
@@ -459,7 +500,7 @@ _CONVERTERS = {
     "str": _string, "str?": _string, "bool": _boolean, "argv": _argv, "env": _env, "names": _names,
     "id": lambda v: _integer(v, 0, MAX_ID, "an id"), "id?": lambda v: _integer(v, 0, MAX_ID, "an id"),
     "int?": _optional(lambda v: _integer(v, 1, 1 << 40)), "hostname": _hostname, "mode": _mode,
-    "target": _target, "targets": lambda v: tuple(_target(p) for p in _string_list(v, "paths")),
+    "target": _target, "targets": lambda v: tuple(_each(_string_list(v, "paths"), _target)),
     "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits,
@@ -506,6 +547,8 @@ class _Builder:
 
     def _convert(self, fld, value: Any, key_path: str, origin: str):
         kind = fld.metadata["kind"]
+        if kind not in ("table", "tables", "seccomp") and self._reported(key_path):
+            return _MISSING  # e.g. an unknown ${VARIABLE}: converting what is left would only repeat it
         try:
             if kind == "table":
                 result = self.build(fld.default_factory().__class__, value, key_path)
@@ -528,8 +571,13 @@ class _Builder:
                 return _MISSING if problems else policy
             return _CONVERTERS[kind](value)
         except _Invalid as exc:
-            self.problems.append(Problem(origin, key_path, exc.expected, exc.found, exc.hint))
+            self.problems.append(Problem(origin, key_path + exc.sub, exc.expected, exc.found, exc.hint))
             return _MISSING
+
+
+    def _reported(self, key_path: str) -> bool:
+        return any(p.key == key_path or p.key.startswith((key_path + ".", key_path + "["))
+                   for p in self.problems)
 
 
 _MISSING = object()

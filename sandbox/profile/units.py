@@ -1,7 +1,9 @@
 """Parsing and formatting of the human units a profile uses: sizes, durations, capabilities."""
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -22,7 +24,8 @@ def parse_size(value: int | str) -> int:
     match = _SIZE_RE.match(value)
     if not match:
         raise ValueError("a size such as 512M or 2G")
-    number, unit = float(match.group(1)), match.group(2).upper()
+    # Decimal: exact for "1.5G", and no float overflow for absurdly long digit strings.
+    number, unit = Decimal(match.group(1)), match.group(2).upper()
     return int(number * _SIZE_FACTORS[unit])
 
 
@@ -39,6 +42,8 @@ def parse_duration(value: int | float | str) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration such as 30s or 5m")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):  # TOML has nan and inf
+            raise ValueError("a finite duration such as 30s or 5m")
         if value < 0:
             raise ValueError("a duration that is not negative")
         return float(value)

@@ -13,13 +13,18 @@ from .compile import compile_bpf, export_pfc, policy_digest
 from .describe import describe
 from .docker import export_docker, import_docker, policy_to_profile_toml
 from .groups import GROUPS, expand, expand_group
+from .learn import suggest_policy
 from .model import Action, ArgCondition, Rule, SeccompPolicy
+from .notify import Recorder, Violation, format_violations, reporting_policy
 from .plan import evaluate
 from .policy import builtin_policy, parse_section, to_toml_dict
+from .probe import confine_self, probe, run_under, set_no_new_privs
 
 __all__ = [
     "Action", "ArgCondition", "Rule", "SeccompPolicy", "GROUPS", "expand", "expand_group",
     "parse_section", "to_toml_dict", "builtin_policy", "default_policy", "strict_policy",
     "compile_bpf", "export_pfc", "policy_digest", "load_bpf", "describe", "evaluate",
     "import_docker", "export_docker", "policy_to_profile_toml",
+    "Recorder", "Violation", "format_violations", "reporting_policy", "suggest_policy",
+    "confine_self", "probe", "run_under", "set_no_new_privs",
 ]

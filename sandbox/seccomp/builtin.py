@@ -2,7 +2,7 @@
 
 default  An allowlist no weaker than Docker's default profile (every call it allows
          unconditionally, Docker allows too -- a test checks this), and stronger:
-         no ptrace/process_vm_*, modify_ldt, io_uring; namespaces can be neither
+         no ptrace, process_vm_*, modify_ldt; namespaces can be neither
          created (clone flags, unshare) nor joined (setns); clone3 reports ENOSYS
          so glibc falls back to clone, whose flags BPF can read; sockets only for
          AF_UNIX, AF_INET, AF_INET6 and NETLINK_ROUTE, compared on the low 32 bits

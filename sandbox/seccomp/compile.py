@@ -24,6 +24,7 @@ import pyseccomp
 
 from . import bpf as _bpf
 from . import syscalls as _syscalls
+from .groups import GROUPS  # rules name groups: their members are part of the content
 from .model import SeccompPolicy
 from .plan import build_plan
 
@@ -112,8 +113,8 @@ def policy_digest(policy: SeccompPolicy) -> str:
     doc.pop("name", None)
     for rule in doc.get("rules", []):
         rule.pop("comment", None)
-    key = {"policy": doc, "compiler": COMPILER_VERSION, "libseccomp": _syscalls.libseccomp_version(),
-           "native": pyseccomp.system_arch()}
+    key = {"policy": doc, "groups": GROUPS, "compiler": COMPILER_VERSION,
+           "libseccomp": _syscalls.libseccomp_version(), "native": pyseccomp.system_arch()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import textwrap
 from collections import defaultdict
 
+import pyseccomp
+
 from . import syscalls as _syscalls
 from .compile import BAD_ARCH_ACTION
 from .model import ACTION_PRECEDENCE, SeccompPolicy
@@ -22,7 +24,7 @@ def describe(policy: SeccompPolicy | None) -> str:
     plans = build_plan(policy)
     native = _syscalls.native_arch()
     abis = ", ".join(native + " (native)" if a == "native" else a for a in policy.architectures)
-    bad = "kill the process" if BAD_ARCH_ACTION else "kill the thread"
+    bad = "kill the process" if BAD_ARCH_ACTION == pyseccomp.KILL_PROCESS else "are denied"
     lines = [f'Seccomp policy "{policy.name}": {policy.mode}, default action {policy.default_action}',
              f"ABIs: {abis}; calls from any other ABI {bad}"]
     if policy.mode == "allowlist":
@@ -49,3 +51,25 @@ def describe(policy: SeccompPolicy | None) -> str:
             lines.append(f"  {'':<12} otherwise {plan.fallback}")
     lines += ["", f"Everything else: {policy.default_action}"]
     return "\n".join(lines)
+
+
+def groups_markdown() -> str:
+    """The syscall-group table of docs/seccomp.md (regenerate with update_docs())."""
+    from .groups import GROUPS
+    rows = ["| Group | Purpose | Members |", "|---|---|---|"]
+    for name, (purpose, members) in sorted(GROUPS.items()):
+        rows.append(f"| `{name}` | {purpose} | {' '.join(members)} |")
+    return "\n".join(rows)
+
+
+GROUPS_BEGIN, GROUPS_END = "<!-- groups:begin -->", "<!-- groups:end -->"
+
+
+def update_docs(path: str) -> None:
+    """Rewrite the generated group table between the markers in ``path``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(GROUPS_BEGIN, 1)
+    _, tail = rest.split(GROUPS_END, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{GROUPS_BEGIN}\n{groups_markdown()}\n{GROUPS_END}{tail}")

@@ -140,10 +140,6 @@ def is_group(name: str) -> bool:
     return name.startswith("@")
 
 
-def describe_group(name: str) -> str:
-    return GROUPS[name][0]
-
-
 def members(name: str) -> tuple[str, ...]:
     """Direct members (names and sub-groups) as written."""
     return GROUPS[name][1]

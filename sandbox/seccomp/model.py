@@ -150,6 +150,11 @@ class Rule:
     args: tuple[ArgCondition, ...] = ()
     comment: str = field(default="", compare=False)
 
+    def __post_init__(self):
+        # Accept lists from callers but stay hashable and immutable.
+        object.__setattr__(self, "syscalls", tuple(self.syscalls))
+        object.__setattr__(self, "args", tuple(self.args))
+
 
 @dataclass(frozen=True)
 class SeccompPolicy:
@@ -173,6 +178,8 @@ class SeccompPolicy:
     name: str = "custom"
 
     def __post_init__(self):
+        object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "architectures", tuple(self.architectures))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if self.mode == "allowlist" and self.default_action.kind == "allow":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 
 from ..errors import Problem
@@ -18,7 +19,7 @@ def load_policy_file(path: str, depth: int = 1) -> tuple[SeccompPolicy | None, l
     if path.endswith(".json"):
         from .docker import import_docker
         try:
-            return import_docker(json.loads(raw)), []
+            return import_docker(json.loads(raw), name=os.path.basename(path)), []
         except (ValueError, TypeError, KeyError) as exc:
             return None, [Problem(path, "", "a Docker/OCI seccomp profile", str(exc))]
     try:

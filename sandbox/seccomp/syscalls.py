@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import functools
 import platform
+import re
 
 import pyseccomp
 
@@ -17,6 +18,7 @@ import pyseccomp
 # other negative numbers are "pseudo syscalls": known names absent on this ABI
 # (e.g. socketcall on x86_64), which libseccomp accepts and places correctly.
 _NR_UNKNOWN = -1
+_NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 
 # Architecture spellings accepted in policies -> libseccomp token.
 ARCHES = {
@@ -72,7 +74,7 @@ def resolve(name: str) -> int:
 @functools.lru_cache(maxsize=None)
 def is_known(name: str) -> bool:
     """True when libseccomp knows the name on any architecture."""
-    return bool(name) and name.isascii() and resolve(name) != _NR_UNKNOWN
+    return bool(_NAME_RE.match(name)) and resolve(name) != _NR_UNKNOWN
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,8 +97,14 @@ def max_known_number() -> int:
     return max(native_table())
 
 
-def name_of(nr: int) -> str:
-    return native_table().get(nr, f"syscall#{nr}")
+def name_of(nr: int, arch: int | None = None) -> str:
+    """Name of syscall ``nr`` on the native ABI, or on libseccomp ABI token ``arch``."""
+    if arch is None or arch == pyseccomp.system_arch():
+        return native_table().get(nr, f"syscall#{nr}")
+    try:
+        return pyseccomp.resolve_syscall(arch, nr).decode()
+    except ValueError:
+        return f"syscall#{nr}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -714,11 +714,15 @@ def check_syscalls(ctx):
         yield result("seccomp.denied", "seccomp", "dangerous syscalls are denied", SKIP,
                      "denied", f"no syscall table for {_ARCH}")
         return
+    # Without a filter an EPERM can only come from a capability check.
+    filtered = _status_fields(_try_read("/proc/self/status", "")).get("Seccomp") == "2"
     for name, (nrs, args, harm) in SYSCALLS.items():
         nr = nrs[_ARCH_COL]
         if nr is None:
             continue
         denied, text = classify(run_in_child(lambda: _raw_syscall(nr, args)))
+        if text == "EPERM" and not filtered:
+            text = "EPERM (a capability check: no seccomp filter)"
         if name == "personality" and denied is False:
             yield result("seccomp.denied.personality", "seccomp",
                          "personality() cannot " + harm, WARN, "denied", text,
@@ -1801,6 +1805,9 @@ def main(argv=None):
     parser.add_argument("--context", help="context JSON: a file, '-' for stdin, or JSON text")
     parser.add_argument("--stress", action="store_true",
                         help="also allocate and fork past the expected limits (in a child)")
+    parser.add_argument("--stop-when-done", action="store_true",
+                        help="stop (SIGSTOP) after printing, so a verifier can inspect this process "
+                             "from outside; it sends SIGCONT when done")
     parser.add_argument("--outside", type=int, metavar="PID",
                         help="run the host-side checks against PID instead")
     args = parser.parse_args(argv)
@@ -1813,13 +1820,16 @@ def main(argv=None):
         context.setdefault("expect", {})["stress"] = True
     results = outside_checks(args.outside, context) if args.outside else run_checks(context)
     if args.json:
-        counts = {s.lower(): sum(1 for r in results if r["status"] == s)
-                  for s in (PASS, FAIL, WARN, SKIP)}
+        counts = {name: sum(1 for r in results if r["status"] == s) for s, name in
+                  ((PASS, "passed"), (FAIL, "failed"), (WARN, "warnings"), (SKIP, "skipped"))}
         print(json.dumps({"probe_version": PROBE_VERSION, "pid": os.getpid(),
                           "kernel": platform.release(), "arch": _ARCH, "summary": counts,
                           "results": results}, indent=1))
     else:
         print(render_text(results))
+    if args.stop_when_done:
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
     return 1 if any(r["status"] == FAIL for r in results) else 0
 
 

@@ -1,0 +1,45 @@
+"""Learning mode: find out which denied calls a workload needs, and suggest a policy.
+
+    bpf = compile_bpf(reporting_policy(base))           # notify instead of errno
+    child: fd = confine_self(bpf, new_listener=True) ... execve
+    parent: seen = Recorder(fd, base, learn=True).run_until(stop)   # calls proceed!
+    policy, refused = suggest_policy(base, seen)
+
+While learning, every call the base would deny is let through (the recorder
+answers "continue"): run only trusted workloads this way.
+"""
+from __future__ import annotations
+
+from . import groups as _groups
+from .model import ALLOW, Rule, SeccompPolicy
+from .notify import Violation
+from .plan import build_plan
+
+# Never granted automatically: a person should decide about these.
+NEVER_AUTO_ALLOW = ("@mount", "@module", "@reboot", "@raw-io", "@swap", "@clock", "@keyring",
+                    "@debug", "@namespaces", "@cpu-emulation", "@io-uring", "bpf", "perf_event_open",
+                    "userfaultfd", "clone3", "socketcall")
+
+
+def suggest_policy(base: SeccompPolicy, seen: list[Violation]) -> tuple[SeccompPolicy, list[str]]:
+    """``base`` plus an allow rule for the denied calls it is safe to grant.
+
+    Returns (policy, refused): refused lists calls left denied, either sensitive
+    (NEVER_AUTO_ALLOW) or restricted by arguments in ``base`` -- for those, write a
+    [[seccomp.rules]] entry with the needed argument values by hand.
+    """
+    sensitive = set(_groups.expand(NEVER_AUTO_ALLOW))
+    plans = build_plan(base)
+    granted, refused = [], []
+    for v in seen:
+        if v.syscall in sensitive:
+            refused.append(f"{v.syscall}: sensitive, decide by hand")
+        elif v.syscall in plans and plans[v.syscall].cases:
+            refused.append(f"{v.syscall}: restricted by arguments (first call: "
+                           f"{', '.join(hex(a) for a in v.first_args[:3])})")
+        elif v.syscall not in granted:
+            granted.append(v.syscall)
+    if not granted:
+        return base, refused
+    rule = Rule(tuple(sorted(granted)), ALLOW, comment="learned")
+    return base.with_rules(rule, name=f"{base.name} (learned)"), refused

@@ -1,0 +1,264 @@
+"""Benchmarks: sandbox against bubblewrap and runc, in one run, interleaved, medians of repeats.
+
+Ratios are what matter (the machine changes); absolute times are context. Not part of the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX = [str(ROOT / ".venv/bin/sandbox")]
+sys.path.insert(0, str(ROOT))
+
+
+def bwrap_argv(seccomp_fd: int | None, command: list[str]) -> list[str]:
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin", "--proc", "/proc",
+            "--dev", "/dev", "--tmpfs", "/tmp"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return argv + command
+
+
+def make_runc_bundle(directory: Path, command: list[str]) -> Path:
+    from sandbox.profile import load_profile
+    from sandbox.seccomp import export_docker
+    bundle = directory / "bundle"
+    rootfs = bundle / "rootfs"
+    for sub in ("usr", "proc", "dev", "tmp"):
+        (rootfs / sub).mkdir(parents=True, exist_ok=True)
+    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")):
+        if not (rootfs / link).exists():
+            os.symlink(target, rootfs / link)
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = command
+    config["process"]["user"] = {"uid": 65534, "gid": 65534}
+    config["process"]["capabilities"] = {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")}
+    config["root"]["readonly"] = True
+    config["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr",
+                             "options": ["rbind", "ro", "nosuid", "nodev"]})
+    config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                             "options": ["nosuid", "nodev", "size=65536k"]})
+    config["linux"]["seccomp"] = export_docker(load_profile("untrusted").seccomp)
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def timed(argv: list[str], **kwargs) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - start
+
+
+def interleaved(cases: dict, rounds: int, warmup: int = 3) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for round_index in range(warmup + rounds):
+        for name, action in cases.items():
+            elapsed = action()
+            if round_index >= warmup:
+                samples[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def bench_cold(rounds: int, work: Path) -> dict:
+    from sandbox.profile import load_profile
+    from sandbox.seccomp import compile_bpf
+    bpf_file = work / "filter.bpf"
+    bpf_file.write_bytes(compile_bpf(load_profile("untrusted").seccomp))
+    bundle = make_runc_bundle(work, ["/bin/true"])
+    counter = iter(range(10**9))
+
+    def run_bwrap():
+        with open(bpf_file, "rb") as handle:
+            return timed(bwrap_argv(3, ["/bin/true"]), pass_fds=(handle.fileno(),),
+                         preexec_fn=lambda: os.dup2(handle.fileno(), 3))
+
+    cases = {
+        "sandbox": lambda: timed(SANDBOX + ["run", "-q", "untrusted", "--", "/bin/true"]),
+        "bwrap": run_bwrap,
+        "runc": lambda: timed(["runc", "run", "--bundle", str(bundle), f"bench-{os.getpid()}-{next(counter)}"]),
+    }
+    return interleaved(cases, rounds)
+
+
+def bench_warm(count: int) -> dict:
+    import sandbox
+    profile = sandbox.load_profile("untrusted")
+    sandbox.run(profile, ["/bin/true"])
+
+    def api():
+        start = time.perf_counter()
+        for _ in range(count):
+            sandbox.run(profile, ["/bin/true"])
+        return (time.perf_counter() - start) / count
+
+    def spawn_bwrap():
+        start = time.perf_counter()
+        for _ in range(count):
+            subprocess.run(bwrap_argv(None, ["/bin/true"]), check=True)
+        return (time.perf_counter() - start) / count
+
+    return interleaved({"sandbox.run": api, "bwrap spawn": spawn_bwrap}, rounds=3, warmup=1)
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _python_descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except OSError:
+                pass
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = ""
+        if "python" in exe:
+            found.append(pid)
+        stack += children.get(pid, [])
+    return found
+
+
+def bench_concurrent(count: int) -> dict:
+    loop = "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done"
+    start = time.perf_counter()
+    procs = [subprocess.Popen(SANDBOX + ["run", "-q", "untrusted", "--", "/bin/sh", "-c", loop + "; sleep 1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(count)]
+    time.sleep(0.8)
+    pss = [sum(_pss_kb(pid) for pid in _python_descendants(p.pid)) for p in procs if p.poll() is None]
+    failures = sum(p.wait() != 0 for p in procs)
+    elapsed = time.perf_counter() - start
+    return {"sandboxes": count, "failures": failures, "seconds": elapsed, "per_second": count / elapsed,
+            "launcher_pss_mb_median": statistics.median(pss) / 1024 if pss else None,
+            "launcher_pss_mb_max": max(pss) / 1024 if pss else None}
+
+
+SYSCALL_LOOP = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < 2000000; i++) syscall(SYS_getppid);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%f\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+    return 0;
+}
+"""
+
+
+def bench_seccomp(work: Path, rounds: int) -> dict:
+    source = work / "loop.c"
+    source.write_text(SYSCALL_LOOP)
+    binary = work / "loop"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True)
+    os.chmod(work, 0o755)
+    no_filter = work / "nofilter.toml"
+    no_filter.write_text('extends = "untrusted"\n[seccomp]\npolicy = "unconfined"\n')
+
+    def inside(profile: str):
+        def run():
+            out = subprocess.run(SANDBOX + ["run", "-q", "--bind", f"{work}:/bench", profile, "--", "/bench/loop"],
+                                 check=True, capture_output=True, text=True).stdout
+            return float(out.strip())
+        return run
+    return interleaved({"default policy": inside("untrusted"), "no filter": inside(str(no_filter))}, rounds, warmup=1)
+
+
+def bench_verify(rounds: int) -> float:
+    return statistics.median(timed(SANDBOX + ["verify", "untrusted"]) for _ in range(rounds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (for CI smoke runs)")
+    parser.add_argument("--write-docs", action="store_true", help="write docs/performance.md")
+    args = parser.parse_args()
+    rounds = 5 if args.quick else 30
+    results: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+                                f"kernel {platform.release()}", "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        results["cold"] = bench_cold(rounds, work)
+        print("cold CLI start-up to exit (median s):", results["cold"], flush=True)
+        results["warm"] = bench_warm(10 if args.quick else 50)
+        print("warm launches from one process (s each):", results["warm"], flush=True)
+        results["concurrent"] = bench_concurrent(16 if args.quick else 64)
+        print("concurrent:", results["concurrent"], flush=True)
+        results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
+        print("seccomp syscall loop (s for 2M getppid):", results["seccomp"], flush=True)
+    try:
+        results["verify"] = bench_verify(1 if args.quick else 3)
+        print("verify untrusted (s):", results["verify"], flush=True)
+    except subprocess.CalledProcessError as exc:
+        results["verify"] = None
+        print("verify failed:", exc, flush=True)
+    text = render(results)
+    print(text)
+    if args.write_docs:
+        doc = ROOT / "docs/performance.md"
+        head = doc.read_text().split("<!-- results -->")[0] if doc.exists() else "# Performance\n\n"
+        doc.write_text(head + "<!-- results -->\n" + text)
+    (ROOT / "bench-results").mkdir(exist_ok=True)
+    (ROOT / "bench-results/latest.json").write_text(json.dumps(results, indent=2))
+
+
+def render(r: dict) -> str:
+    cold, warm, conc, sec = r["cold"], r["warm"], r["concurrent"], r["seccomp"]
+    overhead = (sec["default policy"] / sec["no filter"] - 1) * 100
+    lines = [
+        f"Measured {r['date']} on {r['machine']}.", "",
+        "| benchmark | sandbox | peer | ratio (sandbox / peer) | target |",
+        "|---|---|---|---|---|",
+        f"| cold CLI, `run untrusted -- /bin/true` | {cold['sandbox']*1000:.1f} ms | bwrap {cold['bwrap']*1000:.1f} ms "
+        f"| {cold['sandbox']/cold['bwrap']:.2f}x | within 3x |",
+        f"| cold CLI vs runc | {cold['sandbox']*1000:.1f} ms | runc {cold['runc']*1000:.1f} ms "
+        f"| {cold['sandbox']/cold['runc']:.2f}x | at most 1x |",
+        f"| warm API launch (each) | {warm['sandbox.run']*1000:.1f} ms | bwrap spawn {warm['bwrap spawn']*1000:.1f} ms "
+        f"| {warm['sandbox.run']/warm['bwrap spawn']:.2f}x | at most 1x |",
+        f"| seccomp, 2M getppid() | {sec['default policy']:.3f} s | no filter {sec['no filter']:.3f} s "
+        f"| {overhead:+.1f}% | under 5% |",
+        f"| {conc['sandboxes']} concurrent sandboxes | {conc['per_second']:.1f} completions/s, {conc['failures']} failures "
+        f"| | | 0 failures |",
+        f"| launcher memory per sandbox (PSS) | median {conc['launcher_pss_mb_median'] or 0:.1f} MB, "
+        f"max {conc['launcher_pss_mb_max'] or 0:.1f} MB | | | under 30 MB |",
+    ]
+    if r.get("verify") is not None:
+        lines.append(f"| `sandbox verify untrusted` | {r['verify']:.2f} s | | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
