@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import signal
+import socket
 import termios
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class ChildContext:
     pass_fds: tuple[int, ...] = ()
     tty_fd: int = -1
     stdio: tuple = (None, None, None)  # fds to become 0, 1, 2; None keeps the launcher's
+    listener_socket_fd: int = -1  # where to send the seccomp notification fd (violation reports)
 
 
 class _StepFailed(Exception):
@@ -141,7 +143,7 @@ def run_intermediate(ctx: ChildContext):
 
 
 def _needed_fds(ctx: ChildContext) -> set[int]:
-    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.tty_fd, *ctx.pass_fds}
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.tty_fd, ctx.listener_socket_fd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
@@ -212,7 +214,7 @@ def run_workload(ctx: ChildContext):
             for target, fd in enumerate(ctx.stdio):
                 if fd is not None and fd != target:
                     os.dup2(fd, target)
-            fds.close_all_except({0, 1, 2, ctx.message_fd, *ctx.pass_fds})
+            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.listener_socket_fd, *ctx.pass_fds})
             for fd in ctx.pass_fds:
                 os.set_inheritable(fd, True)
         if ctx.new_session:
@@ -236,10 +238,16 @@ def run_workload(ctx: ChildContext):
             with step(ctx, "landlock"):
                 for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=True) or ():
                     protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
+        # Made before the filter: creating a socket object makes system calls of its own.
+        listener_socket = socket.socket(fileno=ctx.listener_socket_fd) if ctx.listener_socket_fd >= 0 else None
         protocol.send(ctx.message_fd, protocol.EXEC)
         if ctx.seccomp_bpf is not None:
             with step(ctx, "seccomp"):
-                load_bpf(ctx.seccomp_bpf)
+                listener = load_bpf(ctx.seccomp_bpf, new_listener=listener_socket is not None)
+                if listener_socket is not None:
+                    socket.send_fds(listener_socket, [b"L"], [listener])
+                    os.close(listener)
+                    listener_socket.close()
         _exec(ctx)
     except _StepFailed:
         _die()

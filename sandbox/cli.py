@@ -8,6 +8,7 @@ Imports are deferred into the commands: start-up time is part of every launch.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -89,8 +90,10 @@ def _overrides(binds, envs, cwd, timeout, network) -> dict:
 @click.option("--stats", is_flag=True, help="Print what the run used, on stderr.")
 @click.option("--result-json", type=click.Path(dir_okay=False, writable=True), help="Write the result as JSON.")
 @click.option("--verify", "verify_first", is_flag=True, help="Verify the isolation first; refuse to run on a failure.")
+@click.option("--report-violations", is_flag=True, help="Report denied system calls after the run.")
 @click.option("-q", "--quiet", is_flag=True, help="No warnings.")
-def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first, quiet):
+def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
+        report_violations, quiet):
     """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name)."""
     from .api import load_profile, run as run_sandbox
     from .errors import SandboxError
@@ -106,7 +109,8 @@ def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result
                 click.echo(report.render(), err=True)
                 click.echo("sandbox: verification failed: not running the workload", err=True)
                 sys.exit(EXIT_USAGE)
-        result = run_sandbox(loaded, list(command) or None, tty=tty)
+        result = run_sandbox(loaded, command or None, tty=tty,
+                             seccomp_mode="report" if report_violations else None)
     except SandboxError as exc:
         _fail(exc)
     if not quiet:
@@ -120,6 +124,13 @@ def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result
         click.echo(f"sandbox: killed: out of memory (limit {limit})", err=True)
     if stats:
         click.echo(_format_stats(result), err=True)
+    if report_violations:
+        if result.violations:
+            for v in result.violations:
+                click.echo(f"sandbox: denied: {v['syscall']} x{v['count']} -> {v['action']} "
+                           f"(first: pid {v['first_pid']}, args {', '.join(v['first_args'][:3])})", err=True)
+        else:
+            click.echo("sandbox: no system call was denied", err=True)
     if result_json:
         with open(result_json, "w") as handle:
             json.dump(result.to_dict(), handle, indent=2)
@@ -255,6 +266,119 @@ def probe(probe_args):
     Options: --json, --context FILE|JSON, --stress, --outside PID."""
     from .verify.probe import main as probe_main
     sys.exit(probe_main(list(probe_args)))
+
+
+@main.group()
+def seccomp():
+    """Inspect seccomp policies."""
+
+
+@seccomp.command("show")
+@click.argument("profile")
+@click.option("--pfc", is_flag=True, help="libseccomp's pseudo-filter code instead of the summary.")
+@click.option("--bpf", "bpf_file", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the compiled BPF program to this file.")
+def seccomp_show(profile, pfc, bpf_file):
+    """Print PROFILE's resolved seccomp policy."""
+    from .api import load_profile
+    from .errors import SandboxError
+    from .seccomp import compile_bpf, describe, export_pfc
+    try:
+        policy = load_profile(profile).seccomp
+    except SandboxError as exc:
+        _fail(exc)
+    if pfc and policy is not None:
+        click.echo(export_pfc(policy), nl=False)
+    else:
+        click.echo(describe(policy))
+    if bpf_file:
+        if policy is None:
+            raise click.UsageError("the profile has no seccomp filter to export")
+        with open(bpf_file, "wb") as handle:
+            handle.write(compile_bpf(policy))
+
+
+def _write_or_print(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("import")
+@click.argument("kind", type=click.Choice(["docker-seccomp"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the profile here (default: stdout).")
+@click.option("--base", default="untrusted", show_default=True, help="Profile the new one extends.")
+def import_(kind, file, output, base):
+    """Turn a Docker/OCI seccomp JSON profile into a sandbox profile."""
+    import tomli_w
+    from .seccomp import import_docker, policy_to_profile_toml
+    skipped: list = []
+    try:
+        policy = import_docker(file, skipped=skipped)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.UsageError(f"{file}: not a Docker seccomp profile: {exc}") from None
+    document = {"name": os.path.splitext(os.path.basename(output or file))[0],
+                "description": f"Imported from {os.path.basename(file)} (Docker seccomp)"}
+    document.update(policy_to_profile_toml(policy, base=base))
+    _write_or_print(tomli_w.dumps(document), output)
+    for note in skipped:
+        _warn(f"not imported: {note}")
+
+
+@main.command()
+@click.argument("profile")
+@click.option("--format", "fmt", type=click.Choice(["docker-seccomp"]), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
+def export(profile, fmt, output):
+    """Write PROFILE's policy in another tool's format."""
+    from .api import load_profile
+    from .errors import SandboxError
+    from .seccomp import export_docker
+    try:
+        policy = load_profile(profile).seccomp
+    except SandboxError as exc:
+        _fail(exc)
+    if policy is None:
+        raise click.UsageError("the profile has no seccomp filter (policy = \"unconfined\")")
+    warnings: list = []
+    _write_or_print(json.dumps(export_docker(policy, warnings=warnings), indent=2) + "\n", output)
+    for warning in warnings:
+        _warn(warning)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the learned profile here.")
+@click.option("--base", default="untrusted", show_default=True, help="Profile to run under and extend.")
+def learn(command, output, base):
+    """Run COMMAND (trusted!) recording its system calls, and write a minimal allowlist profile.
+
+    While learning every system call is let through: use it only on workloads you trust."""
+    import tomli_w
+    from .api import load_profile
+    from .errors import SandboxError
+    from .launcher import Launch
+    from .seccomp import default_policy, policy_to_profile_toml
+    from .seccomp.learn import minimal_policy
+    command = [c for i, c in enumerate(command) if not (i == 0 and c == "--")]
+    try:
+        profile = load_profile(base)
+        launch = Launch(profile, command, seccomp_mode="learn")
+        result = launch.run()
+    except SandboxError as exc:
+        _fail(exc)
+    recorded = {v.syscall for v in launch.recorded}
+    policy = minimal_policy(profile.seccomp or default_policy(), recorded,
+                            name=f"learned from {os.path.basename(command[0])}")
+    document = {"name": os.path.splitext(os.path.basename(output))[0] if output else "learned",
+                "description": f"Learned from: {' '.join(command)[:80]}"}
+    document.update(policy_to_profile_toml(policy, base=base))
+    _write_or_print(tomli_w.dumps(document), output)
+    click.echo(f"sandbox: learned {len(recorded)} system calls (workload exit {result.exit_code})", err=True)
+    sys.exit(0 if result.exit_code == 0 else result.exit_code)
 
 
 @main.command()

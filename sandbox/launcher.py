@@ -11,6 +11,7 @@ import fnmatch
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -134,7 +135,8 @@ class Launch:
 
     def __init__(self, profile: Profile, argv: list[str] | tuple[str, ...] | None = None, *,
                  timeout: float | None = None, stdin=None, stdout=None, stderr=None, capture_output=False,
-                 tty: bool = False, pass_fds: tuple[int, ...] = (), forward_signals: bool = True):
+                 tty: bool = False, pass_fds: tuple[int, ...] = (), forward_signals: bool = True,
+                 seccomp_mode: str | None = None):
         self.profile = profile
         self.argv = tuple(argv) if argv else profile.process.command
         if not self.argv:
@@ -145,22 +147,39 @@ class Launch:
         self.tty = tty
         self.pass_fds = tuple(pass_fds)
         self.forward_signals = forward_signals
+        if seccomp_mode not in (None, "report", "learn"):
+            raise ValueError(f"seccomp_mode must be None, 'report' or 'learn', not {seccomp_mode!r}")
+        if seccomp_mode == "report" and profile.seccomp is None:
+            seccomp_mode = None  # nothing is denied, so nothing to report
+        self.seccomp_mode = seccomp_mode
+        self.recorded: list = []
         self.warnings: list[str] = []
         self.init_pid: int | None = None
         self.child_pid: int | None = None
 
     # ------------------------------------------------------------ preparation (no child yet)
 
+    def _filter_policy(self):
+        from .seccomp.learn import learning_policy
+        from .seccomp.notify import reporting_policy
+        policy = self.profile.seccomp
+        if self.seccomp_mode == "learn":
+            return learning_policy(policy.architectures if policy is not None else ("native",))
+        if self.seccomp_mode == "report":
+            return reporting_policy(policy)
+        return policy
+
     def _compile_seccomp(self) -> bytes | None:
-        if self.profile.seccomp is None:
+        policy = self._filter_policy()
+        if policy is None:
             return None
         from .seccomp import compile_bpf
         try:
-            return compile_bpf(self.profile.seccomp)
+            return compile_bpf(policy)
         except (OSError, ValueError) as exc:
             raise SetupError("seccomp", getattr(exc, "errno", 0) or 0, f"cannot compile the filter: {exc}") from None
 
-    def _context(self, idmap, trees, message_fd, go_fd, stdio, tty_fd) -> child.ChildContext:
+    def _context(self, idmap, trees, message_fd, go_fd, stdio, tty_fd, listener_fd=-1) -> child.ChildContext:
         profile = self.profile
         ns = profile.namespaces
         return child.ChildContext(
@@ -172,7 +191,7 @@ class Launch:
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, parent_pid=os.getpid(),
-            pass_fds=self.pass_fds, tty_fd=tty_fd, stdio=stdio)
+            pass_fds=self.pass_fds, tty_fd=tty_fd, stdio=stdio, listener_socket_fd=listener_fd)
 
     # ------------------------------------------------------------ the run
 
@@ -197,7 +216,9 @@ class Launch:
             cleanup_fds += [message_r, go_w]
             stdio, capture = self._stdio_pipes(cleanup_fds)
             tty_master, tty_slave = os.openpty() if self.tty else (-1, -1)
-            ctx = self._context(idmap, trees, message_w, go_r, stdio, tty_slave)
+            listener_parent, listener_child = socket.socketpair() if self.seccomp_mode else (None, None)
+            ctx = self._context(idmap, trees, message_w, go_r, stdio, tty_slave,
+                                listener_child.fileno() if listener_child else -1)
             pid = os.fork()
             if pid == 0:
                 os.close(message_r)
@@ -210,7 +231,14 @@ class Launch:
                     [tty_slave] if tty_slave >= 0 else []):
                 os.close(fd)
             trees.close()
-            result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, capture, tty_master)
+            if listener_child is not None:
+                listener_child.close()
+            self._listener_socket = listener_parent
+            try:
+                result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, capture, tty_master)
+            finally:
+                if listener_parent is not None:
+                    listener_parent.close()
         finally:
             for fd in cleanup_fds:
                 try:
@@ -300,6 +328,8 @@ class Launch:
                     self.init_pid = message["pid"]
                 elif kind == protocol.EXEC:
                     exec_seen = True
+                    if self.seccomp_mode:
+                        self._start_recorder()
                 elif kind == protocol.EXIT:
                     status = message["status"]
                 elif kind == protocol.WARNING:
@@ -313,6 +343,7 @@ class Launch:
             if error is not None or result.timed_out:
                 self._kill(pid, cgroup)
             _, wait_status = os.waitpid(pid, 0)
+            self._stop_recorder(result)
         if capture:
             result.stdout = bytes(outputs.get(capture["stdout_read"], b""))
             result.stderr = bytes(outputs.get(capture["stderr_read"], b""))
@@ -331,6 +362,36 @@ class Launch:
             result.signal = signal.SIGKILL
             result.exit_code = 128 + signal.SIGKILL
         return result
+
+    def _start_recorder(self) -> None:
+        """Receive the workload's seccomp listener and serve it in a thread (report/learn modes)."""
+        from .seccomp.notify import Recorder
+        ready, _, _ = select.select([self._listener_socket], [], [], 10.0)
+        if not ready:
+            self.warnings.append("seccomp listener not received: violations are not reported")
+            return
+        _, received, _, _ = socket.recv_fds(self._listener_socket, 16, 1)
+        if not received:
+            self.warnings.append("seccomp listener not received: violations are not reported")
+            return
+        policy = self._filter_policy() if self.seccomp_mode == "learn" else self.profile.seccomp
+        recorder = Recorder(received[0], policy, learn=self.seccomp_mode == "learn")
+        self._recorder_stop = threading.Event()
+        self._recorder_thread = threading.Thread(target=recorder.run_until, args=(self._recorder_stop,),
+                                                 name="sandbox-seccomp", daemon=True)
+        self._recorder = recorder
+        self._recorder_thread.start()
+
+    def _stop_recorder(self, result: Result) -> None:
+        thread = getattr(self, "_recorder_thread", None)
+        if thread is None:
+            return
+        self._recorder_stop.set()
+        thread.join(timeout=5)
+        self.recorded = self._recorder.violations()
+        result.violations = [{"syscall": v.syscall, "action": v.action, "count": v.count,
+                              "first_pid": v.first_pid, "first_args": [hex(a) for a in v.first_args[:6]]}
+                             for v in self.recorded]
 
     def _next_event(self, reader, outputs, tty_master, limit):
         """A protocol message, relaying captured output and the terminal while waiting."""

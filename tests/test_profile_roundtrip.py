@@ -20,7 +20,8 @@ from sandbox.profile.units import CAPABILITY_NUMBERS
 from sandbox.profile.validate import validate
 from sandbox.seccomp import builtin_policy, parse_section
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# SANDBOX_HYPOTHESIS_EXAMPLES=2000 for a longer hunt.
+SETTINGS = settings(max_examples=int(os.environ.get("SANDBOX_HYPOTHESIS_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _strip(profile: model.Profile) -> model.Profile:

@@ -22,6 +22,9 @@ def _rlimit(value: int) -> int | str:
 
 
 def _value(kind: str, value: Any) -> Any:
+    if kind == "seccomp":  # None is a value here: "unconfined", not "the default policy"
+        from ..seccomp import to_toml_dict
+        return to_toml_dict(value)
     if value is None:
         return None
     if kind in ("size", "size?"):
@@ -36,9 +39,6 @@ def _value(kind: str, value: Any) -> Any:
     if kind == "rlimits":
         return {name: _rlimit(soft) if soft == hard else [_rlimit(soft), _rlimit(hard)]
                 for name, soft, hard in value}
-    if kind == "seccomp":
-        from ..seccomp import to_toml_dict
-        return to_toml_dict(value)
     if isinstance(value, tuple):
         return [to_table(item) if dataclasses.is_dataclass(item) else item for item in value]
     if dataclasses.is_dataclass(value):

@@ -43,3 +43,24 @@ def suggest_policy(base: SeccompPolicy, seen: list[Violation]) -> tuple[SeccompP
         return base, refused
     rule = Rule(tuple(sorted(granted)), ALLOW, comment="learned")
     return base.with_rules(rule, name=f"{base.name} (learned)"), refused
+
+
+# Allowed while learning so the listener fd can reach the supervisor before anything is notified.
+LEARNING_ALLOWED = ("sendmsg",)
+
+
+def learning_policy(architectures: tuple[str, ...] = ("native",)) -> SeccompPolicy:
+    """Notify on every system call (the supervisor lets each one proceed and records it)."""
+    from .model import Action
+    return SeccompPolicy("allowlist", Action("notify"), (Rule(LEARNING_ALLOWED, ALLOW, comment="fd hand-over"),),
+                         architectures, "learning")
+
+
+def minimal_policy(base: SeccompPolicy, recorded: set[str], name: str = "learned") -> SeccompPolicy:
+    """An allowlist of exactly the recorded calls, keeping `base`'s argument rules for those it
+    restricts by argument (clone flags, socket families, ioctl requests ...)."""
+    restricted = {s for rule in base.rules if rule.args for s in _groups.expand(rule.syscalls)}
+    needed = set(recorded) | set(LEARNING_ALLOWED)
+    rules = [Rule(tuple(sorted(needed - restricted)), ALLOW, comment="learned")]
+    rules += [rule for rule in base.rules if set(_groups.expand(rule.syscalls)) & restricted & needed]
+    return SeccompPolicy("allowlist", base.default_action, tuple(rules), base.architectures, name)
