@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine  # platform.machine() without importing platform
 
 # Syscall numbers for the calls glibc 2.36 (Debian 12) may not export.
 _SYSCALLS = {

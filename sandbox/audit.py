@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import time
 from pathlib import Path
 
@@ -49,7 +48,7 @@ class AuditRecord:
     def __init__(self, profile: Profile, argv, profile_hash: str):
         self.enabled = profile.audit.enabled
         self.path = log_path(profile)
-        self.id = secrets.token_hex(8)
+        self.id = os.urandom(8).hex()  # secrets.token_hex(8) without importing hmac
         self.warning: str | None = None
         if not self.enabled:
             return

@@ -67,7 +67,10 @@ def finish(keep: tuple[str, ...]) -> None:
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     names = [name.removeprefix("CAP_").lower() for name in keep]
     caps = [getattr(prctl, f"CAP_{name.upper()}") for name in names if hasattr(prctl, f"CAP_{name.upper()}")]
+    # limit() only removes; a kept capability must also be raised in the inheritable set.
     prctl.cap_inheritable.limit(*caps)
+    for name in names:
+        setattr(prctl.cap_inheritable, name, True)
     prctl.cap_effective.limit(*caps)
     prctl.cap_permitted.limit(*caps)
     # Ambient capabilities survive exec of an ordinary binary by a non-root user; they need the

@@ -75,7 +75,9 @@ def step(ctx: ChildContext, name: str):
     except _StepFailed:
         raise
     except OSError as exc:
-        protocol.send_error(ctx.message_fd, name, exc.errno or 0, exc.strerror or str(exc))
+        # Name the path when there is one ("working directory: /nope: No such file or directory").
+        where = f"{exc.filename}: " if exc.filename else ""
+        protocol.send_error(ctx.message_fd, name, exc.errno or 0, where + (exc.strerror or str(exc)))
         raise _StepFailed from None
     except Exception as exc:  # a bug must still reach the parent as a message, not a hang
         protocol.send_error(ctx.message_fd, name, 0, f"{type(exc).__name__}: {exc}")

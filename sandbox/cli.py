@@ -52,33 +52,11 @@ def main():
 
 
 def _overrides(binds, envs, cwd, timeout, network) -> dict:
-    table: dict = {}
-    for spec in binds:
-        parts = spec.split(":")
-        if len(parts) == 1:
-            parts += [parts[0]]
-        if len(parts) == 2:
-            parts.append("ro")
-        if len(parts) != 3 or parts[2] not in ("ro", "rw") or not parts[0] or not parts[1]:
-            raise click.BadParameter(f"expected SRC[:DST[:ro|rw]], found {spec!r}", param_hint="--bind")
-        table.setdefault("filesystem", {}).setdefault("mounts", []).append(
-            {"source": parts[0], "target": parts[1], "mode": parts[2]})
-    for spec in envs:
-        name, sep, value = spec.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=VALUE, found {spec!r}", param_hint="--env")
-        table.setdefault("process", {}).setdefault("env", {})[name] = value
-    if cwd:
-        table.setdefault("process", {})["cwd"] = cwd
-    if timeout:
-        table.setdefault("limits", {})["timeout"] = timeout
-    if network:
-        table["network"] = {"mode": network}
-        table.setdefault("namespaces", {})["network"] = network == "none"
-    return table
+    from .cli_run import overrides
+    return overrides(binds, envs, cwd, timeout, network)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro|rw]]", help="Bind a host path (read-only unless :rw).")
@@ -94,60 +72,19 @@ def _overrides(binds, envs, cwd, timeout, network) -> dict:
 @click.option("-q", "--quiet", is_flag=True, help="No warnings.")
 def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
         report_violations, quiet):
-    """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name)."""
-    from .api import load_profile, run as run_sandbox
-    from .errors import SandboxError
-    command = list(command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    try:
-        loaded = load_profile(profile, overrides=_overrides(binds, envs, cwd, timeout, network))
-        if verify_first:
-            from .verify import verify_profile
-            report = verify_profile(loaded)
-            if not report.ok:
-                click.echo(report.render(), err=True)
-                click.echo("sandbox: verification failed: not running the workload", err=True)
-                sys.exit(EXIT_USAGE)
-        result = run_sandbox(loaded, command or None, tty=tty,
-                             seccomp_mode="report" if report_violations else None)
-    except SandboxError as exc:
-        _fail(exc)
-    if not quiet:
-        for warning in result.warnings:
-            _warn(warning)
-    if result.timed_out:
-        click.echo(f"sandbox: killed: timeout after {loaded.limits.timeout if not timeout else timeout}", err=True)
-    elif result.oom_killed:
-        from .profile.units import format_size
-        limit = format_size(loaded.limits.memory) if loaded.limits.memory else "?"
-        click.echo(f"sandbox: killed: out of memory (limit {limit})", err=True)
-    if stats:
-        click.echo(_format_stats(result), err=True)
-    if report_violations:
-        if result.violations:
-            for v in result.violations:
-                click.echo(f"sandbox: denied: {v['syscall']} x{v['count']} -> {v['action']} "
-                           f"(first: pid {v['first_pid']}, args {', '.join(v['first_args'][:3])})", err=True)
-        else:
-            click.echo("sandbox: no system call was denied", err=True)
-    if result_json:
-        with open(result_json, "w") as handle:
-            json.dump(result.to_dict(), handle, indent=2)
-            handle.write("\n")
-    sys.exit(result.exit_code)
+    """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name).
+
+    Options go before `--`; everything after it is the command."""
+    from . import cgprime
+    cgprime.start()  # the cgroup-migration grace period, paid behind the imports (see cgprime.py)
+    from .cli_run import execute
+    execute(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
+            report_violations, quiet)
 
 
 def _format_stats(result) -> str:
-    from .profile.units import format_size
-
-    def show(value, unit=""):
-        return "n/a" if value is None else f"{value:.3f}{unit}" if isinstance(value, float) else f"{value}{unit}"
-    status = f"signal {result.signal}" if result.signal else f"exit {result.exit_code}"
-    memory = format_size(result.memory_peak) if result.memory_peak else "n/a"
-    return (f"sandbox: {status}, wall {result.wall_time:.3f}s, user {show(result.cpu_user, 's')}, "
-            f"system {show(result.cpu_system, 's')}, peak memory {memory}, peak pids {show(result.pids_peak)}"
-            f"{', timed out' if result.timed_out else ''}{', out of memory' if result.oom_killed else ''}")
+    from .cli_run import format_stats
+    return format_stats(result)
 
 
 @main.command()
@@ -239,7 +176,8 @@ def audit(log_file, tail, as_json):
 @click.argument("profile")
 @click.option("--json", "as_json", is_flag=True, help="The full results as JSON.")
 @click.option("--stress", is_flag=True, help="Also allocate and fork past the limits (in the sandbox).")
-def verify(profile, as_json, stress):
+@click.option("--against", metavar="PROFILE", help="Judge by another profile's promises (e.g. untrusted).")
+def verify(profile, as_json, stress, against):
     """Launch PROFILE with a probe and check, one by one, that its isolation holds.
 
     Exit 0 when every expectation holds, 1 when any fails, 125 when it could not run."""
@@ -248,7 +186,8 @@ def verify(profile, as_json, stress):
     from .verify import verify_profile
     from .verify.report import use_colour
     try:
-        outcome = verify_profile(load_profile(profile), stress=stress)
+        outcome = verify_profile(load_profile(profile), stress=stress,
+                                 against=load_profile(against) if against else None)
     except SandboxError as exc:
         _fail(exc)
     for warning in outcome.warnings:
@@ -392,8 +331,8 @@ def gc():
 @main.command()
 def schema():
     """Print the JSON Schema of the profile format."""
-    from .profile.schema import json_schema
-    click.echo(json.dumps(json_schema(), indent=2))
+    from .profile.schema import schema_text
+    click.echo(schema_text(), nl=False)  # byte for byte sandbox/schema/profile.schema.json
 
 
 if __name__ == "__main__":

@@ -160,12 +160,12 @@ class Launch:
     # ------------------------------------------------------------ preparation (no child yet)
 
     def _filter_policy(self):
-        from .seccomp.learn import learning_policy
-        from .seccomp.notify import reporting_policy
         policy = self.profile.seccomp
         if self.seccomp_mode == "learn":
+            from .seccomp.learn import learning_policy
             return learning_policy(policy.architectures if policy is not None else ("native",))
         if self.seccomp_mode == "report":
+            from .seccomp.notify import reporting_policy
             return reporting_policy(policy)
         return policy
 
@@ -196,6 +196,15 @@ class Launch:
     # ------------------------------------------------------------ the run
 
     def run(self) -> Result:
+        # The CLI starts cgroup priming before its imports (see cgprime.py); it is stopped before
+        # the fork. Not started here: a warm API launch reaches the placement too soon to gain.
+        from . import cgprime
+        try:
+            return self._run(cgprime)
+        finally:
+            cgprime.stop()  # idempotent; normally already stopped before the fork
+
+    def _run(self, cgprime) -> Result:
         from . import cgroups
         started = time.monotonic()
         profile = self.profile
@@ -219,6 +228,7 @@ class Launch:
             listener_parent, listener_child = socket.socketpair() if self.seccomp_mode else (None, None)
             ctx = self._context(idmap, trees, message_w, go_r, stdio, tty_slave,
                                 listener_child.fileno() if listener_child else -1)
+            cgprime.stop()  # no thread may be running at fork
             pid = os.fork()
             if pid == 0:
                 os.close(message_r)
@@ -300,6 +310,9 @@ class Launch:
                 error = exc
         os.close(go_w)
         outputs = {capture[n + "_read"]: bytearray() for n in ("stdout", "stderr") if n in capture}
+        # _next_event forgets a pipe at its EOF (del outputs[fd]), and that EOF can come before the
+        # message pipe's: keep our own references to the buffers, or the output is lost.
+        collected = dict(outputs)
         previous = self._install_signal_forwarding()
         deadline = None
         exec_seen = False
@@ -345,8 +358,8 @@ class Launch:
             _, wait_status = os.waitpid(pid, 0)
             self._stop_recorder(result)
         if capture:
-            result.stdout = bytes(outputs.get(capture["stdout_read"], b""))
-            result.stderr = bytes(outputs.get(capture["stderr_read"], b""))
+            result.stdout = bytes(collected.get(capture["stdout_read"], b""))
+            result.stderr = bytes(collected.get(capture["stderr_read"], b""))
         if error is not None:
             raise error
         if result.timed_out:

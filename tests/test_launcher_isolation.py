@@ -6,11 +6,9 @@ profile's rw bind, symlinks in bind sources).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
-import stat
 import tempfile
 import textwrap
 import uuid

@@ -178,6 +178,32 @@ def test_sigterm_to_the_launcher_reaches_the_workload():
     assert proc.returncode == 3
 
 
+def test_api_forwards_signals_and_restores_handlers():
+    """sandbox.run() in the main thread relays SIGUSR1 (sent to ourselves once the workload says it
+    is ready) to the workload, and puts the caller's handlers back afterwards."""
+    import threading
+    before = signal.getsignal(signal.SIGUSR1)
+    read_fd, write_fd = os.pipe()
+    output = []
+
+    def watch():
+        with open(read_fd, "rb") as stream:
+            for line in stream:
+                output.append(line)
+                if line == b"ready\n":
+                    os.kill(os.getpid(), signal.SIGUSR1)  # the launcher is forwarding by now
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        result = sandbox.run("untrusted", ["/bin/sh", "-c", "trap 'echo got-usr1; exit 9' USR1; echo ready; "
+                                           "sleep 20 & wait"], stdout=write_fd, timeout=15)
+    finally:
+        os.close(write_fd)
+        thread.join(5)
+    assert result.exit_code == 9 and output == [b"ready\n", b"got-usr1\n"]
+    assert signal.getsignal(signal.SIGUSR1) is before
+
+
 def test_orphans_are_reaped_by_init():
     script = textwrap.dedent("""
         import json, os, time
@@ -334,3 +360,65 @@ def test_cli_malformed_env_is_one_line_125(sandbox_cli):
     proc = sandbox_cli("run", "--env", "NOEQUALS", "untrusted", "--", "/bin/true")
     assert proc.returncode == 125
     assert proc.stderr.startswith("sandbox: ") and proc.stderr.count("\n") == 1
+
+
+def test_bad_working_directory_names_the_path(sandbox_cli):
+    with pytest.raises(sandbox.SetupError) as info:
+        run(["/bin/true"], sandbox.profile_from_dict({"extends": "untrusted", "process": {"cwd": "/no/such/dir"}}))
+    assert info.value.step == "working directory" and "/no/such/dir" in info.value.message
+    proc = sandbox_cli("run", "--cwd", "/no/such/dir", "untrusted", "--", "/bin/true")
+    assert proc.returncode == 125
+    assert proc.stderr == "sandbox: working directory: /no/such/dir: No such file or directory (ENOENT)\n"
+
+
+def test_pass_fds_cross_and_nothing_else():
+    read_fd, write_fd = os.pipe()
+    other_r, other_w = os.pipe()
+    os.set_inheritable(other_w, True)  # inheritable, but not asked for: must not cross
+    try:
+        script = textwrap.dedent(f"""
+            import os
+            os.write({write_fd}, b"through-the-fd\\n")
+            try:
+                os.write({other_w}, b"x")
+                print("open")
+            except OSError:
+                print("closed")
+            print(*sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+        """)
+        try:
+            result = run([PY, "-c", script], pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        passed = os.read(read_fd, 100)
+    finally:
+        for fd in (read_fd, other_r, other_w):
+            os.close(fd)
+    assert result.exit_code == 0, result.stderr
+    assert passed == b"through-the-fd\n"
+    verdict, fds = result.stdout.decode().splitlines()
+    assert verdict == "closed", "an fd that was not passed reached the workload"
+    fds = {int(fd) for fd in fds.split()}
+    assert write_fd in fds
+    assert len(fds - {0, 1, 2, write_fd}) <= 1, fds  # listdir's own directory fd
+
+
+def test_captured_output_survives_concurrent_launches(tmp_path):
+    """Under load the output pipes can reach EOF before the message pipe; the captured output must
+    not be dropped then (it was: exit status right, stdout and stderr empty)."""
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent("""
+        import sandbox
+        lost = 0
+        for i in range(12):
+            r = sandbox.run("untrusted", ["/bin/sh", "-c", f"echo out-{i}; echo err-{i} >&2; exit 3"],
+                            capture_output=True)
+            lost += (r.exit_code, r.stdout, r.stderr) != (3, f"out-{i}\\n".encode(), f"err-{i}\\n".encode())
+        print(lost)
+    """))
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert out.strip() == "0", f"{out.strip()} of 12 runs lost captured output"

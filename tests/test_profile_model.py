@@ -137,9 +137,9 @@ def test_extends_tables_merge_scalars_and_arrays_replace(tmp_path):
         [capabilities]
         keep = ["kill"]
     """)
-    assert p.name == "base" and p.description == "the base"  # scalars not set stay the base's
+    assert p.name == "p" and p.description == ""  # a base's name and description are its own
     assert p.process.command == ("/bin/child",)
-    assert p.process.cwd == "/base"
+    assert p.process.cwd == "/base"  # scalars the child does not set stay the base's
     assert dict(p.process.env) == {"A": "1", "B": "two", "C": "3"}  # tables merge key by key
     assert p.filesystem.devices == ("tty",)  # arrays replace, never concatenate
     assert p.limits.memory == 1 << 30 and p.limits.pids == 64
@@ -254,6 +254,12 @@ def test_overrides_merge_on_top(tmp_path):
 def test_profile_from_dict():
     p = profile_from_dict({"extends": "untrusted", "limits": {"pids": 7}})
     assert p.limits.pids == 7 and p.filesystem.mounts[0].target == "/usr"
+    assert p.name == "" and p.description == ""
+
+
+def test_name_defaults_to_the_stem_even_when_extending(tmp_path):
+    p = load_text(tmp_path, 'extends = "ci"\n', "my-build.toml")
+    assert p.name == "my-build" and p.description == ""
 
 
 # ---------------------------------------------------------------- variables

@@ -195,7 +195,7 @@ def _outcome(text: str | bytes) -> None:
         assert exc.problems
         for problem in exc.problems:
             assert isinstance(problem.file, str) and problem.expected
-            assert "\n" not in problem.key
+            assert "\n" not in str(problem), problem  # one line each, whatever the input
         exc.one_line()
     else:
         assert isinstance(profile, model.Profile)

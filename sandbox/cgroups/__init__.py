@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import secrets
 
 from sandbox import _libc
 from sandbox.errors import LimitsUnavailable
@@ -47,7 +46,7 @@ def create(limits: CgroupLimits, *, name: str | None = None, backend: Backend | 
     LimitsUnavailable is raised instead and nothing is left behind.
     """
     backend = backend or detect()
-    name = name or f"sandbox-{os.getpid()}-{secrets.token_hex(4)}"
+    name = name or f"sandbox-{os.getpid()}-{os.urandom(4).hex()}"
     if not _NAME_RE.match(name) or name in (".", ".."):
         raise ValueError(f"bad cgroup name {name!r}")
     requested = [n for n in LIMIT_NAMES if n in limits.requested()]

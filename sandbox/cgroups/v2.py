@@ -53,6 +53,8 @@ def enable_controllers(base: str, wanted: set[str]) -> dict[str, str]:
 
 def _vacate(base: str) -> str | None:
     """Move this process out of base into its launcher leaf; None on success, else why not."""
+    from sandbox import cgprime
+    cgprime.stop()  # it writes our pid to our current cgroup: never while we move
     members = [int(p) for p in _fs.read(os.path.join(base, "cgroup.procs")).split()]
     if members != [os.getpid()]:
         others = len([p for p in members if p != os.getpid()])

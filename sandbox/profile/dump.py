@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import weakref
 from typing import Any
 
 import tomli_w
@@ -80,5 +81,20 @@ def to_toml(profile: Profile) -> str:
     return tomli_w.dumps(_escape(table))
 
 
+_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def profile_hash(profile: Profile) -> str:
-    return hashlib.sha256(to_toml(profile).encode()).hexdigest()[:16]
+    """Hash of the resolved profile, recorded with every launch. Cached per profile (frozen, so
+    equal profiles render the same TOML): rendering it costs more than a warm launch's other
+    bookkeeping together."""
+    try:
+        return _HASHES[profile]
+    except (KeyError, TypeError):
+        pass
+    digest = hashlib.sha256(to_toml(profile).encode()).hexdigest()[:16]
+    try:
+        _HASHES[profile] = digest
+    except TypeError:  # unhashable or not weak-referenceable: just do not cache
+        pass
+    return digest

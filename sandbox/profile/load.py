@@ -4,6 +4,7 @@ All problems in a file are collected and raised together as one ProfileError; ea
 the key path (``filesystem.mounts[2].target``), what was expected and what was found.
 
 Merge rules for `extends` (the base first, then each profile that extends it):
+- `name` and `description` are not inherited: they describe the file that sets them;
 - tables merge key by key; a scalar or a plain array in the child replaces the base's;
 - arrays of tables that have a target (mounts, tmpfs, symlinks, files) merge by target: an entry with
   the same target replaces the base's entry in place, new targets are appended;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -25,6 +27,7 @@ from .units import normalize_capability, parse_duration, parse_size
 
 ORIGINS = "\0origins"  # per-table map key -> file that set it, so problems name the right file
 MAX_EXTENDS_DEPTH = 16
+_OWN_KEYS = ("name", "description")  # not inherited through extends
 MAX_SIZE = 1 << 50  # 1 PiB: anything larger is a typo, not a limit
 MAX_ID = (1 << 32) - 2
 _VARIABLE = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
@@ -123,7 +126,7 @@ def _expand(value: Any, variables: dict[str, str], file: str, key: str, problems
     if isinstance(value, list):
         return [_expand(item, variables, file, f"{key}[{i}]", problems) for i, item in enumerate(value)]
     if isinstance(value, dict):
-        out = {k: _expand(v, variables, file, f"{key}.{k}" if key else k, problems) for k, v in value.items()}
+        out = {k: _expand(v, variables, file, _join(key, k), problems) for k, v in value.items()}
         out[ORIGINS] = {k: file for k in value}
         return out
     return value
@@ -183,7 +186,11 @@ def load_raw(name_or_path: str, *, overrides: dict | None = None) -> tuple[dict,
             raise ProfileError(Problem(str(path), "extends", f"at most {MAX_EXTENDS_DEPTH} levels", f"{len(chain) + 1}"))
         raw = read_toml(current)
         chain.append(current)
-        tables.append(_expand(raw, _variables(current), str(current), "", problems))
+        table = _expand(raw, _variables(current), str(current), "", problems)
+        if chain[1:]:  # a base's name and description describe the base, not the profile loaded
+            for key in _OWN_KEYS:
+                table.pop(key, None)
+        tables.append(table)
         parent = raw.get("extends")
         if parent is None:
             current = None
@@ -216,7 +223,7 @@ def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.P
         from .validate import validate
         problems.extend(_blame(problem, merged) for problem in validate(profile, str(path)))
     if problems:
-        raise ProfileError(problems)
+        raise ProfileError(_printable(problems))
     return profile
 
 
@@ -245,14 +252,14 @@ def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
     if isinstance(data.get("extends"), str):
         base, _, chain, base_problems = load_raw(data["extends"])
         problems.extend(base_problems)
-        table = _merge(base, table)
+        table = _merge({k: v for k, v in base.items() if k not in _OWN_KEYS}, table)
     builder = _Builder(source, problems)
     profile = builder.build(model.Profile, table, "")
     if profile is not None:
         from .validate import validate
         problems.extend(validate(profile, source))
     if problems:
-        raise ProfileError(problems)
+        raise ProfileError(_printable(problems))
     return profile
 
 
@@ -583,8 +590,21 @@ class _Builder:
 _MISSING = object()
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _join(path: str, key: str) -> str:
+    """`path.key`, the key quoted as TOML would need it (``process."odd key"``)."""
+    if not _BARE_KEY.match(key):
+        key = json.dumps(key, ensure_ascii=False)
     return f"{path}.{key}" if path else key
+
+
+def _printable(problems: list[Problem]) -> list[Problem]:
+    """Problems render one per line: escape control characters in keys (e.g. from [seccomp])."""
+    return [dataclasses.replace(p, key=_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", p.key))
+            if _CONTROL.search(p.key) else p for p in problems]
 
 
 def _strip_origins(value: Any) -> Any:

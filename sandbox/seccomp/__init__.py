@@ -6,19 +6,29 @@ Typical use by the launcher:
     bpf = compile_bpf(policy) if policy else None     # parent: cached, may use libseccomp
     ...                                               # child, last step before execve:
     prctl(PR_SET_NO_NEW_PRIVS, 1); load_bpf(bpf)
+
+The names below are imported on first use (PEP 562): a launch needs the policy parser, the
+compile cache and load_bpf, not Docker interop, describe, learn or the probes.
 """
-from .bpf import load_bpf
-from .builtin import default_policy, strict_policy
-from .compile import compile_bpf, export_pfc, policy_digest
-from .describe import describe
-from .docker import export_docker, import_docker, policy_to_profile_toml
-from .groups import GROUPS, expand, expand_group
-from .learn import suggest_policy
-from .model import Action, ArgCondition, Rule, SeccompPolicy
-from .notify import Recorder, Violation, format_violations, reporting_policy
-from .plan import evaluate
-from .policy import builtin_policy, parse_section, to_toml_dict
-from .probe import confine_self, probe, run_under, set_no_new_privs
+from __future__ import annotations
+
+import importlib
+import sys
+
+_EXPORTS = {
+    "load_bpf": "bpf",
+    "default_policy": "builtin", "strict_policy": "builtin",
+    "compile_bpf": "compile", "export_pfc": "compile", "policy_digest": "compile",
+    "describe": "describe",
+    "export_docker": "docker", "import_docker": "docker", "policy_to_profile_toml": "docker",
+    "GROUPS": "groups", "expand": "groups", "expand_group": "groups",
+    "suggest_policy": "learn",
+    "Action": "model", "ArgCondition": "model", "Rule": "model", "SeccompPolicy": "model",
+    "Recorder": "notify", "Violation": "notify", "format_violations": "notify", "reporting_policy": "notify",
+    "evaluate": "plan",
+    "builtin_policy": "policy", "parse_section": "policy", "to_toml_dict": "policy",
+    "confine_self": "probe", "probe": "probe", "run_under": "probe", "set_no_new_privs": "probe",
+}
 
 __all__ = [
     "Action", "ArgCondition", "Rule", "SeccompPolicy", "GROUPS", "expand", "expand_group",
@@ -28,3 +38,50 @@ __all__ = [
     "Recorder", "Violation", "format_violations", "reporting_policy", "suggest_policy",
     "confine_self", "probe", "run_under", "set_no_new_privs",
 ]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def _import_pyseccomp() -> None:
+    """Import pyseccomp without its two `ldconfig -p` subprocesses.
+
+    pyseccomp locates libc and libseccomp with ctypes.util.find_library(), which on Linux runs
+    /sbin/ldconfig -p (a fork and exec each, several ms per launch). The sonames are part of
+    the ABI, so try them first and only fall back to the search when they do not load.
+    """
+    if "pyseccomp" in sys.modules:
+        return
+    import ctypes
+    import ctypes.util
+    known = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+    search = ctypes.util.find_library
+
+    def find_library(name):
+        soname = known.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        return search(name)
+
+    ctypes.util.find_library = find_library
+    try:
+        import pyseccomp  # noqa: F401
+    finally:
+        ctypes.util.find_library = search
+
+
+_import_pyseccomp()

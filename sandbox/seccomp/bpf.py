@@ -80,6 +80,47 @@ def chain(first: bytes, then: bytes, continue_value: int) -> bytes:
     return assemble(out) + then
 
 
+SECCOMP_RET_ALLOW = 0x7fff0000
+_BPF_ALU_AND_K = 0x54
+_BPF_JMP_JSET_K = 0x45
+
+
+def kernel_caches_allow(program: bytes, audit_arch: int, nr: int) -> bool:
+    """Would the kernel's seccomp action cache (Linux >= 5.11) allow ``nr`` without running us?
+
+    A faithful copy of seccomp_is_const_allow() in kernel/seccomp.c: when the filter is
+    attached, the kernel runs it symbolically for each syscall number of the native (and
+    compat) ABI, knowing only nr and arch. If that run reaches ``ret ALLOW`` through loads
+    of nr/arch, ``and K`` and K-jumps alone, the syscall is marked always-allowed and never
+    runs the filter again. Any other instruction on the path (an argument or
+    instruction-pointer load, X register, ``ret A``) means "evaluate every time".
+    """
+    values = {_NR_OFFSET: nr & 0xFFFFFFFF, _ARCH_OFFSET: audit_arch}
+    insns = instructions(program)
+    acc = 0
+    pc = 0
+    while pc < len(insns):
+        code, jt, jf, k = insns[pc]
+        if code == BPF_LD_W_ABS:
+            if k not in values:
+                return False
+            acc = values[k]
+        elif code == BPF_RET_K:
+            return k == SECCOMP_RET_ALLOW
+        elif code == BPF_JMP_JA:
+            pc += k
+        elif code in (BPF_JMP_JEQ_K, BPF_JMP_JGE_K, BPF_JMP_JGT_K, _BPF_JMP_JSET_K):
+            taken = {BPF_JMP_JEQ_K: acc == k, BPF_JMP_JGE_K: acc >= k, BPF_JMP_JGT_K: acc > k,
+                     _BPF_JMP_JSET_K: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        elif code == _BPF_ALU_AND_K:
+            acc &= k
+        else:
+            return False
+        pc += 1
+    return False
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 

@@ -7,9 +7,8 @@ newer than the installed libseccomp alike.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
-import platform
+import os
 import re
 
 import pyseccomp
@@ -49,7 +48,8 @@ _MACHINE_TO_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "riscv6
 
 
 def native_arch() -> str:
-    return _MACHINE_TO_ARCH.get(platform.machine(), platform.machine())
+    machine = os.uname().machine
+    return _MACHINE_TO_ARCH.get(machine, machine)
 
 
 def canonical_arch(name: str) -> str | None:
@@ -112,7 +112,7 @@ def libseccomp_version() -> str:
     class _Version(ctypes.Structure):
         _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
-    lib = ctypes.CDLL(ctypes.util.find_library("seccomp"))
+    lib = ctypes.CDLL(pyseccomp._libseccomp._name)  # already loaded; find_library would run ldconfig
     lib.seccomp_version.restype = ctypes.POINTER(_Version)
     v = lib.seccomp_version().contents
     return f"{v.major}.{v.minor}.{v.micro}"

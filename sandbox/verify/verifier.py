@@ -91,12 +91,15 @@ def _is_stopped(pid: int) -> bool:
         return False
 
 
-def verify_profile(profile: Profile, *, stress: bool = False) -> VerifyReport:
-    """Launch `profile` with the probe and return the merged inside and outside results."""
+def verify_profile(profile: Profile, *, stress: bool = False, against: Profile | None = None) -> VerifyReport:
+    """Launch `profile` with the probe and return the merged inside and outside results.
+
+    The expectations come from `profile` itself, or from `against` (e.g. "does this sandbox hold
+    to what `untrusted` promises?"), in which case its relaxations show as failures."""
     from .. import cgroups
     from ..launcher import Launch
     limits_possible = cgroups.detect().kind != "none"
-    expect = expectations(profile, cgroup_limits=limits_possible)
+    expect = expectations(against or profile, cgroup_limits=limits_possible)
     expect["stress"] = stress
     verdict = VerifyReport(profile.name)
     with Canaries(expect=expect) as context:
@@ -111,16 +114,20 @@ def verify_profile(profile: Profile, *, stress: bool = False) -> VerifyReport:
                 outcome["result"] = launch.run()
             except BaseException as exc:  # re-raised in the caller's thread
                 outcome["error"] = exc
+        def feed_source():
+            try:
+                with os.fdopen(source_w, "wb") as handle:
+                    handle.write(PROBE_SOURCE.read_bytes())
+            except OSError:
+                pass  # the sandbox never started reading: the launch reports why
         thread = threading.Thread(target=run_launch, name="sandbox-verify")
+        feeder = threading.Thread(target=feed_source, name="sandbox-verify-feed", daemon=True)
         thread.start()
-        try:
-            with os.fdopen(source_w, "wb") as handle:
-                handle.write(PROBE_SOURCE.read_bytes())
-        except BrokenPipeError:
-            pass
+        feeder.start()
         outside = _inspect_while_stopped(launch, thread, context)
         thread.join()
-        os.close(source_r)
+        os.close(source_r)  # a feeder still blocked on a full pipe now gets EPIPE
+        feeder.join(timeout=5)
     if "error" in outcome:
         raise outcome["error"]
     result = outcome["result"]
