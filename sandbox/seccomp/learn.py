@@ -62,5 +62,9 @@ def minimal_policy(base: SeccompPolicy, recorded: set[str], name: str = "learned
     restricted = {s for rule in base.rules if rule.args for s in _groups.expand(rule.syscalls)}
     needed = set(recorded) | set(LEARNING_ALLOWED)
     rules = [Rule(tuple(sorted(needed - restricted)), ALLOW, comment="learned")]
-    rules += [rule for rule in base.rules if set(_groups.expand(rule.syscalls)) & restricted & needed]
+    # The base's rules, cut down to the argument-restricted calls the workload made, in order.
+    for rule in base.rules:
+        kept = set(_groups.expand(rule.syscalls)) & restricted & needed
+        if kept:
+            rules.append(Rule(tuple(sorted(kept)), rule.action, rule.args, rule.comment))
     return SeccompPolicy("allowlist", base.default_action, tuple(rules), base.architectures, name)

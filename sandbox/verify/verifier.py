@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SetupError
+from ..errors import ExecError, SetupError
 from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, Profile
 from . import probe, report
 from .canaries import Canaries
@@ -129,6 +129,9 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
         os.close(source_r)  # a feeder still blocked on a full pipe now gets EPIPE
         feeder.join(timeout=5)
     if "error" in outcome:
+        if isinstance(outcome["error"], ExecError):  # the verifier's fault to explain, not the user's command
+            raise SetupError("verify", outcome["error"].errno, "no python3 inside the sandbox to run the probe "
+                             "with; the profile must make /usr/bin/python3 available (e.g. bind /usr)")
         raise outcome["error"]
     result = outcome["result"]
     verdict.warnings = result.warnings
