@@ -100,10 +100,10 @@ def run_intermediate(ctx: ChildContext):
             # We never exec, so close-on-exec does not protect us: a pipe end the caller holds
             # open here would, for one, keep the workload's stdin from ever seeing EOF.
             fds.close_all_except(_needed_fds(ctx))  # terminal signals go to the launcher only, which forwards them once
+        with step(ctx, "supplementary groups"):
+            if os.geteuid() == 0:
+                os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
         if ctx.new_user_ns:
-            with step(ctx, "supplementary groups"):
-                if os.geteuid() == 0:
-                    os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
             with step(ctx, "user namespace"):
                 _libc.unshare(_libc.CLONE_NEWUSER)
         protocol.send(ctx.message_fd, protocol.READY)

@@ -72,6 +72,9 @@ def check_namespace_consistency(profile: Profile, file: str) -> Iterator[Problem
     if fs.proc and not ns.pid and ns.mount:
         yield Problem(file, "filesystem.proc", "false when namespaces.pid is false",
                       "true", "a /proc of the host pid namespace would show every host process")
+    if not ns.user and profile.process.user == 0:
+        yield Problem(file, "process.user", "a user other than 0 when namespaces.user is false", "0",
+                      "without a user namespace, user 0 would be host root")
     if not ns.user and os.geteuid() != 0:
         yield Problem(file, "namespaces.user", "true for a launch by a user other than root", "false")
 
