@@ -59,9 +59,10 @@ class ChildContext:
     go_fd: int
     parent_pid: int
     pass_fds: tuple[int, ...] = ()
-    tty_fd: int = -1
+    tty: bool = False  # a fresh pty from the sandbox's own devpts; its master goes to the parent
     stdio: tuple = (None, None, None)  # fds to become 0, 1, 2; None keeps the launcher's
-    listener_socket_fd: int = -1  # where to send the seccomp notification fd (violation reports)
+    seccomp_listener: bool = False  # report or learn: hand the notification fd to the parent
+    channel_fd: int = -1  # unix socket to pass fds to the parent: b"T" pty master, b"L" seccomp listener
 
 
 class _StepFailed(Exception):
@@ -145,7 +146,7 @@ def run_intermediate(ctx: ChildContext):
 
 
 def _needed_fds(ctx: ChildContext) -> set[int]:
-    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.tty_fd, ctx.listener_socket_fd, *ctx.pass_fds}
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.channel_fd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
@@ -207,22 +208,29 @@ def _reap_until(ctx: ChildContext, workload: int):
 def run_workload(ctx: ChildContext):
     """Process C: becomes the workload."""
     try:
+        # Made before the filter: creating a socket object makes system calls of its own.
+        channel = socket.socket(fileno=ctx.channel_fd) if ctx.channel_fd >= 0 else None
+        stdio = ctx.stdio
+        if ctx.tty:
+            with step(ctx, "terminal"):
+                # Opened inside, so the workload's tty lives in its own /dev/pts and ttyname() works.
+                master, slave = os.openpty()
+                socket.send_fds(channel, [b"T"], [master])
+                os.close(master)
+                stdio = (slave, slave, slave)
         with step(ctx, "file descriptors"):
             for signum in FORWARDED_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
-            if ctx.tty_fd >= 0:
-                for target in (0, 1, 2):
-                    os.dup2(ctx.tty_fd, target)
-            for target, fd in enumerate(ctx.stdio):
+            for target, fd in enumerate(stdio):
                 if fd is not None and fd != target:
                     os.dup2(fd, target)
-            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.listener_socket_fd, *ctx.pass_fds})
+            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, *ctx.pass_fds})
             for fd in ctx.pass_fds:
                 os.set_inheritable(fd, True)
         if ctx.new_session:
             with step(ctx, "session"):
                 os.setsid()
-                if ctx.tty_fd >= 0:
+                if ctx.tty:
                     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         with step(ctx, "capabilities"):
             capabilities.prepare(ctx.keep_caps)
@@ -240,16 +248,15 @@ def run_workload(ctx: ChildContext):
             with step(ctx, "landlock"):
                 for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=True) or ():
                     protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
-        # Made before the filter: creating a socket object makes system calls of its own.
-        listener_socket = socket.socket(fileno=ctx.listener_socket_fd) if ctx.listener_socket_fd >= 0 else None
         protocol.send(ctx.message_fd, protocol.EXEC)
         if ctx.seccomp_bpf is not None:
             with step(ctx, "seccomp"):
-                listener = load_bpf(ctx.seccomp_bpf, new_listener=listener_socket is not None)
-                if listener_socket is not None:
-                    socket.send_fds(listener_socket, [b"L"], [listener])
+                listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener)
+                if ctx.seccomp_listener:
+                    socket.send_fds(channel, [b"L"], [listener])
                     os.close(listener)
-                    listener_socket.close()
+        if channel is not None:
+            channel.close()
         _exec(ctx)
     except _StepFailed:
         _die()

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import _libc, child, landlock, mounts, namespaces, protocol
+from . import _libc, child, landlock, mounts, namespaces, protocol, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .profile.model import DEFAULT_PATH, Profile
 
@@ -155,6 +155,8 @@ class Launch:
         self.recorded: list = []
         self.warnings: list[str] = []
         self.init_pid: int | None = None
+        self._terminal = None
+        self._channel = None
         self.child_pid: int | None = None
 
     # ------------------------------------------------------------ preparation (no child yet)
@@ -179,7 +181,7 @@ class Launch:
         except (OSError, ValueError) as exc:
             raise SetupError("seccomp", getattr(exc, "errno", 0) or 0, f"cannot compile the filter: {exc}") from None
 
-    def _context(self, idmap, trees, message_fd, go_fd, stdio, tty_fd, listener_fd=-1) -> child.ChildContext:
+    def _context(self, idmap, trees, message_fd, go_fd, stdio, channel_fd=-1) -> child.ChildContext:
         profile = self.profile
         ns = profile.namespaces
         return child.ChildContext(
@@ -191,7 +193,8 @@ class Launch:
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, parent_pid=os.getpid(),
-            pass_fds=self.pass_fds, tty_fd=tty_fd, stdio=stdio, listener_socket_fd=listener_fd)
+            pass_fds=self.pass_fds, tty=self.tty, stdio=stdio, channel_fd=channel_fd,
+            seccomp_listener=self.seccomp_mode is not None)
 
     # ------------------------------------------------------------ the run
 
@@ -224,10 +227,10 @@ class Launch:
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             cleanup_fds += [message_r, go_w]
             stdio, capture = self._stdio_pipes(cleanup_fds)
-            tty_master, tty_slave = os.openpty() if self.tty else (-1, -1)
-            listener_parent, listener_child = socket.socketpair() if self.seccomp_mode else (None, None)
-            ctx = self._context(idmap, trees, message_w, go_r, stdio, tty_slave,
-                                listener_child.fileno() if listener_child else -1)
+            channel_parent, channel_child = (socket.socketpair() if self.seccomp_mode or self.tty
+                                             else (None, None))
+            ctx = self._context(idmap, trees, message_w, go_r, stdio,
+                                channel_child.fileno() if channel_child else -1)
             cgprime.stop()  # no thread may be running at fork
             pid = os.fork()
             if pid == 0:
@@ -237,18 +240,17 @@ class Launch:
             self.child_pid = pid
             os.close(message_w)
             os.close(go_r)
-            for fd in [fd for fd in stdio if fd is not None and fd in capture.values()] + (
-                    [tty_slave] if tty_slave >= 0 else []):
+            for fd in [fd for fd in stdio if fd is not None and fd in capture.values()]:
                 os.close(fd)
             trees.close()
-            if listener_child is not None:
-                listener_child.close()
-            self._listener_socket = listener_parent
+            if channel_child is not None:
+                channel_child.close()
+            self._channel = channel_parent
             try:
-                result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, capture, tty_master)
+                result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, capture)
             finally:
-                if listener_parent is not None:
-                    listener_parent.close()
+                if channel_parent is not None:
+                    channel_parent.close()
         finally:
             for fd in cleanup_fds:
                 try:
@@ -289,7 +291,7 @@ class Launch:
                 capture[name + "_read"] = read_fd
         return tuple(stdio), capture
 
-    def _supervise(self, pid, idmap, cgroup, reader, go_w, capture, tty_master) -> Result:
+    def _supervise(self, pid, idmap, cgroup, reader, go_w, capture) -> Result:
         result = Result(exit_code=EXIT_SETUP)
         setup_deadline = time.monotonic() + SETUP_TIMEOUT
         error = None
@@ -322,7 +324,7 @@ class Launch:
                 if exec_seen and self.timeout and deadline is None:
                     deadline = now + self.timeout
                 limit = deadline if exec_seen else setup_deadline
-                message = self._next_event(reader, outputs, tty_master, limit)
+                message = self._next_event(reader, outputs, limit)
                 if message is None:
                     if reader.eof:
                         break
@@ -341,6 +343,8 @@ class Launch:
                     self.init_pid = message["pid"]
                 elif kind == protocol.EXEC:
                     exec_seen = True
+                    if self.tty:
+                        self._terminal = terminal.Relay(self._receive_fd(b"T"))
                     if self.seccomp_mode:
                         self._start_recorder()
                 elif kind == protocol.EXIT:
@@ -350,7 +354,7 @@ class Launch:
                 elif kind == protocol.ERROR:
                     if error is None:
                         error = _error_from(message, self.argv[0])
-            self._drain(outputs, tty_master)
+            self._drain(outputs)
         finally:
             self._restore_signals(previous)
             if error is not None or result.timed_out:
@@ -379,21 +383,29 @@ class Launch:
     def _start_recorder(self) -> None:
         """Receive the workload's seccomp listener and serve it in a thread (report/learn modes)."""
         from .seccomp.notify import Recorder
-        ready, _, _ = select.select([self._listener_socket], [], [], 10.0)
-        if not ready:
-            self.warnings.append("seccomp listener not received: violations are not reported")
-            return
-        _, received, _, _ = socket.recv_fds(self._listener_socket, 16, 1)
-        if not received:
+        listener = self._receive_fd(b"L")
+        if listener < 0:
             self.warnings.append("seccomp listener not received: violations are not reported")
             return
         policy = self._filter_policy() if self.seccomp_mode == "learn" else self.profile.seccomp
-        recorder = Recorder(received[0], policy, learn=self.seccomp_mode == "learn")
+        recorder = Recorder(listener, policy, learn=self.seccomp_mode == "learn")
         self._recorder_stop = threading.Event()
         self._recorder_thread = threading.Thread(target=recorder.run_until, args=(self._recorder_stop,),
                                                  name="sandbox-seccomp", daemon=True)
         self._recorder = recorder
         self._recorder_thread.start()
+
+    def _receive_fd(self, tag: bytes) -> int:
+        """The next fd the workload passes on the channel, which must carry `tag`; -1 if none comes."""
+        ready, _, _ = select.select([self._channel], [], [], 10.0)
+        if not ready:
+            return -1
+        message, received, _, _ = socket.recv_fds(self._channel, 16, 1)
+        if message != tag or not received:
+            for fd in received:
+                os.close(fd)
+            return -1
+        return received[0]
 
     def _stop_recorder(self, result: Result) -> None:
         thread = getattr(self, "_recorder_thread", None)
@@ -406,16 +418,13 @@ class Launch:
                               "first_pid": v.first_pid, "first_args": [hex(a) for a in v.first_args[:6]]}
                              for v in self.recorded]
 
-    def _next_event(self, reader, outputs, tty_master, limit):
+    def _next_event(self, reader, outputs, limit):
         """A protocol message, relaying captured output and the terminal while waiting."""
         while True:
             if b"\n" in reader.buffer or reader.eof:
                 return reader.next(limit)
-            watch = [reader.fd] + list(outputs)
-            if tty_master >= 0:
-                watch += [tty_master, 0]
-            # After a timeout kill, _supervise sets the deadline to +inf ("wait for EOF, never
-            # re-arm"); select() cannot take an infinite timeout (OverflowError), so wait unbounded.
+            relay = self._terminal
+            watch = [reader.fd] + list(outputs) + (relay.watched() if relay else [])
             timeout = None if limit is None or limit == float("inf") else max(0.0, limit - time.monotonic())
             try:
                 ready, _, _ = select.select(watch, [], [], timeout)
@@ -436,19 +445,10 @@ class Launch:
                         outputs[fd] += chunk
                     else:
                         del outputs[fd]
-                elif fd == tty_master:
-                    try:
-                        chunk = os.read(tty_master, 65536)
-                    except OSError:
-                        chunk = b""
-                    if chunk:
-                        os.write(1, chunk)
-                elif fd == 0:
-                    chunk = os.read(0, 65536)
-                    if chunk:
-                        os.write(tty_master, chunk)
+                elif relay:
+                    relay.pump(fd)
 
-    def _drain(self, outputs, tty_master):
+    def _drain(self, outputs):
         for fd in list(outputs):
             while True:
                 ready, _, _ = select.select([fd], [], [], 5.0)
@@ -456,16 +456,9 @@ class Launch:
                 if not chunk:
                     break
                 outputs[fd] += chunk
-        if tty_master >= 0:
-            try:
-                while select.select([tty_master], [], [], 0)[0]:
-                    chunk = os.read(tty_master, 65536)
-                    if not chunk:
-                        break
-                    os.write(1, chunk)
-            except OSError:
-                pass
-            os.close(tty_master)
+        if self._terminal:
+            self._terminal.close()
+            self._terminal = None
 
     def _kill(self, pid: int, cgroup) -> None:
         try:
