@@ -184,7 +184,7 @@ def _bind(root_fd: int, op: Bind) -> None:
         tree = _open_host_tree(op.source)
         is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
     try:
-        attrs = 0 if op.devices else SECURE_ATTRS
+        attrs = _libc.MOUNT_ATTR_NOSUID if op.devices else SECURE_ATTRS  # device nodes need dev
         attrs |= _libc.MOUNT_ATTR_RDONLY if op.readonly else 0
         attrs |= _libc.MOUNT_ATTR_NOEXEC if op.noexec else 0
         if attrs:

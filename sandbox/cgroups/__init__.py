@@ -103,8 +103,13 @@ def _apply_limits(cgroup: SandboxCgroup, backend: Backend, homes: dict[str, str 
             cgroup.applied.add(limit)
             if caveat:
                 cgroup.warnings.append(f"{limits.describe(limit)}: {caveat}")
+    by_reason: dict[str, list[str]] = {}
     for limit, reason in failures.items():
-        cgroup.warnings.append(f"{limits.describe(limit)} not applied: {reason}")
+        by_reason.setdefault(reason, []).append(limits.describe(limit))
+    for reason, described in by_reason.items():  # one line per cause, naming every limit it affects
+        shown = ", ".join(d.replace(" limit ", " ", 1) for d in described)
+        noun = "limit" if len(described) == 1 else "limits"
+        cgroup.warnings.append(f"{noun} not applied ({shown}): {reason}")
     return failures
 
 
