@@ -516,7 +516,9 @@ def _cgroup_limits(profile: Profile):
     limits = profile.limits
     return CgroupLimits(memory=limits.memory, swap=limits.swap, memory_high=limits.memory_high,
                         cpus=limits.cpus, cpu_weight=limits.cpu_weight, pids=limits.pids,
-                        io_weight=limits.io_weight, required=frozenset(limits.required))
+                        io_weight=limits.io_weight, required=frozenset(limits.required),
+                        io_max=tuple((e.device, e.read_bps, e.write_bps, e.read_iops, e.write_iops)
+                                     for e in limits.io_max))
 
 
 def run(profile: Profile | str, argv=None, **options) -> Result:

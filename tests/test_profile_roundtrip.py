@@ -109,8 +109,12 @@ def limits(draw):
         timeout=draw(maybe(st.one_of(st.floats(0, 366 * 86400, exclude_min=True),
                                      st.integers(1, 1000).map(float), st.sampled_from([0.25, 90.0, 3600.0])))),
         rlimits=tuple(sorted((name, soft, hard) for name, (soft, hard) in rlimits.items())))
+    values["io_max"] = tuple(draw(st.lists(st.builds(
+        model.IoLimit, device=st.tuples(st.integers(0, 4095), st.integers(0, 1 << 20)).map(lambda d: f"{d[0]}:{d[1]}"),
+        read_bps=maybe(SIZE), write_bps=st.integers(1, 1 << 40), read_iops=maybe(st.integers(1, 1 << 40)),
+        write_iops=maybe(st.integers(1, 1 << 40))), max_size=2)))
     values["required"] = tuple(draw(st.lists(st.sampled_from([n for n in model.LIMIT_NAMES
-                                                              if values[n] is not None] or ["memory"]),
+                                                              if values[n] not in (None, ())] or ["memory"]),
                                              max_size=3)))
     return model.Limits(**values)
 

@@ -17,6 +17,7 @@ import difflib
 import json
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -485,6 +486,20 @@ def _rlimits(value: Any) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted((name, soft, hard) for name, (soft, hard) in limits.items()))
 
 
+def _block_device(value: Any) -> str:
+    """'8:0' or a block device path -> 'MAJOR:MINOR' (what the cgroup files take)."""
+    if isinstance(value, str) and re.fullmatch(r"\d+:\d+", value):
+        return value
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            info = os.stat(value)
+        except OSError:
+            raise _Invalid("an existing block device or \"MAJOR:MINOR\"", _show(value)) from None
+        if stat.S_ISBLK(info.st_mode):
+            return f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
+    raise _Invalid("a block device path or \"MAJOR:MINOR\"", _show(value))
+
+
 def _cpus(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 <= value <= 4096:
         raise _Invalid("a number of cores from 0.01 to 4096", _show(value))
@@ -510,7 +525,7 @@ _CONVERTERS = {
     "target": _target, "targets": lambda v: tuple(_each(_string_list(v, "paths"), _target)),
     "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
-    "limitnames": _limit_names, "rlimits": _rlimits,
+    "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
 }
 
 

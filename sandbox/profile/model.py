@@ -28,7 +28,7 @@ MASKED_PROC_PATHS = (
 READONLY_PROC_PATHS = ("/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/asound")
 RLIMIT_NAMES = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
                 "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
-LIMIT_NAMES = ("memory", "swap", "memory_high", "cpus", "cpu_weight", "pids", "io_weight")
+LIMIT_NAMES = ("memory", "swap", "memory_high", "cpus", "cpu_weight", "pids", "io_weight", "io_max")
 
 
 def spec(default: Any = None, *, kind: str, doc: str, relaxes: str = "", factory=None, **extra):
@@ -153,6 +153,16 @@ class Network:
 
 
 @dataclass(frozen=True)
+class IoLimit:
+    device: str = spec(None, kind="blockdev", doc="Block device: \"MAJOR:MINOR\" or its path, e.g. /dev/vda.",
+                       required=True)
+    read_bps: int | None = spec(None, kind="size?", doc="Read bandwidth in bytes a second, e.g. \"50M\".")
+    write_bps: int | None = spec(None, kind="size?", doc="Write bandwidth in bytes a second.")
+    read_iops: int | None = spec(None, kind="int?", doc="Read operations a second.")
+    write_iops: int | None = spec(None, kind="int?", doc="Write operations a second.")
+
+
+@dataclass(frozen=True)
 class Limits:
     memory: int | None = spec(1 << 30, kind="size?", doc="Memory limit (cgroup).")
     swap: int = spec(0, kind="size", doc="Swap allowed on top of memory; 0 keeps the memory limit real.")
@@ -161,6 +171,8 @@ class Limits:
     cpu_weight: int | None = spec(None, kind="int?", doc="Relative CPU weight (1-10000).")
     pids: int | None = spec(512, kind="int?", doc="Maximum number of processes and threads.")
     io_weight: int | None = spec(None, kind="int?", doc="Relative block I/O weight (1-10000).")
+    io_max: tuple[IoLimit, ...] = spec((), kind="tables", item=IoLimit,
+                                       doc="Block I/O bandwidth and operation limits, per device.")
     timeout: float | None = spec(None, kind="duration?", doc="Wall-clock limit; the whole tree is killed, exit 124.")
     required: tuple[str, ...] = spec((), kind="limitnames",
                                      doc="Limits that must be enforced: the launch fails when they cannot be.")

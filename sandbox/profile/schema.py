@@ -100,6 +100,8 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return _unlimited(json.loads(json.dumps(_DURATION)))
     if kind == "cpus":
         return _unlimited({"type": "number", "minimum": 0.01, "maximum": 4096})
+    if kind == "blockdev":
+        return {"anyOf": [{"type": "string", "pattern": r"^\d+:\d+$"}, _path("a block device")]}
     if kind == "root":
         return {"anyOf": [{"const": "tmpfs"}, _path("a host directory")]}
     if kind == "devices":
@@ -237,7 +239,7 @@ _KIND_NAMES = {
     "size": "size", "size?": "size or \"unlimited\"", "duration?": "duration or \"unlimited\"",
     "cpus": "number or \"unlimited\"", "root": "\"tmpfs\" or host directory",
     "devices": "array of device names", "caps": "array of capabilities",
-    "limitnames": "array of limit names", "rlimits": "table of rlimits", "enum": "one of",
+    "limitnames": "array of limit names", "rlimits": "table of rlimits", "blockdev": "block device", "enum": "one of",
     "tables": "array of tables", "seccomp": "table",
 }
 

@@ -54,11 +54,15 @@ def check_sizes(profile: Profile, file: str) -> Iterator[Problem]:
         yield Problem(file, "limits.cpu_weight", "a weight from 1 to 10000", str(limits.cpu_weight))
     if limits.io_weight is not None and not 1 <= limits.io_weight <= 10000:
         yield Problem(file, "limits.io_weight", "a weight from 1 to 10000", str(limits.io_weight))
+    for index, entry in enumerate(limits.io_max):
+        if (entry.read_bps, entry.write_bps, entry.read_iops, entry.write_iops) == (None,) * 4:
+            yield Problem(file, f"limits.io_max[{index}]", "at least one of read_bps, write_bps, read_iops, "
+                          "write_iops", "none")
 
 
 def check_required_limits(profile: Profile, file: str) -> Iterator[Problem]:
     for name in profile.limits.required:
-        if getattr(profile.limits, name) is None:
+        if getattr(profile.limits, name) in (None, ()):
             yield Problem(file, "limits.required", f"limits.{name} to be set when it is required", "unset")
 
 
