@@ -124,6 +124,13 @@ def pivot_root(new_root, put_old) -> None:
         raise _fail("pivot_root", (new_root, put_old))
 
 
+def prctl(option: int, *args: int) -> None:
+    """prctl() for the options python-prctl does not cover (ambient capabilities, numbered caps)."""
+    padded = [ctypes.c_ulong(a) for a in args] + [ctypes.c_ulong(0)] * (4 - len(args))
+    if libc.prctl(ctypes.c_int(option), *padded) != 0:
+        raise _fail("prctl", (option, *args))
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     if libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:

@@ -9,11 +9,9 @@ kept-nothing workload no longer has afterwards:
 """
 from __future__ import annotations
 
-import ctypes
-
 import prctl
 
-from ._libc import libc
+from . import _libc
 from .profile.units import CAPABILITY_NUMBERS
 
 PR_CAPBSET_DROP = 24
@@ -42,29 +40,23 @@ def _numbers(keep: tuple[str, ...]) -> set[int]:
     return {CAPABILITY_NUMBERS[name] for name in keep}
 
 
-def _prctl(option: int, *args: int) -> None:
-    if libc.prctl(ctypes.c_int(option), *(ctypes.c_ulong(a) for a in args), *([ctypes.c_ulong(0)] * (4 - len(args)))) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}, {', '.join(map(str, args))}) failed")
-
-
 def prepare(keep: tuple[str, ...]) -> None:
     kept = _numbers(keep)
     # python-prctl names only the capabilities it was built with; drop the rest by number.
     for number in range(last_cap() + 1):
         if number not in kept:
-            _prctl(PR_CAPBSET_DROP, number)
+            _libc.prctl(PR_CAPBSET_DROP, number)
     bits = (SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED
             | SECBIT_KEEP_CAPS_LOCKED)
     if not kept:
         bits |= SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED
     # python-prctl refuses the ambient-raise bits it does not know about.
-    _prctl(PR_SET_SECUREBITS, bits)
+    _libc.prctl(PR_SET_SECUREBITS, bits)
 
 
 def finish(keep: tuple[str, ...]) -> None:
     kept = sorted(_numbers(keep))
-    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     names = [name.removeprefix("CAP_").lower() for name in keep]
     caps = [getattr(prctl, f"CAP_{name.upper()}") for name in names if hasattr(prctl, f"CAP_{name.upper()}")]
     # limit() only removes; a kept capability must also be raised in the inheritable set.
@@ -76,7 +68,7 @@ def finish(keep: tuple[str, ...]) -> None:
     # Ambient capabilities survive exec of an ordinary binary by a non-root user; they need the
     # capability in both permitted and inheritable, set just above.
     for number in kept:
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
+        _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
 
 
 def set_no_new_privs() -> None:

@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field

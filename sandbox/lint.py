@@ -37,25 +37,23 @@ def _relaxations(obj, default, path: str) -> Iterator[Finding]:
         key = f"{path}.{fld.name}" if path else fld.name
         if kind == "table":
             yield from _relaxations(value, base, key)
-        elif fld.metadata.get("relaxes") and value != base:
-            if kind == "tables":
-                for index, item in enumerate(value):
-                    for sub in dataclasses.fields(item):
-                        sub_default = sub.default if sub.default is not dataclasses.MISSING else None
-                        if sub.metadata.get("relaxes") and getattr(item, sub.name) != sub_default:
-                            yield Finding("warning", f"{key}[{index}].{sub.name}",
-                                          f"{getattr(item, sub.name)!r} for {item.target}: {sub.metadata['relaxes']}")
-                continue
-            if kind in ("names", "caps", "devices") and not set(value) - set(base):
-                continue
-            yield Finding("warning", key, f"{_show(value)}: {fld.metadata['relaxes']}")
         elif kind == "tables":
             for index, item in enumerate(value):
-                for sub in dataclasses.fields(item):
-                    sub_default = sub.default if sub.default is not dataclasses.MISSING else None
-                    if sub.metadata.get("relaxes") and getattr(item, sub.name) != sub_default:
-                        yield Finding("warning", f"{key}[{index}].{sub.name}",
-                                      f"{getattr(item, sub.name)!r} for {item.target}: {sub.metadata['relaxes']}")
+                yield from _entry_relaxations(item, f"{key}[{index}]")
+        elif fld.metadata.get("relaxes") and value != base:
+            if kind in ("names", "caps", "devices") and not set(value) - set(base):
+                continue  # fewer than the default is no relaxation
+            yield Finding("warning", key, f"{_show(value)}: {fld.metadata['relaxes']}")
+
+
+def _entry_relaxations(item, key: str) -> Iterator[Finding]:
+    """Relaxations inside one entry of an array of tables (a mount's mode = "rw", ...)."""
+    for sub in dataclasses.fields(item):
+        default = sub.default if sub.default is not dataclasses.MISSING else None
+        if sub.metadata.get("relaxes") and getattr(item, sub.name) != default:
+            where = getattr(item, "target", None) or getattr(item, "device", "")
+            yield Finding("warning", f"{key}.{sub.name}",
+                          f"{getattr(item, sub.name)!r} for {where}: {sub.metadata['relaxes']}")
 
 
 def _show(value) -> str:

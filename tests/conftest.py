@@ -160,6 +160,57 @@ def sandbox_cli():
     return run
 
 
+def run_in_child(fn, timeout: float = 10.0):
+    """Run fn() in a forked child; return its JSON-able result or raise its error.
+
+    For tests that change the process irreversibly (namespaces, seccomp, Landlock, rlimits)."""
+    import json
+    import select
+    import signal
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            out = {"ok": fn()}
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            # repr only: formatting a traceback reads source files, which Landlock may forbid by now
+            out = {"error": repr(exc)}
+        try:
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([r], [], [], timeout)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                raise TimeoutError("child did not answer")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    out = json.loads(data)
+    if "error" in out:
+        raise AssertionError(f"child failed: {out['error']}")
+    return out["ok"]
+
+
+def attempt(fn) -> str:
+    """'ok', or the errno name of the OSError fn raised."""
+    import errno
+    try:
+        fn()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
 def as_nobody(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run argv as uid/gid 65534 with no supplementary groups (a rootless caller)."""
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv],

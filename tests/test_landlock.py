@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
-import select
 import shutil
-import signal
 import socket
 import tempfile
 
 import pytest
 
 from sandbox import landlock
+
+from conftest import attempt, run_in_child
 
 ABI = landlock.abi_version()
 needs = lambda n: pytest.mark.skipif(ABI < n, reason=f"needs landlock ABI {n}, have {ABI}")  # noqa: E731
@@ -26,50 +25,8 @@ def set_no_new_privs() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
-def run_in_child(fn, timeout: float = 10.0):
-    """Run fn() in a forked child; return its JSON-able result or raise its error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns to pytest
-        os.close(r)
-        try:
-            out = {"ok": fn()}
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            # repr only: formatting a traceback would read source files, which
-            # Landlock may already forbid.
-            out = {"error": repr(exc)}
-        try:
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    try:
-        while True:
-            ready, _, _ = select.select([r], [], [], timeout)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise TimeoutError("child did not answer")
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    out = json.loads(data)
-    if "error" in out:
-        raise AssertionError(f"child failed: {out['error']}")
-    return out["ok"]
 
 
-def attempt(fn) -> str:
-    """'ok' or the errno name of the OSError fn raised."""
-    try:
-        fn()
-        return "ok"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
 
 
 def write_file(path: str, data: str = "x") -> None:

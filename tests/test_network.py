@@ -3,58 +3,17 @@
 from __future__ import annotations
 
 import errno
-import json
-import os
-import select
-import signal
 import socket
 
 import pytest
 
 from sandbox import _libc, network
 
-
-def run_in_child(fn, timeout: float = 10.0):
-    """Run fn() in a forked child; return its JSON-able result or raise its error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            out = {"ok": fn()}
-        except BaseException as exc:  # noqa: BLE001
-            out = {"error": repr(exc)}
-        try:
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    try:
-        while True:
-            ready, _, _ = select.select([r], [], [], timeout)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise TimeoutError("child did not answer")
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    out = json.loads(data)
-    if "error" in out:
-        raise AssertionError(f"child failed: {out['error']}")
-    return out["ok"]
+from conftest import attempt, run_in_child
 
 
-def attempt(fn) -> str:
-    try:
-        fn()
-        return "ok"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
 
 
 def echo_roundtrip() -> str:

@@ -2,8 +2,6 @@
 the filter for ordinary syscalls: a per-syscall-number bitmap built at load time by running the
 filter symbolically (seccomp_is_const_allow). bpf.kernel_caches_allow() copies that emulator.
 """
-import ctypes
-import os
 
 import pytest
 
