@@ -4,6 +4,7 @@ click parses the options (cli.py); `execute()` loads the profile, runs it and re
 """
 from __future__ import annotations
 
+import os
 import sys
 
 EXIT_USAGE = 125
@@ -42,8 +43,9 @@ def overrides(binds, envs, cwd, timeout, network) -> dict:
             parts.append("ro")
         if len(parts) != 3 or parts[2] not in ("ro", "rw") or not parts[0] or not parts[1]:
             raise _bad_parameter(f"expected SRC[:DST[:ro|rw]], found {spec!r}", "--bind")
+        # On the command line a relative source means the caller's directory, as with cp or mount.
         table.setdefault("filesystem", {}).setdefault("mounts", []).append(
-            {"source": parts[0], "target": parts[1], "mode": parts[2]})
+            {"source": os.path.abspath(parts[0]), "target": parts[1], "mode": parts[2]})
     for spec in envs:
         name, sep, value = spec.partition("=")
         if not sep or not name:

@@ -218,14 +218,15 @@ class Launch:
         cgroup = cgroups.create(_cgroup_limits(profile))
         self.warnings += list(getattr(cgroup, "warnings", ()))
         trees = _IdmappedTrees()
-        cleanup_fds: list[int] = []
+        # Every fd we open is closed exactly once: with concurrent launches from threads, a second
+        # close would hit whatever another thread has opened under the same number meanwhile.
+        self._owned: set[int] = set()
         try:
             trees.open(profile, idmap)
             self.warnings += trees.warnings
-            message_r, message_w = os.pipe2(os.O_CLOEXEC)
-            go_r, go_w = os.pipe2(os.O_CLOEXEC)
-            cleanup_fds += [message_r, go_w]
-            stdio, capture = self._stdio_pipes(cleanup_fds)
+            message_r, message_w = self._pipe()
+            go_r, go_w = self._pipe()
+            stdio, capture = self._stdio_pipes()
             channel_parent, channel_child = (socket.socketpair() if self.seccomp_mode or self.tty
                                              else (None, None))
             ctx = self._context(idmap, trees, message_w, go_r, stdio,
@@ -237,10 +238,8 @@ class Launch:
                 os.close(go_w)
                 child.run_intermediate(ctx)
             self.child_pid = pid
-            os.close(message_w)
-            os.close(go_r)
-            for fd in [fd for fd in stdio if fd is not None and fd in capture.values()]:
-                os.close(fd)
+            for fd in [message_w, go_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
+                self._close(fd)
             trees.close()
             if channel_child is not None:
                 channel_child.close()
@@ -251,11 +250,8 @@ class Launch:
                 if channel_parent is not None:
                     channel_parent.close()
         finally:
-            for fd in cleanup_fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            for fd in list(self._owned):
+                self._close(fd)
             trees.close()
             try:
                 stats = cgroup.stats()
@@ -278,13 +274,22 @@ class Launch:
         result.argv = self.argv
         return result
 
-    def _stdio_pipes(self, cleanup_fds: list[int]):
+    def _pipe(self) -> tuple[int, int]:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        self._owned.update((read_fd, write_fd))
+        return read_fd, write_fd
+
+    def _close(self, fd: int) -> None:
+        if fd in self._owned:
+            self._owned.discard(fd)
+            os.close(fd)
+
+    def _stdio_pipes(self):
         stdio = list(self.stdio)
         capture: dict[str, int] = {}
         if self.capture_output:
             for index, name in ((1, "stdout"), (2, "stderr")):
-                read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-                cleanup_fds.append(read_fd)
+                read_fd, write_fd = self._pipe()
                 stdio[index] = write_fd
                 capture[name] = write_fd
                 capture[name + "_read"] = read_fd
@@ -309,7 +314,7 @@ class Launch:
                                    exc.strerror or str(exc))
             except SandboxError as exc:
                 error = exc
-        os.close(go_w)
+        self._close(go_w)
         outputs = {capture[n + "_read"]: bytearray() for n in ("stdout", "stderr") if n in capture}
         # _next_event forgets a pipe at its EOF (del outputs[fd]), and that EOF can come before the
         # message pipe's: keep our own references to the buffers, or the output is lost.

@@ -345,6 +345,10 @@ def enter_new_root(plan: MountPlan) -> None:
         os.close(root_fd)
     if plan.readonly_root:
         _libc.mount_setattr(-100, NEWROOT, 0, attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
+    if any(isinstance(op, Devpts) for op in plan.operations):
+        # /dev itself read-only once populated (not recursively: /dev/shm and /dev/pts stay
+        # writable, and device nodes are writable on a read-only mount anyway).
+        _libc.mount_setattr(-100, NEWROOT + "/dev", 0, attr_set=_libc.MOUNT_ATTR_RDONLY)
     _libc.umount2(OLDROOT, _libc.MNT_DETACH)
     os.chdir(NEWROOT)
     _libc.pivot_root(".", ".")

@@ -78,9 +78,13 @@ def _in_pid_namespace(inode: int) -> list[int]:
     return found
 
 
-def _session(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[3])
+def _session(pid: int) -> int | None:
+    """The session id of pid; None when it has exited meanwhile (short-lived subshells do)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[3])
+    except FileNotFoundError:
+        return None
 
 
 def _wait_until(predicate, timeout: float) -> bool:
