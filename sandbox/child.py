@@ -57,6 +57,7 @@ class ChildContext:
     seccomp_bpf: bytes | None
     message_fd: int
     go_fd: int
+    placed_fd: int  # one byte from the parent once A and B are in the sandbox's cgroup
     parent_pid: int
     pass_fds: tuple[int, ...] = ()
     tty: bool = False  # a fresh pty from the sandbox's own devpts; its master goes to the parent
@@ -96,11 +97,11 @@ def run_intermediate(ctx: ChildContext):
             capabilities.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != ctx.parent_pid:
                 _die()
-            os.setsid()
+            os.setsid()  # terminal signals go to the launcher only, which forwards them once
         with step(ctx, "file descriptors"):
             # We never exec, so close-on-exec does not protect us: a pipe end the caller holds
             # open here would, for one, keep the workload's stdin from ever seeing EOF.
-            fds.close_all_except(_needed_fds(ctx))  # terminal signals go to the launcher only, which forwards them once
+            fds.close_all_except(_needed_fds(ctx))
         with step(ctx, "supplementary groups"):
             if os.geteuid() == 0:
                 os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
@@ -128,15 +129,13 @@ def run_intermediate(ctx: ChildContext):
                     _die()  # the launcher died before we re-armed it
         with step(ctx, "namespaces"):
             _libc.unshare(ctx.unshare_flags)
-        if ctx.new_cgroup_ns:
-            with step(ctx, "cgroup namespace"):
-                _libc.unshare(_libc.CLONE_NEWCGROUP)
         with step(ctx, "fork init"):
             pid = os.fork()
         if pid == 0:
             run_init(ctx)
         protocol.send(ctx.message_fd, protocol.INIT_PID, pid=pid)
         os.close(ctx.message_fd)
+        os.close(ctx.placed_fd)
         _, status = os.waitpid(pid, 0)
         _die(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else SETUP_FAILED)
     except _StepFailed:
@@ -146,7 +145,7 @@ def run_intermediate(ctx: ChildContext):
 
 
 def _needed_fds(ctx: ChildContext) -> set[int]:
-    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.channel_fd, *ctx.pass_fds}
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
@@ -174,6 +173,16 @@ def run_init(ctx: ChildContext):
         with step(ctx, "rlimits"):
             for warning in rlimits.apply(ctx.rlimits) or ():
                 protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
+        with step(ctx, "wait for cgroup placement"):
+            # The parent moves A and us into the sandbox's cgroup while we built the root (a
+            # cgroup.procs write can wait ~10 ms for an RCU grace period); nothing of the
+            # workload runs before it is done.
+            if os.read(ctx.placed_fd, 1) != protocol.GO:
+                _die()
+            os.close(ctx.placed_fd)
+        if ctx.new_cgroup_ns:
+            with step(ctx, "cgroup namespace"):  # only now: its root is the cgroup we were placed in
+                _libc.unshare(_libc.CLONE_NEWCGROUP)
         with step(ctx, "fork workload"):
             workload = os.fork()
         if workload == 0:

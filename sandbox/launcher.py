@@ -180,7 +180,7 @@ class Launch:
         except (OSError, ValueError) as exc:
             raise SetupError("seccomp", getattr(exc, "errno", 0) or 0, f"cannot compile the filter: {exc}") from None
 
-    def _context(self, idmap, trees, message_fd, go_fd, stdio, channel_fd=-1) -> child.ChildContext:
+    def _context(self, idmap, trees, message_fd, go_fd, placed_fd, stdio, channel_fd=-1) -> child.ChildContext:
         profile = self.profile
         ns = profile.namespaces
         return child.ChildContext(
@@ -191,7 +191,8 @@ class Launch:
             plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
-            seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, parent_pid=os.getpid(),
+            seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
+            parent_pid=os.getpid(),
             pass_fds=self.pass_fds, tty=self.tty, stdio=stdio, channel_fd=channel_fd,
             seccomp_listener=self.seccomp_mode is not None)
 
@@ -226,26 +227,28 @@ class Launch:
             self.warnings += trees.warnings
             message_r, message_w = self._pipe()
             go_r, go_w = self._pipe()
+            placed_r, placed_w = self._pipe()
             stdio, capture = self._stdio_pipes()
             channel_parent, channel_child = (socket.socketpair() if self.seccomp_mode or self.tty
                                              else (None, None))
-            ctx = self._context(idmap, trees, message_w, go_r, stdio,
+            ctx = self._context(idmap, trees, message_w, go_r, placed_r, stdio,
                                 channel_child.fileno() if channel_child else -1)
             cgprime.stop()  # no thread may be running at fork
             pid = os.fork()
             if pid == 0:
                 os.close(message_r)
                 os.close(go_w)
+                os.close(placed_w)
                 child.run_intermediate(ctx)
             self.child_pid = pid
-            for fd in [message_w, go_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
+            for fd in [message_w, go_r, placed_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
                 self._close(fd)
             trees.close()
             if channel_child is not None:
                 channel_child.close()
             self._channel = channel_parent
             try:
-                result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, capture)
+                result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, placed_w, capture)
             finally:
                 if channel_parent is not None:
                     channel_parent.close()
@@ -295,7 +298,7 @@ class Launch:
                 capture[name + "_read"] = read_fd
         return tuple(stdio), capture
 
-    def _supervise(self, pid, idmap, cgroup, reader, go_w, capture) -> Result:
+    def _supervise(self, pid, idmap, cgroup, reader, go_w, placed_w, capture) -> Result:
         result = Result(exit_code=EXIT_SETUP)
         setup_deadline = time.monotonic() + SETUP_TIMEOUT
         error = None
@@ -307,13 +310,9 @@ class Launch:
             try:
                 if self.profile.namespaces.user:
                     namespaces.write_id_maps(pid, idmap)
-                cgroup.add_process(pid)
                 os.write(go_w, protocol.GO)
             except OSError as exc:
-                error = SetupError("id map" if "map" in str(exc.filename or "") else "cgroup", exc.errno or 0,
-                                   exc.strerror or str(exc))
-            except SandboxError as exc:
-                error = exc
+                error = SetupError("id map", exc.errno or 0, exc.strerror or str(exc))
         self._close(go_w)
         outputs = {capture[n + "_read"]: bytearray() for n in ("stdout", "stderr") if n in capture}
         # _next_event forgets a pipe at its EOF (del outputs[fd]), and that EOF can come before the
@@ -322,6 +321,7 @@ class Launch:
         previous = self._install_signal_forwarding()
         deadline = None
         exec_seen = False
+        placement_error = None
         try:
             while error is None or not reader.eof:
                 now = time.monotonic()
@@ -345,6 +345,8 @@ class Launch:
                 kind = message["kind"]
                 if kind == protocol.INIT_PID:
                     self.init_pid = message["pid"]
+                    # Kept aside: when init failed meanwhile, its own report (next) says more.
+                    placement_error = self._place(cgroup, pid, placed_w)
                 elif kind == protocol.EXEC:
                     exec_seen = True
                     if self.tty:
@@ -359,6 +361,7 @@ class Launch:
                     if error is None:
                         error = _error_from(message, self.argv[0])
             self._drain(outputs)
+            error = error or placement_error
         finally:
             self._restore_signals(previous)
             if error is not None or result.timed_out:
@@ -383,6 +386,22 @@ class Launch:
             result.signal = signal.SIGKILL
             result.exit_code = 128 + signal.SIGKILL
         return result
+
+    def _place(self, cgroup, pid: int, placed_w: int) -> SandboxError | None:
+        """Move A and B (init) into the sandbox's cgroup while B builds the root, then release B.
+
+        B forks the workload only after this, so nothing of it ever runs outside the cgroup."""
+        try:
+            cgroup.add_process(pid)
+            cgroup.add_process(self.init_pid)
+            os.write(placed_w, protocol.GO)
+            return None
+        except OSError as exc:
+            return SetupError("cgroup", exc.errno or 0, exc.strerror or str(exc))
+        except SandboxError as exc:
+            return exc
+        finally:
+            self._close(placed_w)
 
     def _start_recorder(self) -> None:
         """Receive the workload's seccomp listener and serve it in a thread (report/learn modes)."""
