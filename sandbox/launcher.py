@@ -291,7 +291,10 @@ class Launch:
         stdio = list(self.stdio)
         capture: dict[str, int] = {}
         if self.capture_output:
+            wanted = ("stdout", "stderr") if self.capture_output is True else (self.capture_output,)
             for index, name in ((1, "stdout"), (2, "stderr")):
+                if name not in wanted:
+                    continue
                 read_fd, write_fd = self._pipe()
                 stdio[index] = write_fd
                 capture[name] = write_fd
@@ -368,8 +371,9 @@ class Launch:
                 self._kill(pid, cgroup)
             _, wait_status = os.waitpid(pid, 0)
             self._stop_recorder(result)
-        if capture:
+        if "stdout_read" in capture:
             result.stdout = bytes(collected.get(capture["stdout_read"], b""))
+        if "stderr_read" in capture:
             result.stderr = bytes(collected.get(capture["stderr_read"], b""))
         if error is not None:
             raise error
@@ -531,7 +535,23 @@ def _error_from(message: dict | None, argv0: str = "") -> SandboxError:
         return SetupError("setup", 0, "the sandbox process exited before reporting (see above)")
     if message.get("step") == "exec":
         return ExecError(argv0, message.get("errno") or errno.ENOEXEC)
-    return SetupError(message.get("step", "setup"), message.get("errno") or 0, message.get("message", ""))
+    step, err = message.get("step", "setup"), message.get("errno") or 0
+    text = message.get("message", "")
+    hint = SETUP_HINTS.get((step, err))
+    return SetupError(step, err, f"{text}; {hint}" if hint else text)
+
+
+# What to do about the failures a machine's configuration causes, next to the step that meets them.
+SETUP_HINTS = {
+    ("user namespace", errno.EPERM): "user namespaces are not allowed for this user here: check the sysctls "
+        "user.max_user_namespaces and, on Ubuntu, kernel.apparmor_restrict_unprivileged_userns",
+    ("user namespace", errno.ENOSPC): "the limit on user namespaces is reached: raise user.max_user_namespaces",
+    ("user namespace", errno.EINVAL): "this process cannot create a user namespace (is it threaded, "
+        "or inside a chroot?)",
+    ("namespaces", errno.EPERM): "a namespace could not be created in the new user namespace; inside another "
+        "container, it may forbid nesting (set the matching namespaces.* = false to run without)",
+    ("namespaces", errno.ENOSPC): "a namespace limit is reached: see the user.max_*_namespaces sysctls",
+}
 
 
 def _cgroup_limits(profile: Profile):
@@ -547,7 +567,8 @@ def _cgroup_limits(profile: Profile):
 def run(profile: Profile | str, argv=None, **options) -> Result:
     """Run `argv` (default: the profile's command) in a sandbox built from `profile`.
 
-    Options: timeout, stdin, stdout, stderr (fds or files), capture_output, tty, pass_fds,
+    Options: timeout, stdin, stdout, stderr (fds or files), capture_output (True, or "stdout" or
+    "stderr" for one of them), tty, pass_fds,
     forward_signals. Raises ProfileError, SetupError, ExecError (see sandbox.errors).
     """
     if isinstance(profile, str):

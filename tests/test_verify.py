@@ -97,3 +97,19 @@ def test_probe_command_runs_on_the_host(sandbox_cli):
     statuses = {r["id"]: r["status"] for r in data["results"]}
     assert statuses["ns.pid"] in ("FAIL", "WARN")  # the bare host is not isolated
     assert done.returncode == 1
+
+
+def test_terminal_injection_is_tried_on_the_callers_terminal(tmp_path):
+    """Run from a terminal, the verifier leaves it on the probe's stderr: TIOCSTI is tried for real."""
+    import os
+    import subprocess
+    import sys
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "sandbox", "verify", "--json", "untrusted"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=slave, timeout=60, start_new_session=True)
+    finally:
+        os.close(slave)
+        os.close(master)
+    results = {r["id"]: r for r in json.loads(done.stdout)["results"]}
+    assert results["terminal.tiocsti"]["status"] == "PASS", results["terminal.tiocsti"]

@@ -105,7 +105,9 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
     with Canaries(expect=expect) as context:
         argv = ["python3", "-I", "-", "--json", "--context", json.dumps(context), "--stop-when-done"]
         source_r, source_w = os.pipe2(os.O_CLOEXEC)
-        launch = Launch(profile, argv, stdin=source_r, capture_output=True, timeout=PROBE_TIMEOUT,
+        # stderr stays the caller's: run from a terminal, the probe then tries TIOCSTI on it, the
+        # very injection a sandboxed program would attempt.
+        launch = Launch(profile, argv, stdin=source_r, capture_output="stdout", timeout=PROBE_TIMEOUT,
                         forward_signals=False)
         outcome: dict = {}
 
@@ -140,9 +142,8 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
     except ValueError:
         inside = []
     if not inside:
-        detail = (result.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise SetupError("verify", 0, f"the probe did not report (exit {result.exit_code}): {detail[0]}; "
-                                      "the profile needs python3 inside (e.g. /usr bound)")
+        raise SetupError("verify", 0, f"the probe did not report (exit {result.exit_code}, its errors are "
+                                      "above); the profile needs python3 inside (e.g. /usr bound)")
     verdict.results = inside + outside
     return verdict
 
