@@ -22,8 +22,8 @@ import ctypes
 import os
 import secrets
 import socket
+import shutil
 import subprocess
-import sys
 
 from sandbox.verify.probe import NAMESPACES
 
@@ -128,8 +128,10 @@ class Canaries:
 
     def _process(self) -> int:
         # The token in argv lets the probe tell the canary from a same-numbered pid.
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)",
-                                 self.token], stdin=subprocess.DEVNULL,
+        # sleep(1) with the token as its argv[0]: no interpreter needed, so it works for callers
+        # that may not run ours again (an unprivileged user of a venv under /root, say).
+        proc = subprocess.Popen([self.token, "3600"], executable=shutil.which("sleep") or "/bin/sleep",
+                                stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 close_fds=True)
         self._stack.callback(_kill_and_reap, proc)
