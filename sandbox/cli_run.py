@@ -90,7 +90,10 @@ def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network
     elif result.oom_killed:
         from .profile.units import format_size
         limit = format_size(loaded.limits.memory) if loaded.limits.memory else "?"
-        echo(f"sandbox: killed: out of memory (limit {limit})")
+        if result.signal == 9:
+            echo(f"sandbox: killed: out of memory (limit {limit})")
+        else:  # the workload survived the loss of one of its processes
+            echo(f"sandbox: a process in the sandbox was killed: out of memory (limit {limit})")
     if stats:
         echo(format_stats(result))
     if report_violations:

@@ -269,9 +269,6 @@ class Launch:
             result.cpu_system = getattr(stats, "cpu_system_s", None)
             result.memory_peak = getattr(stats, "memory_peak_bytes", None)
             result.pids_peak = getattr(stats, "pids_peak", None)
-        if result.oom_killed and not result.timed_out and result.signal in (None, signal.SIGKILL):
-            result.exit_code = 128 + signal.SIGKILL
-            result.signal = signal.SIGKILL
         result.warnings = self.warnings
         result.profile_name = profile.name
         result.argv = self.argv

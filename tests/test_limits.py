@@ -88,3 +88,11 @@ def test_io_limits_are_written_to_the_cgroup(tmp_path):
     sandbox.run(profile, ["/bin/sleep", "1"])
     watcher.join()
     assert seen.get("write") == f"{major}:{minor} {10 << 20}"
+
+
+def test_an_oom_kill_inside_is_reported_without_hiding_the_workloads_own_status(sandbox_cli, tmp_path):
+    profile = _profile(tmp_path, '[limits]\nmemory = "48M"\n')
+    done = sandbox_cli("run", profile, "--", "/bin/sh", "-c",
+                       '/usr/bin/python3 -c "b = bytearray(400 << 20)"; echo child=$?; exit 3')
+    assert done.returncode == 3 and "child=137" in done.stdout
+    assert "a process in the sandbox was killed: out of memory (limit 48M)" in done.stderr
