@@ -54,6 +54,7 @@ class ChildContext:
     keep_caps: tuple[str, ...]
     new_session: bool
     landlock_rules: tuple | None
+    landlock_best_effort: bool
     seccomp_bpf: bytes | None
     message_fd: int
     go_fd: int
@@ -255,7 +256,7 @@ def run_workload(ctx: ChildContext):
             capabilities.set_no_new_privs()
         if ctx.landlock_rules is not None:
             with step(ctx, "landlock"):
-                for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=True) or ():
+                for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort) or ():
                     protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
         protocol.send(ctx.message_fd, protocol.EXEC)
         if ctx.seccomp_bpf is not None:

@@ -191,6 +191,7 @@ class Launch:
             plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
+            landlock_best_effort=profile.landlock.best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             parent_pid=os.getpid(),
             pass_fds=self.pass_fds, tty=self.tty, stdio=stdio, channel_fd=channel_fd,
