@@ -29,6 +29,7 @@ from . import _libc, capabilities, fds, landlock, mounts, network, protocol, rli
 from .seccomp import load_bpf
 
 SETUP_FAILED = 125
+PR_SET_CHILD_SUBREAPER = 36
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGCONT, signal.SIGWINCH)
 
@@ -158,6 +159,12 @@ def run_init(ctx: ChildContext):
     try:
         with step(ctx, "parent-death signal"):
             capabilities.set_parent_death_signal(signal.SIGKILL)
+        children_fd = -1
+        if not ctx.new_pid_ns:
+            with step(ctx, "child subreaper"):
+                # Orphans come to us instead of the host's init, to be killed when the workload ends.
+                _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+                children_fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY | os.O_CLOEXEC)
         if ctx.plan is not None:
             with step(ctx, "mount"):
                 try:
@@ -188,14 +195,14 @@ def run_init(ctx: ChildContext):
             workload = os.fork()
         if workload == 0:
             run_workload(ctx)
-        _reap_until(ctx, workload)
+        _reap_until(ctx, workload, children_fd)
     except _StepFailed:
         _die()
     except BaseException:
         _die()
 
 
-def _reap_until(ctx: ChildContext, workload: int):
+def _reap_until(ctx: ChildContext, workload: int, children_fd: int = -1):
     """Init's job: forward signals to the workload, reap every orphan, report the workload's status."""
     def forward(signum, _frame):
         try:
@@ -211,8 +218,30 @@ def _reap_until(ctx: ChildContext, workload: int):
             _die(SETUP_FAILED)
         if pid == workload:
             protocol.send(ctx.message_fd, protocol.EXIT, status=status)
+            if children_fd >= 0:
+                _kill_descendants(children_fd)
             # Leaving pid 1 makes the kernel kill everything else in the namespace.
             _die(0)
+
+
+def _kill_descendants(children_fd: int) -> None:
+    """Without a pid namespace, nobody kills what the workload left running: we do. As a child
+    subreaper we have inherited every orphan, so our children are all that is left. The list
+    comes from the host's /proc, opened before pivot_root: the sandbox may have none."""
+    while True:
+        try:
+            children = [int(pid) for pid in os.pread(children_fd, 65536, 0).split()]
+        except OSError:
+            children = []
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
 
 
 def run_workload(ctx: ChildContext):
