@@ -211,6 +211,20 @@ def attempt(fn) -> str:
         return errno.errorcode.get(exc.errno, str(exc.errno))
 
 
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains marker (to find what a sandbox left running)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def as_nobody(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run argv as uid/gid 65534 with no supplementary groups (a rootless caller)."""
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv],

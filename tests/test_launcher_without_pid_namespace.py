@@ -7,20 +7,9 @@ import tempfile
 import time
 import uuid
 
-from conftest import ROOT, as_nobody, require
+from conftest import processes_with, ROOT, as_nobody, require
 
 
-def _running(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 def test_daemons_die_with_the_workload_even_rootless_without_a_cgroup():
@@ -38,11 +27,11 @@ def test_daemons_die_with_the_workload_even_rootless_without_a_cgroup():
                                                    "SANDBOX_AUDIT_LOG": os.path.join(work, "audit.jsonl")})
         assert done.returncode == 0 and done.stdout == "started\n", done.stderr
         time.sleep(0.3)
-        assert _running(marker) == []
+        assert processes_with(marker) == []
         # and the daemons did run: the same line without the sandbox leaves them behind
         os.system(f"(sleep {marker} &)")
         try:
-            assert _running(marker)
+            assert processes_with(marker)
         finally:
             os.system(f"pkill -f 'sleep {marker}'")
     finally:

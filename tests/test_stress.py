@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import require
+from conftest import processes_with, require
 
 FULL = os.environ.get("SANDBOX_STRESS") == "full"
 LAUNCHES, PARALLEL = (200, 32) if FULL else (24, 8)
@@ -29,17 +29,6 @@ def _mounts() -> set[str]:
         return {line.split()[4] for line in handle}
 
 
-def _marked_processes(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.mark.stress
@@ -70,7 +59,7 @@ def test_mixed_launches_leave_no_cgroups_mounts_or_processes(tmp_path):
         outcomes = list(pool.map(launch, plan))
     wrong = [o for o in outcomes if o[1] not in o[2]]
     assert not wrong, f"{len(wrong)} launches ended unexpectedly, e.g. {wrong[:3]}"
-    assert _marked_processes(marker) == [], "sandboxed processes survived their launch"
+    assert processes_with(marker) == [], "sandboxed processes survived their launch"
     assert _mounts() == mounts_before, "the host mount table changed"
     stale = [path for path in cgroups.leaked() if f"sandbox-{os.getpid()}-" not in path]
     assert stale == [], f"cgroups left behind by the launchers: {stale[:5]}"

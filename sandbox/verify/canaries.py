@@ -25,22 +25,11 @@ import socket
 import shutil
 import subprocess
 
-from sandbox.verify.probe import NAMESPACES
+from sandbox.namespaces import namespace_inodes
 
 IPC_CREAT, IPC_EXCL, IPC_RMID = 0o1000, 0o2000, 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def host_namespaces() -> dict[str, int]:
-    """{name: inode} of this process's namespaces (the host's, for the verifier)."""
-    out = {}
-    for name in NAMESPACES:
-        try:
-            out[name] = os.stat(f"/proc/self/ns/{name}").st_ino
-        except OSError:
-            pass
-    return out
 
 
 class Canaries:
@@ -73,7 +62,7 @@ class Canaries:
     def _plant(self) -> None:
         ctx = self.context
         ctx["canary_token"] = self.token
-        ctx["host_ns"] = host_namespaces()
+        ctx["host_ns"] = namespace_inodes()  # the host's, for the probe to compare with
         ctx["host_hostname"] = socket.gethostname()
         ctx["host_sid"] = os.getsid(0)
         ctx["canary_tcp_port"] = self._tcp_listener()
