@@ -310,7 +310,7 @@ def learn(command, output, base):
     except SandboxError as exc:
         _fail(exc)
     recorded = {v.syscall for v in launch.recorded}
-    policy = minimal_policy(profile.seccomp or default_policy(), recorded,
+    policy = minimal_policy(profile.seccomp or default_policy(), launch.recorded,
                             name=f"learned from {os.path.basename(command[0])}")
     document = {"name": os.path.splitext(os.path.basename(output))[0] if output else "learned",
                 "description": f"Learned from: {' '.join(command)[:80]}"}

@@ -84,3 +84,15 @@ def test_learned_profile_runs_its_workload_and_denies_others(sandbox_cli, tmp_pa
     # python needs system calls the shell never made: the learned policy refuses them
     other = sandbox_cli("run", str(learned), "--", "/usr/bin/python3", "-c", "import socket; socket.socket()")
     assert other.returncode != 0
+
+
+def test_learning_narrows_socket_families_and_ioctls_to_those_used(sandbox_cli, tmp_path):
+    learned = tmp_path / "net.toml"
+    uses_inet = "import socket; socket.socket(socket.AF_INET).close(); print('ok')"
+    assert sandbox_cli("learn", "-o", str(learned), "--", "/usr/bin/python3", "-c", uses_inet).returncode == 0
+    shown = sandbox_cli("seccomp", "show", str(learned)).stdout
+    assert "socket       allow if arg0 & 0xffffffff == 0x2" in shown
+    assert sandbox_cli("run", str(learned), "--", "/usr/bin/python3", "-c", uses_inet).stdout == "ok\n"
+    inet6 = sandbox_cli("run", str(learned), "--", "/usr/bin/python3", "-c",
+                        "import socket; socket.socket(socket.AF_INET6)")
+    assert inet6.returncode == 1 and "Address family not supported" in inet6.stderr

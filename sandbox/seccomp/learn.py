@@ -56,15 +56,38 @@ def learning_policy(architectures: tuple[str, ...] = ("native",)) -> SeccompPoli
                          architectures, "learning")
 
 
-def minimal_policy(base: SeccompPolicy, recorded: set[str], name: str = "learned") -> SeccompPolicy:
-    """An allowlist of exactly the recorded calls, keeping `base`'s argument rules for those it
-    restricts by argument (clone flags, socket families, ioctl requests ...)."""
-    restricted = {s for rule in base.rules if rule.args for s in _groups.expand(rule.syscalls)}
+def minimal_policy(base: SeccompPolicy, seen: list[Violation], name: str = "learned") -> SeccompPolicy:
+    """An allowlist of exactly the calls seen while learning.
+
+    Calls whose meaning is in one argument (socket families, ioctl requests, prctl options,
+    personality: notify.LEARNED_ARGUMENTS) are allowed only with the values seen, and only those
+    values `base` allows too; clone keeps `base`'s rules (its flags differ between a thread and a
+    process). Anything else that `base` restricts by argument keeps `base`'s rules."""
+    from .builtin import low32_is
+    from .notify import LEARNED_ARGUMENTS
+    plans = build_plan(base)
+    recorded = {v.syscall: v for v in seen}
     needed = set(recorded) | set(LEARNING_ALLOWED)
-    rules = [Rule(tuple(sorted(needed - restricted)), ALLOW, comment="learned")]
+    restricted = {s for rule in base.rules if rule.args for s in _groups.expand(rule.syscalls)}
+    narrowed = {s for s in needed & set(LEARNED_ARGUMENTS) if s != "clone" and recorded.get(s) and recorded[s].values}
+    rules = [Rule(tuple(sorted(needed - restricted - narrowed)), ALLOW, comment="learned")]
+    for syscall in sorted(narrowed):
+        index, _ = LEARNED_ARGUMENTS[syscall]
+        plan = plans.get(syscall)
+        allowed = sorted(value for value in recorded[syscall].values
+                         if plan is None or plan.decide(_args_with(index, value)).kind == "allow")
+        otherwise = plan.fallback if plan is not None and plan.fallback.kind != "allow" else base.default_action
+        rules.append(Rule((syscall,), otherwise, comment="learned: only the values seen"))
+        rules += [Rule((syscall,), ALLOW, (low32_is(index, value),)) for value in allowed]
     # The base's rules, cut down to the argument-restricted calls the workload made, in order.
     for rule in base.rules:
-        kept = set(_groups.expand(rule.syscalls)) & restricted & needed
+        kept = set(_groups.expand(rule.syscalls)) & restricted & needed - narrowed
         if kept:
             rules.append(Rule(tuple(sorted(kept)), rule.action, rule.args, rule.comment))
     return SeccompPolicy("allowlist", base.default_action, tuple(rules), base.architectures, name)
+
+
+def _args_with(index: int, value: int) -> tuple[int, ...]:
+    args = [0] * 6
+    args[index] = value
+    return tuple(args)

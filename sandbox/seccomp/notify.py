@@ -70,6 +70,14 @@ class Violation:
     first_pid: int = 0
     first_args: tuple[int, ...] = ()
     first_seen: float = field(default_factory=time.monotonic)
+    # For the calls whose meaning is in one argument (LEARNED_ARGUMENTS): every value seen.
+    values: set[int] = field(default_factory=set)
+
+
+# The argument that says what a call does: socket families, ioctl requests, clone flags, ...
+# (index, mask); learning mode records each value seen so a learned policy can allow just those.
+LEARNED_ARGUMENTS = {"socket": (0, 0xFFFFFFFF), "socketpair": (0, 0xFFFFFFFF), "ioctl": (1, 0xFFFFFFFF),
+                     "clone": (0, 0xFFFFFFFF), "personality": (0, 0xFFFFFFFF), "prctl": (0, 0xFFFFFFFF)}
 
 
 class Recorder:
@@ -99,6 +107,9 @@ class Recorder:
             if v is None:
                 v = self._seen[name] = Violation(name, str(action), 0, notif.pid, args)
             v.count += 1
+            if name in LEARNED_ARGUMENTS:
+                index, mask = LEARNED_ARGUMENTS[name]
+                v.values.add(args[index] & mask)
         # ENOENT: the caller died or was interrupted meanwhile; nothing to answer.
         if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_SEND), ctypes.byref(resp)) < 0:
             if ctypes.get_errno() != _errno.ENOENT:
