@@ -65,6 +65,14 @@ def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
     return env
 
 
+def _with_terminal_type(env: dict[str, str], tty: bool) -> dict[str, str]:
+    """With --tty the caller's terminal is the workload's: its TERM describes it (unless the
+    profile says otherwise); without one, programs are told there is no capable terminal."""
+    if "TERM" not in env:
+        env["TERM"] = os.environ.get("TERM", "dumb") if tty else "dumb"
+    return env
+
+
 def landlock_rules(profile: Profile) -> tuple | None:
     if not profile.landlock.enabled:
         return None
@@ -184,7 +192,8 @@ class Launch:
         profile = self.profile
         ns = profile.namespaces
         return child.ChildContext(
-            argv=self.argv, env=build_env(profile), cwd=profile.process.cwd, uid=profile.process.user,
+            argv=self.argv, env=_with_terminal_type(build_env(profile), self.tty), cwd=profile.process.cwd,
+            uid=profile.process.user,
             gid=profile.process.group, hostname=profile.process.hostname if ns.uts else None,
             new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
             new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",

@@ -87,7 +87,10 @@ def test_ci_extends_untrusted(monkeypatch, tmp_path):
     assert [m.target for m in ci.filesystem.mounts][0] == "/usr"  # base entries first
     assert [t.size for t in ci.filesystem.tmpfs if t.target == "/tmp"] == [1 << 30]  # replaced by target
     assert len(ci.filesystem.tmpfs) == 1
-    assert ci.filesystem.files == load_profile("untrusted").filesystem.files  # inherited
+    base_files = load_profile("untrusted").filesystem.files
+    assert [f.target for f in ci.filesystem.files] == [f.target for f in base_files]  # inherited, in place
+    nsswitch = {f.target: f.content for f in ci.filesystem.files}["/etc/nsswitch.conf"]
+    assert "hosts: files dns" in nsswitch  # replaced by target: ci resolves names under --network host
     assert dict((n, s) for n, s, _ in ci.limits.rlimits) == {"core": 0, "nofile": 8192}
 
 
