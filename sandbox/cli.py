@@ -51,11 +51,6 @@ def main():
     """Run untrusted code in a minimal container built from Linux primitives."""
 
 
-def _overrides(binds, envs, cwd, timeout, network) -> dict:
-    from .cli_run import overrides
-    return overrides(binds, envs, cwd, timeout, network)
-
-
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -64,22 +59,27 @@ def _overrides(binds, envs, cwd, timeout, network) -> dict:
 @click.option("--cwd", metavar="DIR", help="Working directory inside.")
 @click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m.")
 @click.option("--network", type=click.Choice(["none", "host"]), help="Override the network mode.")
+@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M.")
+@click.option("--cpus", type=float, metavar="N", help="CPU bandwidth in cores, e.g. 0.5.")
+@click.option("--pids", type=int, metavar="N", help="Maximum number of processes and threads.")
 @click.option("--tty", is_flag=True, help="Give the workload a fresh pseudo-terminal.")
 @click.option("--stats", is_flag=True, help="Print what the run used, on stderr.")
 @click.option("--result-json", type=click.Path(dir_okay=False, writable=True), help="Write the result as JSON.")
 @click.option("--verify", "verify_first", is_flag=True, help="Verify the isolation first; refuse to run on a failure.")
 @click.option("--report-violations", is_flag=True, help="Report denied system calls after the run.")
 @click.option("-q", "--quiet", is_flag=True, help="No warnings.")
-def run(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
-        report_violations, quiet):
+def run(profile, command, binds, envs, cwd, timeout, network, memory, cpus, pids, tty, stats, result_json,
+        verify_first, report_violations, quiet):
     """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name).
 
     Options go before `--`; everything after it is the command."""
     from . import cgprime
     cgprime.start()  # the cgroup-migration grace period, paid behind the imports (see cgprime.py)
     from .cli_run import execute
+    limits = {name: value for name, value in (("memory", memory), ("cpus", cpus), ("pids", pids))
+              if value is not None}
     execute(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
-            report_violations, quiet)
+            report_violations, quiet, limits=limits)
 
 
 def _format_stats(result) -> str:

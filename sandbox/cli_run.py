@@ -33,8 +33,11 @@ def _bad_parameter(message: str, hint: str):
     return click.BadParameter(message, param_hint=hint)
 
 
-def overrides(binds, envs, cwd, timeout, network) -> dict:
+def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None) -> dict:
+    """The command line's options as a profile table, merged over the profile and validated with it."""
     table: dict = {}
+    if limits:
+        table["limits"] = dict(limits)
     for spec in binds:
         parts = spec.split(":")
         if len(parts) == 1:
@@ -62,7 +65,8 @@ def overrides(binds, envs, cwd, timeout, network) -> dict:
 
 
 def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network=None, tty=False,
-            stats=False, result_json=None, verify_first=False, report_violations=False, quiet=False):
+            stats=False, result_json=None, verify_first=False, report_violations=False, quiet=False,
+            limits: dict | None = None):
     """The run command; exits with the workload's status."""
     from .api import load_profile, run as run_sandbox
     from .errors import SandboxError
@@ -70,7 +74,7 @@ def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network
     if command[:1] == ["--"]:
         command = command[1:]
     try:
-        loaded = load_profile(profile, overrides=overrides(binds, envs, cwd, timeout, network))
+        loaded = load_profile(profile, overrides=overrides(binds, envs, cwd, timeout, network, limits))
         if verify_first:
             from .verify import verify_profile
             report = verify_profile(loaded)

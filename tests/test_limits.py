@@ -96,3 +96,12 @@ def test_an_oom_kill_inside_is_reported_without_hiding_the_workloads_own_status(
                        '/usr/bin/python3 -c "b = bytearray(400 << 20)"; echo child=$?; exit 3')
     assert done.returncode == 3 and "child=137" in done.stdout
     assert "a process in the sandbox was killed: out of memory (limit 48M)" in done.stderr
+
+
+def test_limit_options_on_the_command_line(sandbox_cli):
+    done = sandbox_cli("run", "--memory", "48M", "untrusted", "--", "/usr/bin/python3", "-c", "b = bytearray(400 << 20)")
+    assert done.returncode == 137 and "out of memory (limit 48M)" in done.stderr
+    bad = sandbox_cli("run", "--memory", "lots", "untrusted", "--", "/bin/true")
+    assert bad.returncode == 125
+    assert bad.stderr == ("sandbox: command line: limits.memory: expected a size such as 512M or 2G, "
+                          "found 'lots'\n")
