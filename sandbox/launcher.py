@@ -311,6 +311,17 @@ class Launch:
     def _supervise(self, pid, idmap, cgroup, reader, go_w, placed_w, capture) -> Result:
         result = Result(exit_code=EXIT_SETUP)
         setup_deadline = time.monotonic() + SETUP_TIMEOUT
+        # A's placement starts at once, beside A's own set-up: the cgroup.procs write may wait
+        # for an RCU grace period, and this way that wait overlaps everything up to init's root.
+        placer = _Placer(cgroup, pid)
+        try:
+            return self._supervise_placed(pid, idmap, cgroup, reader, go_w, placed_w, capture, placer,
+                                          result, setup_deadline)
+        finally:
+            placer.join()
+
+    def _supervise_placed(self, pid, idmap, cgroup, reader, go_w, placed_w, capture, placer, result,
+                          setup_deadline) -> Result:
         error = None
         status = None
         message = reader.next(setup_deadline)
@@ -356,7 +367,7 @@ class Launch:
                 if kind == protocol.INIT_PID:
                     self.init_pid = message["pid"]
                     # Kept aside: when init failed meanwhile, its own report (next) says more.
-                    placement_error = self._place(cgroup, pid, placed_w)
+                    placement_error = self._place(cgroup, placer, placed_w)
                 elif kind == protocol.EXEC:
                     exec_seen = True
                     if self.tty:
@@ -398,13 +409,14 @@ class Launch:
             result.exit_code = 128 + signal.SIGKILL
         return result
 
-    def _place(self, cgroup, pid: int, placed_w: int) -> SandboxError | None:
-        """Move A and B (init) into the sandbox's cgroup while B builds the root, then release B.
-
-        B forks the workload only after this, so nothing of it ever runs outside the cgroup."""
+    def _place(self, cgroup, placer: "_Placer", placed_w: int) -> SandboxError | None:
+        """Once A is placed, move B (init) too, then release it: B forks the workload only after
+        this, so nothing of the workload ever runs outside the cgroup."""
         try:
-            cgroup.add_process(pid)
-            cgroup.add_process(self.init_pid)
+            placer.join()
+            if placer.error is not None:
+                raise placer.error
+            cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
             os.write(placed_w, protocol.GO)
             return None
         except OSError as exc:
@@ -527,6 +539,26 @@ class Launch:
     def _restore_signals(previous) -> None:
         for signum, handler in (previous or {}).items():
             signal.signal(signum, handler)
+
+
+class _Placer:
+    """Writes A's pid into the sandbox's cgroup in a thread (after our one fork: no thread may
+    run at fork time). join() before touching the cgroup again."""
+
+    def __init__(self, cgroup, pid: int):
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(cgroup, pid), name="sandbox-placement",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, cgroup, pid: int) -> None:
+        try:
+            cgroup.add_process(pid)
+        except BaseException as exc:  # reported by _place, in the launching thread
+            self.error = exc
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 def _fileno(stream) -> int | None:
