@@ -257,10 +257,18 @@ def _mask(root_fd: int, target: str) -> None:
         os.close(fd)
 
 
-def _write_file(root_fd: int, op: File) -> None:
-    parent, _, name = op.target.rpartition("/")
+def _in_parent(root_fd: int, target: str, create) -> None:
+    """create(parent_dir_fd, name) for the last component of target, its parents made inside."""
+    parent, _, name = target.rpartition("/")
     parent_fd = _resolve(root_fd, parent or "/", "dir")
     try:
+        create(parent_fd, name)
+    finally:
+        os.close(parent_fd)
+
+
+def _write_file(root_fd: int, op: File) -> None:
+    def create(parent_fd: int, name: str) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, op.mode,
                      dir_fd=parent_fd)
         try:
@@ -268,17 +276,11 @@ def _write_file(root_fd: int, op: File) -> None:
             os.fchmod(fd, op.mode)
         finally:
             os.close(fd)
-    finally:
-        os.close(parent_fd)
+    _in_parent(root_fd, op.target, create)
 
 
 def _symlink(root_fd: int, op: Symlink) -> None:
-    parent, _, name = op.target.rpartition("/")
-    parent_fd = _resolve(root_fd, parent or "/", "dir")
-    try:
-        os.symlink(op.points_to, name, dir_fd=parent_fd)
-    finally:
-        os.close(parent_fd)
+    _in_parent(root_fd, op.target, lambda parent_fd, name: os.symlink(op.points_to, name, dir_fd=parent_fd))
 
 
 def _apply_one(root_fd: int, op) -> None:
