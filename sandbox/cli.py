@@ -13,7 +13,7 @@ import sys
 
 import click
 
-EXIT_USAGE = 125
+from .cli_run import EXIT_USAGE, fail as _fail, warn as _warn  # one wording of errors for every command
 
 
 class _Group(click.Group):
@@ -34,15 +34,6 @@ class _Group(click.Group):
             where = f" {exc.filename}" if exc.filename else ""
             click.echo(f"sandbox: error:{where}: {exc.strerror or exc}", err=True)
             sys.exit(EXIT_USAGE)
-
-
-def _fail(exc) -> None:
-    click.echo(f"sandbox: {exc.one_line()}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _warn(message: str) -> None:
-    click.echo(f"sandbox: warning: {message}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,11 +71,6 @@ def run(profile, command, binds, envs, cwd, timeout, network, memory, cpus, pids
               if value is not None}
     execute(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
             report_violations, quiet, limits=limits)
-
-
-def _format_stats(result) -> str:
-    from .cli_run import format_stats
-    return format_stats(result)
 
 
 @main.command()

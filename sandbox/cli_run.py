@@ -19,7 +19,7 @@ def echo(message: str) -> None:
     stream.flush()
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     echo(f"sandbox: warning: {message}")
 
 
@@ -88,7 +88,7 @@ def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network
         fail(exc)
     if not quiet:
         for warning in result.warnings:
-            _warn(warning)
+            warn(warning)
     if result.timed_out:
         echo(f"sandbox: killed: timeout after {loaded.limits.timeout if not timeout else timeout}")
     elif result.oom_killed:

@@ -17,6 +17,3 @@ def close_all_except(keep: set[int]) -> None:
         start = fd + 1
     os.closerange(start, highest)
 
-
-def set_cloexec(fd: int, value: bool = True) -> None:
-    os.set_inheritable(fd, not value)

@@ -151,6 +151,16 @@ def no_leaks(request, tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def world_dir():
+    """A scratch directory uid 65534 can traverse (pytest's tmp_path is root-only)."""
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="sbxtest-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def sandbox_cli():
     """Run the real `sandbox` command; returns a CompletedProcess (text)."""
     def run(*args, input=None, cwd=None, env=None, timeout=60):

@@ -14,7 +14,6 @@ import os
 import pty
 import shutil
 import subprocess
-import tempfile
 import textwrap
 import time
 import tty
@@ -189,14 +188,6 @@ ATTACKS = textwrap.dedent(r"""
 """).replace("termios_TIOCSTI", "0x5412")
 
 ALLOWED_FAILURES = {"EPERM", "EACCES", "EROFS", "ENOENT", "ENOSYS"}
-
-
-@pytest.fixture
-def world_dir():
-    path = Path(tempfile.mkdtemp(prefix="sbxtest-attack-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import textwrap
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -104,15 +101,6 @@ def _mountinfo(text: str) -> list[dict]:
                      "options": set(fields[5].split(",")), "optional": fields[6:], "fstype": fstype,
                      "source": source, "super": super_options})
     return rows
-
-
-@pytest.fixture(scope="module")
-def world_dir():
-    """A scratch directory uid 65534 can traverse (pytest's tmp_path is root-only)."""
-    path = tempfile.mkdtemp(prefix="sbxtest-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

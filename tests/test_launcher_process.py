@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -27,15 +24,6 @@ PY = "/usr/bin/python3"
 @pytest.fixture(autouse=True)
 def _machine():
     require("userns")
-
-
-@pytest.fixture(scope="module")
-def world_dir():
-    """A scratch directory uid 65534 can traverse (pytest's tmp_path is root-only)."""
-    path = tempfile.mkdtemp(prefix="sbxtest-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(argv, profile="untrusted", **options):

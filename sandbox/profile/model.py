@@ -231,6 +231,3 @@ def _default_seccomp():
     from ..seccomp import builtin_policy
     return builtin_policy("default")
 
-
-def env_dict(process: Process) -> dict[str, str]:
-    return dict(process.env)
