@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import time
+import weakref
 from pathlib import Path
 
 from .profile.model import Profile
@@ -42,6 +43,25 @@ def write(path: Path, record: dict) -> None:
         os.close(fd)
 
 
+_RELAXATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def relaxations(profile: Profile) -> list[str]:
+    """What lint reports above "info", as recorded with each launch; kept per profile (frozen),
+    because a CI system launches the same one many times."""
+    try:
+        return _RELAXATIONS[profile]
+    except (KeyError, TypeError):
+        pass
+    from .lint import lint
+    found = [str(f) for f in lint(profile) if f.severity != "info"]
+    try:
+        _RELAXATIONS[profile] = found
+    except TypeError:  # not hashable or not weak-referenceable: just do not keep it
+        pass
+    return found
+
+
 class AuditRecord:
     """Start and end records for one launch; failures to write become warnings, not errors."""
 
@@ -52,11 +72,10 @@ class AuditRecord:
         self.warning: str | None = None
         if not self.enabled:
             return
-        from .lint import lint
         self._write({"event": "start", "id": self.id, "time": _now(), "uid": os.getuid(), "user": _user(),
                      "pid": os.getpid(), "cwd": os.getcwd(), "profile": profile.name, "profile_hash": profile_hash,
                      "profile_source": profile.source, "argv": list(argv),
-                     "relaxations": [str(f) for f in lint(profile) if f.severity != "info"]})
+                     "relaxations": relaxations(profile)})
 
     def finish(self, result=None, error: Exception | None = None) -> None:
         if not self.enabled:

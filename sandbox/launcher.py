@@ -13,6 +13,7 @@ import select
 import signal
 import socket
 import threading
+import _thread
 import time
 from dataclasses import dataclass, field
 
@@ -246,10 +247,13 @@ class Launch:
             cgprime.stop()  # no thread may be running at fork
             pid = os.fork()
             if pid == 0:
-                os.close(message_r)
-                os.close(go_w)
-                os.close(placed_w)
-                child.run_intermediate(ctx)
+                try:
+                    os.close(message_r)
+                    os.close(go_w)
+                    os.close(placed_w)
+                    child.run_intermediate(ctx)
+                finally:
+                    os._exit(child.SETUP_FAILED)  # whatever happens, never return into the launcher
             self.child_pid = pid
             for fd in [message_w, go_r, placed_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
                 self._close(fd)
@@ -266,12 +270,12 @@ class Launch:
             for fd in list(self._owned):
                 self._close(fd)
             trees.close()
+            cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
             try:
                 stats = cgroup.stats()
                 oom = cgroup.oom_killed()
             except Exception:
                 stats, oom = None, False
-            cgroup.destroy()
         result.wall_time = time.monotonic() - started
         result.oom_killed = result.oom_killed or oom
         if stats is not None:
@@ -547,18 +551,23 @@ class _Placer:
 
     def __init__(self, cgroup, pid: int):
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(cgroup, pid), name="sandbox-placement",
-                                        daemon=True)
-        self._thread.start()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        # A bare thread: threading.Thread.start() waits until the thread has run, ~1 ms when
+        # the child keeps the other core busy, and that delays the id maps A is waiting for.
+        _thread.start_new_thread(self._run, (cgroup, pid))
 
     def _run(self, cgroup, pid: int) -> None:
         try:
             cgroup.add_process(pid)
         except BaseException as exc:  # reported by _place, in the launching thread
             self.error = exc
+        finally:
+            self._done.release()
 
     def join(self) -> None:
-        self._thread.join()
+        with self._done:  # held until _run is over; taking it again later returns at once
+            pass
 
 
 def _fileno(stream) -> int | None:

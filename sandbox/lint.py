@@ -22,6 +22,8 @@ SECRET_HINTS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "AWS_", "GITHUB_", "SSH_AU
 
 @dataclass(frozen=True)
 class Finding:
+    """One relaxation of the secure defaults, or one risky choice, at a profile key."""
+
     severity: str
     key: str
     message: str

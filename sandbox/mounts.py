@@ -207,10 +207,14 @@ def _open_host_tree(source: str) -> int:
     finally:
         os.close(old_root)
     try:
-        return _libc.open_tree(fd, "", _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC | _libc.AT_RECURSIVE
-                               | _libc.AT_EMPTY_PATH)
+        return _clone_tree(fd)
     finally:
         os.close(fd)
+
+
+def _clone_tree(fd: int) -> int:
+    return _libc.open_tree(fd, "", _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC | _libc.AT_RECURSIVE
+                           | _libc.AT_EMPTY_PATH)
 
 
 def _mount_at(root_fd: int, target: str, fstype: str, flags: int, data: str | None) -> None:
@@ -224,8 +228,7 @@ def _mount_at(root_fd: int, target: str, fstype: str, flags: int, data: str | No
 def _remount_readonly(root_fd: int, target: str) -> None:
     fd = _resolve(root_fd, target)
     try:
-        tree = _libc.open_tree(fd, "", _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC | _libc.AT_RECURSIVE
-                               | _libc.AT_EMPTY_PATH)
+        tree = _clone_tree(fd)
         try:
             _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
                                 attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
@@ -234,6 +237,9 @@ def _remount_readonly(root_fd: int, target: str) -> None:
             os.close(tree)
     finally:
         os.close(fd)
+
+
+_host_null: list[int] = []  # O_PATH fd of the host's /dev/null while the root is built: one per mask is slow
 
 
 def _mask(root_fd: int, target: str) -> None:
@@ -246,7 +252,9 @@ def _mask(root_fd: int, target: str) -> None:
             _libc.mount("tmpfs", _fd_path(fd), "tmpfs", _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV
                         | _libc.MS_NOEXEC, "size=4k,nr_inodes=1,mode=0555")
         else:
-            null = _open_host_tree("/dev/null")
+            if not _host_null:
+                _host_null.append(os.open(OLDROOT + "/dev/null", os.O_PATH | os.O_CLOEXEC))
+            null = _clone_tree(_host_null[0])
             try:
                 _libc.mount_setattr(null, "", _libc.AT_EMPTY_PATH, attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS
                                     | _libc.MOUNT_ATTR_NOEXEC)
@@ -345,6 +353,8 @@ def enter_new_root(plan: MountPlan) -> None:
                 raise MountError(exc.errno or errno.EIO, f"{describe(op)}: {exc.strerror or exc}") from None
     finally:
         os.close(root_fd)
+        while _host_null:
+            os.close(_host_null.pop())
     if plan.readonly_root:
         _libc.mount_setattr(-100, NEWROOT, 0, attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
     if any(isinstance(op, Devpts) for op in plan.operations):

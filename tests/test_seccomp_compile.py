@@ -12,7 +12,13 @@ from sandbox.seccomp import compile as compmod
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    new_process()
     return tmp_path / "sandbox" / "seccomp"
+
+
+def new_process():
+    """Forget the programs this process keeps in memory, so the next compile reads the disk cache."""
+    compmod._PROGRAMS.clear()
 
 
 def test_program_shape():
@@ -66,7 +72,20 @@ def test_cache_hit_skips_libseccomp(cache, monkeypatch):
     def boom(policy):
         raise AssertionError("libseccomp was called on a cache hit")
     monkeypatch.setattr(compmod, "_build", boom)
-    assert compile_bpf(default_policy()) == program
+    assert compile_bpf(default_policy()) == program  # from memory
+    new_process()
+    assert compile_bpf(default_policy()) == program  # from the disk cache
+
+
+def test_a_policy_is_compiled_once_per_process(cache, monkeypatch):
+    policy = SeccompPolicy("denylist", Action("allow"), (Rule(("mount",), Action("errno", 1)),))
+    program = compile_bpf(policy)
+    monkeypatch.setattr(compmod, "policy_digest", lambda p: pytest.fail("the disk cache was consulted"))
+    assert compile_bpf(policy) == program
+    monkeypatch.undo()
+    key = id(policy)
+    del policy
+    assert key not in compmod._PROGRAMS  # forgotten with the policy
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
@@ -76,6 +95,7 @@ def test_corrupt_cache_entry_is_rebuilt(cache, damage):
     blob = path.read_bytes()
     path.write_bytes({"truncate": blob[:-5], "flip": blob[:-1] + bytes([blob[-1] ^ 1]),
                       "empty": b"", "garbage": b"x" * 100}[damage])
+    new_process()
     assert compile_bpf(default_policy()) == program
     assert path.read_bytes() == blob
 
@@ -86,6 +106,7 @@ def test_untrusted_cache_dir_is_not_used(cache, monkeypatch):
     calls = []
     real = compmod._build
     monkeypatch.setattr(compmod, "_build", lambda p: calls.append(p) or real(p))
+    new_process()
     compile_bpf(default_policy())
     assert calls, "a world-writable cache directory must not be trusted"
     os.chmod(cache, 0o700)

@@ -24,7 +24,6 @@ from . import _fs
 from .detect import Backend, discover
 from .group import SandboxCgroup
 from .limits import CONTROLLER_OF, LIMIT_NAMES, CgroupLimits, CgroupStats, NotApplied
-from .v1 import V1Group
 from .v2 import DELEGATE_HINT, V2Group
 
 __all__ = ["Backend", "CgroupLimits", "CgroupStats", "SandboxCgroup", "create", "detect",
@@ -52,7 +51,10 @@ def create(limits: CgroupLimits, *, name: str | None = None, backend: Backend | 
     requested = [n for n in LIMIT_NAMES if n in limits.requested()]
     homes = {n: backend.controller_home(CONTROLLER_OF[n]) for n in requested}
 
-    v1 = V1Group.create(backend.v1, name) if backend.v1 else None
+    v1 = None
+    if backend.v1:
+        from .v1 import V1Group  # cgroupspy, and the logging it imports, only where v1 is in use
+        v1 = V1Group.create(backend.v1, name)
     cgroup = SandboxCgroup(name, limits, backend.kind, v1)
     try:
         refused = _join_unified(cgroup, backend, {CONTROLLER_OF[n] for n in requested if homes[n] == "v2"})

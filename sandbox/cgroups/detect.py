@@ -20,6 +20,8 @@ LAUNCHER_LEAF = "sandbox-{pid}-launcher"
 
 @dataclass(frozen=True)
 class Mount:
+    """A cgroup file system mount, from /proc/self/mountinfo."""
+
     mountpoint: str
     root: str  # the path inside the hierarchy this mount shows
     fstype: str  # "cgroup" or "cgroup2"

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from sandbox.errors import SetupError
 
 from . import _fs
 from .detect import Backend
 from .limits import CgroupLimits, CgroupStats
-from .v1 import V1Group
 from .v2 import V2Group
+
+if TYPE_CHECKING:
+    from .v1 import V1Group  # imported where used: cgroupspy is needed only where v1 is in use
 
 
 class SandboxCgroup:
@@ -38,7 +41,11 @@ class SandboxCgroup:
         v1_dirs = {c: os.path.join(base, name) for c, base in backend.v1.items()
                    if os.path.isdir(os.path.join(base, name))}
         v2_dir = os.path.join(backend.v2, name) if backend.v2 else None
-        return cls(name, CgroupLimits(), backend.kind, V1Group.attach(v1_dirs) if v1_dirs else None,
+        v1 = None
+        if v1_dirs:
+            from .v1 import V1Group
+            v1 = V1Group.attach(v1_dirs)
+        return cls(name, CgroupLimits(), backend.kind, v1,
                    V2Group(v2_dir) if v2_dir and os.path.isdir(v2_dir) else None)
 
     # -- where it lives -------------------------------------------------------------------

@@ -13,7 +13,6 @@ Merge rules for `extends` (the base first, then each profile that extends it):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -83,6 +82,7 @@ def resolve_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
 
 
 def _did_you_mean(word: str, choices) -> str:
+    import difflib  # only for an error
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else ""
 

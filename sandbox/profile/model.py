@@ -4,6 +4,9 @@ Each field's metadata is the single description of its TOML key: its kind (how t
 its documentation, and whether setting it away from the default relaxes isolation.  The loader, the
 JSON Schema, `sandbox check` output and docs/profiles.md are all derived from these classes.
 
+Every class has a docstring: without one, @dataclass builds __doc__ from inspect.signature() at
+import, a cost paid by every `sandbox run`.
+
 A profile that says nothing gets the strongest isolation: every namespace, no network, a read-only
 root built on an empty tmpfs, no capabilities, the default seccomp policy, Landlock, an unprivileged
 user inside that never maps to host root.
@@ -41,6 +44,8 @@ def spec(default: Any = None, *, kind: str, doc: str, relaxes: str = "", factory
 
 @dataclass(frozen=True)
 class Process:
+    """[process]: the workload process."""
+
     command: tuple[str, ...] = spec((), kind="argv",
         doc="Command run when none is given after `--`; the first word is resolved against PATH inside.")
     cwd: str = spec("/", kind="target", doc="Working directory inside the sandbox.")
@@ -65,6 +70,8 @@ class Process:
 
 @dataclass(frozen=True)
 class Namespaces:
+    """[namespaces]: each namespace is new unless set to false."""
+
     user: bool = spec(True, kind="bool", doc="New user namespace (ids mapped, capabilities confined).",
                       relaxes="capabilities and ids are those of the host")
     mount: bool = spec(True, kind="bool", doc="New mount namespace with a root built from the profile.",
@@ -85,6 +92,8 @@ class Namespaces:
 
 @dataclass(frozen=True)
 class Mount:
+    """[[filesystem.mounts]]: a bind mount of a host path."""
+
     source: str = spec(None, kind="source", doc="Host path to bind (absolute; ${CWD}, ${HOME} and "
                        "${PROFILE_DIR} are expanded).", required=True)
     target: str = spec(None, kind="target", doc="Path inside the sandbox; defaults to source.")
@@ -99,6 +108,8 @@ class Mount:
 
 @dataclass(frozen=True)
 class Tmpfs:
+    """[[filesystem.tmpfs]]: a fresh tmpfs."""
+
     target: str = spec(None, kind="target", doc="Path inside the sandbox.", required=True)
     size: int = spec(64 << 20, kind="size", doc="Size limit of the tmpfs.")
     mode: int = spec(0o1777, kind="mode", doc="Permissions of the tmpfs root.")
@@ -107,12 +118,16 @@ class Tmpfs:
 
 @dataclass(frozen=True)
 class Symlink:
+    """[[filesystem.symlinks]]: a symbolic link to create."""
+
     target: str = spec(None, kind="target", doc="Path of the link inside the sandbox.", required=True)
     points_to: str = spec(None, kind="str", doc="What the link points to.", required=True)
 
 
 @dataclass(frozen=True)
 class File:
+    """[[filesystem.files]]: a small file to create."""
+
     target: str = spec(None, kind="target", doc="Path of the file inside the sandbox.", required=True)
     content: str = spec("", kind="str", doc="Its content.")
     mode: int = spec(0o644, kind="mode", doc="Its permissions.")
@@ -120,6 +135,8 @@ class File:
 
 @dataclass(frozen=True)
 class Filesystem:
+    """[filesystem]: the sandbox's file system view."""
+
     root: str = spec("tmpfs", kind="root",
                      doc="'tmpfs' builds the root on an empty tmpfs from the mounts below; "
                          "an absolute host path uses that directory tree (read-only) as the root.")
@@ -147,6 +164,8 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class Network:
+    """[network]: networking."""
+
     mode: str = spec("none", kind="enum", choices=("none", "host"),
                      doc="none: a new network namespace with only loopback; host: the host's network.",
                      relaxes="the workload can reach the host's network and the internet")
@@ -154,6 +173,8 @@ class Network:
 
 @dataclass(frozen=True)
 class IoLimit:
+    """[[limits.io_max]]: block I/O limits for one device."""
+
     device: str = spec(None, kind="blockdev", doc="Block device: \"MAJOR:MINOR\" or its path, e.g. /dev/vda.",
                        required=True)
     read_bps: int | None = spec(None, kind="size?", doc="Read bandwidth in bytes a second, e.g. \"50M\".")
@@ -164,6 +185,8 @@ class IoLimit:
 
 @dataclass(frozen=True)
 class Limits:
+    """[limits]: resource limits."""
+
     memory: int | None = spec(1 << 30, kind="size?", doc="Memory limit (cgroup).")
     swap: int = spec(0, kind="size", doc="Swap allowed on top of memory; 0 keeps the memory limit real.")
     memory_high: int | None = spec(None, kind="size?", doc="Memory throttling threshold (cgroup v2).")
@@ -183,12 +206,16 @@ class Limits:
 
 @dataclass(frozen=True)
 class Capabilities:
+    """[capabilities]: what the workload keeps."""
+
     keep: tuple[str, ...] = spec((), kind="caps", doc="Capabilities kept inside (CAP_ prefix optional).",
                                  relaxes="the workload holds these capabilities in its namespaces")
 
 
 @dataclass(frozen=True)
 class Landlock:
+    """[landlock]: Landlock file-access rules."""
+
     enabled: bool = spec(True, kind="bool", doc="Restrict file access with Landlock, derived from the mounts.",
                          relaxes="no Landlock file-access rules beneath the mount layout")
     read: tuple[str, ...] = spec((), kind="targets", doc="Extra paths readable (and executable).")
@@ -198,6 +225,8 @@ class Landlock:
 
 @dataclass(frozen=True)
 class Audit:
+    """[audit]: the audit trail."""
+
     enabled: bool = spec(True, kind="bool", doc="Record every launch in the audit log.",
                          relaxes="launches of this profile leave no audit record")
     log: str = spec("", kind="str", doc="Audit log file (JSON lines). Default: $SANDBOX_AUDIT_LOG, else "
@@ -206,6 +235,8 @@ class Audit:
 
 @dataclass(frozen=True)
 class Profile:
+    """A profile: the top level of a profile file, holding the tables above."""
+
     name: str = spec("", kind="str", doc="Name shown in reports; defaults to the file's stem.")
     description: str = spec("", kind="str", doc="One line saying what the profile is for.")
     extends: str | None = spec(None, kind="str?", doc="Profile (built-in name or path) this one builds on.")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -24,9 +23,14 @@ def parse_size(value: int | str) -> int:
     match = _SIZE_RE.match(value)
     if not match:
         raise ValueError("a size such as 512M or 2G")
+    digits, factor = match.group(1), _SIZE_FACTORS[match.group(2).upper()]
+    if "." not in digits and len(digits) <= 12:
+        # The usual case, without importing decimal: 12 digits times 2**50 stays within Decimal's
+        # 28-digit precision, so the result is the one Decimal gives.
+        return int(digits) * factor
     # Decimal: exact for "1.5G", and no float overflow for absurdly long digit strings.
-    number, unit = Decimal(match.group(1)), match.group(2).upper()
-    return int(number * _SIZE_FACTORS[unit])
+    from decimal import Decimal
+    return int(Decimal(digits) * factor)
 
 
 def format_size(size: int) -> str:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import weakref
 
 import pyseccomp
 
@@ -26,7 +27,6 @@ from . import bpf as _bpf
 from . import syscalls as _syscalls
 from .groups import GROUPS  # rules name groups: their members are part of the content
 from .model import SeccompPolicy
-from .plan import build_plan
 
 COMPILER_VERSION = 1  # bump when the emitted code changes for the same policy
 BAD_ARCH_ACTION = pyseccomp.KILL_PROCESS
@@ -58,6 +58,7 @@ def _add(filt, action: int, name: str, conditions=()) -> None:
 
 def build_filters(policy: SeccompPolicy) -> tuple[pyseccomp.SyscallFilter | None, pyseccomp.SyscallFilter]:
     """(exceptions filter or None, main filter) as libseccomp contexts."""
+    from .plan import build_plan  # not needed when the program comes from the cache
     default = policy.default_action
     main = _new_filter(policy, default.to_libseccomp())
     exceptions = None
@@ -165,10 +166,27 @@ def _write_cached(directory: str, path: str, program: bytes) -> None:
         pass  # a cache that cannot be written is not an error
 
 
+# Programs compiled or read in this process, per policy object: a warm launch of the same
+# profile then neither hashes the policy nor reads the disk cache. Keyed by identity, so an equal
+# but new policy still goes through the disk cache (and its checks).
+_PROGRAMS: dict[int, tuple[weakref.ref, bytes]] = {}
+
+
 def compile_bpf(policy: SeccompPolicy, *, use_cache: bool = True) -> bytes:
     """The loadable BPF program for ``policy`` (see load_bpf)."""
     if not use_cache:
         return _build(policy)
+    known = _PROGRAMS.get(id(policy))
+    if known is not None and known[0]() is policy:
+        return known[1]
+    program = _compile_through_disk_cache(policy)
+    key = id(policy)
+    # The callback runs while the policy is being freed, before its id can be reused.
+    _PROGRAMS[key] = (weakref.ref(policy, lambda _ref: _PROGRAMS.pop(key, None)), program)
+    return program
+
+
+def _compile_through_disk_cache(policy: SeccompPolicy) -> bytes:
     directory = cache_dir()
     path = os.path.join(directory, policy_digest(policy) + ".bpf")
     if _trusted_dir(directory):

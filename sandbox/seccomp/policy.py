@@ -20,7 +20,6 @@ The data classes live in model.py and are re-exported here.
 """
 from __future__ import annotations
 
-import difflib
 import os
 
 from ..errors import Problem
@@ -73,10 +72,16 @@ class _Collector:
     def unknown_keys(self, table: dict, allowed, sub: str) -> None:
         for k in table:
             if k not in allowed:
-                close = difflib.get_close_matches(str(k), allowed, n=1)
+                close = _close_matches(str(k), allowed)
                 where = f"{sub}.{k}" if sub else str(k)
                 self.add(where, "a known key", _Said(f"unknown key {k!r}"),
                          f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(allowed))
+
+
+def _close_matches(word: str, choices, cutoff: float = 0.6) -> list[str]:
+    """The closest choice, for a "did you mean" hint (difflib is imported only on an error)."""
+    import difflib
+    return difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
 
 
 def _show(value: object) -> str:
@@ -86,9 +91,9 @@ def _show(value: object) -> str:
 
 def _syscall_hint(name: str) -> str:
     if name.startswith("@"):
-        close = difflib.get_close_matches(name, list(_groups.GROUPS), n=1)
+        close = _close_matches(name, list(_groups.GROUPS))
     else:
-        close = difflib.get_close_matches(name, list(_syscalls.native_table().values()), n=1)
+        close = _close_matches(name, list(_syscalls.native_table().values()))
     return f"did you mean {close[0]!r}?" if close else ""
 
 
@@ -153,7 +158,7 @@ def _arg(out: _Collector, table, sub: str) -> ArgCondition | None:
         ok = False
     op = canonical_op(op_text) if isinstance(op_text, str) else None
     if op is None:
-        close = difflib.get_close_matches(str(op_text), OPS, n=1, cutoff=0.5)
+        close = _close_matches(str(op_text), OPS, cutoff=0.5)
         out.add(f"{sub}.op", "one of " + ", ".join(OPS), op_text,
                 f"did you mean {close[0]!r}?" if close else "")
         ok = False
@@ -225,7 +230,7 @@ def _architectures(out: _Collector, value) -> tuple[str, ...]:
         arch = _syscalls.canonical_arch(item) if isinstance(item, str) else None
         if arch is None:
             choices = ["native", *_syscalls.ARCHES, *_syscalls.ARCH_ALIASES]
-            close = difflib.get_close_matches(str(item), choices, n=1)
+            close = _close_matches(str(item), choices)
             out.add(f"architectures[{i}]", "native or one of " + ", ".join(_syscalls.ARCHES), item,
                     f"did you mean {close[0]!r}?" if close else "")
         elif arch not in result:
@@ -259,7 +264,7 @@ def _base(out: _Collector, data: dict, depth: int) -> tuple[str, SeccompPolicy |
         if policy is None:
             return "unconfined", None
         return "file", policy
-    close = difflib.get_close_matches(base, BASE_NAMES, n=1)
+    close = _close_matches(base, BASE_NAMES)
     out.add("policy", "one of default, strict, unconfined, none, or a path to a .toml or .json policy",
             base, f"did you mean {close[0]!r}?" if close else "")
     return "bad", None
