@@ -29,6 +29,8 @@ SECURE_ATTRS = _libc.MOUNT_ATTR_NOSUID | _libc.MOUNT_ATTR_NODEV
 
 @dataclass(frozen=True)
 class Bind:
+    """A host path bound at target; read-only unless readonly is False."""
+
     source: str
     target: str
     readonly: bool = True
@@ -39,6 +41,8 @@ class Bind:
 
 @dataclass(frozen=True)
 class Tmpfs:
+    """A fresh tmpfs at target."""
+
     target: str
     size: int
     mode: int = 0o1777
@@ -48,22 +52,30 @@ class Tmpfs:
 
 @dataclass(frozen=True)
 class Proc:
+    """The new pid namespace's /proc."""
+
     target: str = "/proc"
 
 
 @dataclass(frozen=True)
 class Devpts:
+    """A private devpts instance (its own ptys)."""
+
     target: str = "/dev/pts"
 
 
 @dataclass(frozen=True)
 class Symlink:
+    """A symlink created in the new root."""
+
     target: str
     points_to: str
 
 
 @dataclass(frozen=True)
 class File:
+    """A small file written into the new root (passwd, group, hosts...)."""
+
     target: str
     content: str
     mode: int = 0o644
@@ -71,16 +83,22 @@ class File:
 
 @dataclass(frozen=True)
 class Mask:
+    """Hide a path: an empty read-only tmpfs on a directory, /dev/null on a file."""
+
     target: str
 
 
 @dataclass(frozen=True)
 class ReadOnly:
+    """Remount an existing path read-only (recursively)."""
+
     target: str
 
 
 @dataclass(frozen=True)
 class MountPlan:
+    """Everything the child does to build the root, in order; pure data made before fork."""
+
     root_source: str | None  # None: a fresh tmpfs
     root_size: int
     readonly_root: bool

@@ -30,6 +30,8 @@ def unshare_flags(namespaces: Namespaces) -> int:
 
 @dataclass(frozen=True)
 class IdMap:
+    """One uid and one gid inside, each mapped to one id on the host."""
+
     inside_uid: int
     host_uid: int
     inside_gid: int
