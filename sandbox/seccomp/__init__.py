@@ -54,18 +54,20 @@ def __dir__():
 
 
 def _import_pyseccomp() -> None:
-    """Import pyseccomp without its two `ldconfig -p` subprocesses.
+    """Import pyseccomp without its two `ldconfig -p` subprocesses, and without ctypes.util.
 
     pyseccomp locates libc and libseccomp with ctypes.util.find_library(), which on Linux runs
-    /sbin/ldconfig -p (a fork and exec each, several ms per launch). The sonames are part of
-    the ABI, so try them first and only fall back to the search when they do not load.
+    /sbin/ldconfig -p (a fork and exec each, several ms per launch); importing ctypes.util also
+    brings in shutil, subprocess, tempfile, bz2 and lzma (~5 ms). The sonames are part of the ABI,
+    so during pyseccomp's import a stand-in ctypes.util answers them, and only a soname that
+    does not load falls back to the real module and its search.
     """
     if "pyseccomp" in sys.modules:
         return
     import ctypes
-    import ctypes.util
+    import types
     known = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
-    search = ctypes.util.find_library
+    stand_in = types.ModuleType("ctypes.util")
 
     def find_library(name):
         soname = known.get(name)
@@ -75,13 +77,21 @@ def _import_pyseccomp() -> None:
                 return soname
             except OSError:
                 pass
-        return search(name)
+        if sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+        return importlib.import_module("ctypes.util").find_library(name)
 
-    ctypes.util.find_library = find_library
+    stand_in.find_library = find_library
+    real = sys.modules.get("ctypes.util")
+    sys.modules["ctypes.util"] = ctypes.util = stand_in
     try:
         import pyseccomp  # noqa: F401
     finally:
-        ctypes.util.find_library = search
+        if real is not None:
+            sys.modules["ctypes.util"] = ctypes.util = real
+        elif sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+            del ctypes.util
 
 
 _import_pyseccomp()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 
 import pyseccomp
@@ -76,6 +75,7 @@ def build_filters(policy: SeccompPolicy) -> tuple[pyseccomp.SyscallFilter | None
 
 
 def _export(filt, method: str) -> bytes:
+    import tempfile
     with tempfile.TemporaryFile() as tmp:
         getattr(filt, method)(tmp)
         tmp.seek(0)
@@ -154,6 +154,7 @@ def _write_cached(directory: str, path: str, program: bytes) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if not _trusted_dir(directory):
             return
+        import tempfile  # only when writing the cache
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
