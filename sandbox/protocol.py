@@ -1,23 +1,14 @@
-"""The parent/child protocol: a few small messages over two pipes.
+"""The parent/child protocol: a few small messages over pipes (the full sequence diagram is in
+docs/architecture.md).
 
-    launcher (parent)                 intermediate (A)     init (B, pid 1)      workload (C)
-         |        fork                      |
-         |  <------- ready ---------------  |  unshare(user)
-    write id maps, place in cgroup          |
-         |  -------- go ----------------->  |  unshare(mnt, pid, net, ipc, uts, time, cgroup)
-         |                                  |  fork ------------->  |
-         |  <------- init pid ------------  |                       |  build root, pivot_root,
-         |                                                          |  hostname, lo, rlimits
-         |                                                          |  fork ------------> |
-         |                                                          |                     |  setsid, ids, caps,
-         |  <------- exec ---------------------------------------------------------------- |  nnp, landlock,
-         |                                                          |                     |  seccomp, exec
-         |  <------- exit status ------------------------------  reaps, forwards signals
-         |  <------- EOF (every writer has gone) ----------------
-    Any step that fails sends  error(step, errno, message)  and exits.
+    child -> parent, one pipe shared by A, B and C:  ready (A: id maps wanted), init_pid (A: B's
+        host pid), warning, exec (C: about to execve), exit (B: the workload's wait status),
+        error (any: step, errno, message), then EOF once every writer has gone
+    parent -> A, the go pipe:       one byte once the id maps are written
+    parent -> B, the placed pipe:   one byte once A and B are in the sandbox's cgroup
 
 Child-to-parent messages are single JSON lines below PIPE_BUF, so writes from the three processes
-never interleave. The parent-to-child pipe carries one byte: 'g' (go) or nothing (EOF: abort).
+never interleave. Each parent-to-child pipe carries one byte, 'g' (go), or nothing (EOF: abort).
 """
 from __future__ import annotations
 
