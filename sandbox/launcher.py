@@ -6,6 +6,7 @@ before any process exists. See protocol.py for the message sequence and child.py
 """
 from __future__ import annotations
 
+import _thread
 import errno
 import fnmatch
 import os
@@ -13,7 +14,6 @@ import select
 import signal
 import socket
 import threading
-import _thread
 import time
 from dataclasses import dataclass, field
 

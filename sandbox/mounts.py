@@ -257,9 +257,6 @@ def _remount_readonly(root_fd: int, target: str) -> None:
         os.close(fd)
 
 
-_host_null: list[int] = []  # O_PATH fd of the host's /dev/null while the root is built: one per mask is slow
-
-
 def _mask(root_fd: int, target: str) -> None:
     try:
         fd = _resolve(root_fd, target)
@@ -270,9 +267,7 @@ def _mask(root_fd: int, target: str) -> None:
             _libc.mount("tmpfs", _fd_path(fd), "tmpfs", _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV
                         | _libc.MS_NOEXEC, "size=4k,nr_inodes=1,mode=0555")
         else:
-            if not _host_null:
-                _host_null.append(os.open(OLDROOT + "/dev/null", os.O_PATH | os.O_CLOEXEC))
-            null = _clone_tree(_host_null[0])
+            null = _open_host_tree("/dev/null")
             try:
                 _libc.mount_setattr(null, "", _libc.AT_EMPTY_PATH, attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS
                                     | _libc.MOUNT_ATTR_NOEXEC)
@@ -371,8 +366,6 @@ def enter_new_root(plan: MountPlan) -> None:
                 raise MountError(exc.errno or errno.EIO, f"{describe(op)}: {exc.strerror or exc}") from None
     finally:
         os.close(root_fd)
-        while _host_null:
-            os.close(_host_null.pop())
     if plan.readonly_root:
         _libc.mount_setattr(-100, NEWROOT, 0, attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
     if any(isinstance(op, Devpts) for op in plan.operations):
