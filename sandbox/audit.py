@@ -9,10 +9,9 @@ import json
 import os
 import pwd
 import time
-import weakref
 from pathlib import Path
 
-from .profile.model import Profile
+from .profile.model import Profile, per_profile
 
 
 def log_path(profile: Profile | None = None) -> Path:
@@ -43,23 +42,11 @@ def write(path: Path, record: dict) -> None:
         os.close(fd)
 
 
-_RELAXATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def relaxations(profile: Profile) -> list[str]:
-    """What lint reports above "info", as recorded with each launch; kept per profile (frozen),
-    because a CI system launches the same one many times."""
-    try:
-        return _RELAXATIONS[profile]
-    except (KeyError, TypeError):
-        pass
+@per_profile
+def relaxations(profile: Profile) -> tuple[str, ...]:
+    """What lint reports above "info", as recorded with each launch."""
     from .lint import lint
-    found = [str(f) for f in lint(profile) if f.severity != "info"]
-    try:
-        _RELAXATIONS[profile] = found
-    except TypeError:  # not hashable or not weak-referenceable: just do not keep it
-        pass
-    return found
+    return tuple(str(f) for f in lint(profile) if f.severity != "info")
 
 
 class AuditRecord:
@@ -75,7 +62,7 @@ class AuditRecord:
         self._write({"event": "start", "id": self.id, "time": _now(), "uid": os.getuid(), "user": _user(),
                      "pid": os.getpid(), "cwd": os.getcwd(), "profile": profile.name, "profile_hash": profile_hash,
                      "profile_source": profile.source, "argv": list(argv),
-                     "relaxations": relaxations(profile)})
+                     "relaxations": list(relaxations(profile))})
 
     def finish(self, result=None, error: Exception | None = None) -> None:
         if not self.enabled:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import weakref
 from typing import Any
 
 import tomli_w
 
-from .model import Profile
+from .model import Profile, per_profile
 from .units import format_duration, format_size, parse_duration
 
 # Kinds whose "no limit" is written "unlimited" (the loader reads it as None).
@@ -81,20 +80,8 @@ def to_toml(profile: Profile) -> str:
     return tomli_w.dumps(_escape(table))
 
 
-_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
+@per_profile
 def profile_hash(profile: Profile) -> str:
-    """Hash of the resolved profile, recorded with every launch. Cached per profile (frozen, so
-    equal profiles render the same TOML): rendering it costs more than a warm launch's other
-    bookkeeping together."""
-    try:
-        return _HASHES[profile]
-    except (KeyError, TypeError):
-        pass
-    digest = hashlib.sha256(to_toml(profile).encode()).hexdigest()[:16]
-    try:
-        _HASHES[profile] = digest
-    except TypeError:  # unhashable or not weak-referenceable: just do not cache
-        pass
-    return digest
+    """Hash of the resolved profile, recorded with every launch. Cached per profile: rendering it
+    costs more than a warm launch's other bookkeeping together."""
+    return hashlib.sha256(to_toml(profile).encode()).hexdigest()[:16]

@@ -14,6 +14,8 @@ user inside that never maps to host root.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,3 +264,22 @@ def _default_seccomp():
     from ..seccomp import builtin_policy
     return builtin_policy("default")
 
+
+def per_profile(function):
+    """Cache function(profile) for as long as the profile lives: profiles are frozen, so equal
+    profiles give equal results, and a CI system launches the same one many times."""
+    results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(function)
+    def cached(profile):
+        try:
+            return results[profile]
+        except (KeyError, TypeError):
+            pass
+        value = function(profile)
+        try:
+            results[profile] = value
+        except TypeError:  # not hashable or not weak-referenceable: just do not keep it
+            pass
+        return value
+    return cached
