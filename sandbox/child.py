@@ -21,10 +21,10 @@ import signal
 import socket
 import termios
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
 # including this package, are out of reach.
+from .compiled_dataclass import dataclass
 from . import _libc, capabilities, fds, landlock, mounts, network, protocol, rlimits
 from .seccomp import load_bpf
 

@@ -11,7 +11,8 @@ Every error renders as one line for the CLI: ``sandbox: <message>``.
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
+
+from .compiled_dataclass import dataclass
 
 
 class SandboxError(Exception):

@@ -15,8 +15,9 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from .compiled_dataclass import dataclass
 from . import _libc, child, landlock, mounts, namespaces, protocol, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .profile.model import DEFAULT_PATH, Profile

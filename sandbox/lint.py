@@ -6,9 +6,9 @@ differs from the default is reported. Specific checks add what a reviewer would 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Iterator
 
+from .compiled_dataclass import dataclass
 from .profile.model import Profile
 
 SEVERITIES = ("info", "warning", "danger")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from .compiled_dataclass import dataclass
 from . import _libc
 from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
 

@@ -6,8 +6,8 @@ host id (NOBODY unless the profile names one); rootless, it maps to the caller's
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from .compiled_dataclass import dataclass
 from . import _libc
 from .profile.model import NOBODY, Namespaces, Process
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from ..compiled_dataclass import dataclass
 
 # The v1 controllers a sandbox joins. cpuset is left out on purpose: a new cpuset cgroup is
 # unusable until cpuset.cpus/mems are filled in, and we do not restrict CPUs.

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
+
+from ..compiled_dataclass import dataclass
 
 LIMIT_NAMES = ("memory", "swap", "memory_high", "cpus", "cpu_weight", "pids", "io_weight", "io_max")
 

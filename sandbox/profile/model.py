@@ -16,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from ..compiled_dataclass import dataclass
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534

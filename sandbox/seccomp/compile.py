@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import weakref
 
 import pyseccomp
 
+from .. import usercache
 from . import bpf as _bpf
 from . import syscalls as _syscalls
 from .groups import GROUPS  # rules name groups: their members are part of the content
@@ -120,24 +120,12 @@ def policy_digest(policy: SeccompPolicy) -> str:
 
 
 def cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "sandbox", "seccomp")
+    return usercache.directory("seccomp")
 
 
-def _trusted_dir(path: str) -> bool:
-    """Only use a cache directory that no one else can write into."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def _read_cached(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError:
+def _read_cached(directory: str, name: str) -> bytes | None:
+    blob = usercache.read(directory, name)
+    if blob is None:
         return None
     head, digest, body = blob[:8], blob[8:40], blob[40:]
     if head != _CACHE_MAGIC or hashlib.sha256(body).digest() != digest:
@@ -147,24 +135,6 @@ def _read_cached(path: str) -> bytes | None:
     except ValueError:
         return None
     return body
-
-
-def _write_cached(directory: str, path: str, program: bytes) -> None:
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        if not _trusted_dir(directory):
-            return
-        import tempfile  # only when writing the cache
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_CACHE_MAGIC + hashlib.sha256(program).digest() + program)
-            os.replace(tmp, path)  # atomic: readers see the old entry or the new one
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass  # a cache that cannot be written is not an error
 
 
 # Programs compiled or read in this process, per policy object: a warm launch of the same
@@ -189,11 +159,10 @@ def compile_bpf(policy: SeccompPolicy, *, use_cache: bool = True) -> bytes:
 
 def _compile_through_disk_cache(policy: SeccompPolicy) -> bytes:
     directory = cache_dir()
-    path = os.path.join(directory, policy_digest(policy) + ".bpf")
-    if _trusted_dir(directory):
-        cached = _read_cached(path)
-        if cached is not None:
-            return cached
+    name = policy_digest(policy) + ".bpf"
+    cached = _read_cached(directory, name)
+    if cached is not None:
+        return cached
     program = _build(policy)
-    _write_cached(directory, path, program)
+    usercache.write(directory, name, _CACHE_MAGIC + hashlib.sha256(program).digest() + program)
     return program

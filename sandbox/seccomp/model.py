@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import errno as _errno
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import pyseccomp
+
+from ..compiled_dataclass import dataclass
 
 ACTION_KINDS = ("allow", "errno", "kill-process", "kill-thread", "trap", "log", "notify")
 _ACTION_ALIASES = {"kill": "kill-process"}

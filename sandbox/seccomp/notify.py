@@ -20,8 +20,9 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from ..compiled_dataclass import dataclass
 from .. import _libc
 from . import syscalls as _syscalls
 from .model import Action, Rule, SeccompPolicy

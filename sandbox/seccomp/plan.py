@@ -5,8 +5,9 @@ what the kernel runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from ..compiled_dataclass import dataclass
 from . import groups
 from .model import Action, ArgCondition, SeccompPolicy
 

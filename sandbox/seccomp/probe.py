@@ -16,8 +16,8 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 
+from ..compiled_dataclass import dataclass
 from .. import _libc
 from . import syscalls as _syscalls
 from .bpf import load_bpf

@@ -16,9 +16,10 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
+from ..compiled_dataclass import dataclass
 from ..errors import ExecError, SetupError
 from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, Profile
 from . import probe, report
