@@ -123,3 +123,12 @@ def test_a_cli_start_with_a_warm_cache_compiles_no_dataclass_method(tmp_path):
     changed, used = first.stdout.split()
     assert changed == "True" and int(used) > 100
     assert second.stdout.split() == ["False", used]
+
+
+def test_the_cli_still_saves_the_cache_at_exit(tmp_path):
+    """`sandbox` leaves with gc.freeze() (cli.entry): atexit work such as this save still happens."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "sandbox", "lint", "untrusted"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode in (0, 1), done.stderr
+    assert tmp_path.joinpath(*CACHE_FILE).stat().st_size > 10_000
