@@ -36,20 +36,6 @@ class _Group(click.Group):
             sys.exit(EXIT_USAGE)
 
 
-def entry():
-    """The `sandbox` program: main(), then an exit without garbage-collecting every object.
-
-    Interpreter shutdown runs full collections over everything the imports created, ~10 ms of a
-    ~100 ms `sandbox run`; frozen objects are skipped by them. Finalization still runs (atexit,
-    flushing the standard streams). Not done in main() itself, which tests call in-process.
-    """
-    try:
-        return main()
-    finally:
-        import gc
-        gc.freeze()
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sandbox", prog_name="sandbox")
 def main():

@@ -82,6 +82,8 @@ def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network
                 echo(report.render())
                 echo("sandbox: verification failed: not running the workload")
                 sys.exit(EXIT_USAGE)
+        from .program import startup_done
+        startup_done()
         result = run_sandbox(loaded, command or None, tty=tty,
                              seccomp_mode="report" if report_violations else None)
     except SandboxError as exc:
