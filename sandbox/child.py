@@ -258,8 +258,11 @@ def run_workload(ctx: ChildContext):
                 os.close(master)
                 stdio = (slave, slave, slave)
         with step(ctx, "file descriptors"):
-            for signum in FORWARDED_SIGNALS:
+            # Ignored signals survive exec, and Python ignores SIGPIPE and SIGXFSZ for itself: the
+            # workload gets the defaults back (as subprocess gives them), and no blocked signals.
+            for signum in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
             for target, fd in enumerate(stdio):
                 if fd is not None and fd != target:
                     os.dup2(fd, target)

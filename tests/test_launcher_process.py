@@ -104,6 +104,14 @@ def test_death_by_signal_is_128_plus_n():
     assert (result.exit_code, result.signal) == (128 + signal.SIGKILL, signal.SIGKILL)
 
 
+def test_workload_starts_with_default_signal_dispositions():
+    """Python ignores SIGPIPE and SIGXFSZ for itself; the workload must not inherit that."""
+    result = run(["/bin/sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1"])
+    out = result.stdout.decode()
+    assert "SigIgn:\t0000000000000000" in out and "SigBlk:\t0000000000000000" in out, out
+    assert result.exit_code == 0 and b"Broken pipe" not in result.stderr, result.stderr  # yes died of SIGPIPE
+
+
 def test_missing_command_is_127(sandbox_cli):
     with pytest.raises(sandbox.ExecError) as info:
         run(["/no/such/command"])
