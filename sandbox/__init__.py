@@ -7,8 +7,8 @@
 
 The names below are loaded on first use, so `import sandbox` stays cheap.
 """
-__all__ = ["ExecError", "Launch", "LimitsUnavailable", "Problem", "Profile", "ProfileError", "Result",
-           "SandboxError", "SetupError", "builtin_profile_names", "load_profile", "profile_from_dict", "run"]
+__all__ = ["ExecError", "ForkServer", "Launch", "LimitsUnavailable", "Problem", "Profile", "ProfileError",
+           "Result", "SandboxError", "SetupError", "builtin_profile_names", "load_profile", "profile_from_dict", "run"]
 
 
 def __getattr__(name):

@@ -103,7 +103,7 @@ def run_intermediate(ctx: ChildContext):
         with step(ctx, "file descriptors"):
             # We never exec, so close-on-exec does not protect us: a pipe end the caller holds
             # open here would, for one, keep the workload's stdin from ever seeing EOF.
-            fds.close_all_except(_needed_fds(ctx))
+            fds.close_all_except(needed_fds(ctx))
         with step(ctx, "supplementary groups"):
             if os.geteuid() == 0:
                 os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
@@ -146,7 +146,8 @@ def run_intermediate(ctx: ChildContext):
         _die()
 
 
-def _needed_fds(ctx: ChildContext) -> set[int]:
+def needed_fds(ctx: ChildContext) -> set[int]:
+    """The descriptors A keeps: the standard ones and every one ctx names."""
     needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:

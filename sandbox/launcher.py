@@ -145,7 +145,7 @@ class Launch:
     def __init__(self, profile: Profile, argv: list[str] | tuple[str, ...] | None = None, *,
                  timeout: float | None = None, stdin=None, stdout=None, stderr=None, capture_output=False,
                  tty: bool = False, pass_fds: tuple[int, ...] = (), forward_signals: bool = True,
-                 seccomp_mode: str | None = None):
+                 seccomp_mode: str | None = None, fork_server=None):
         self.profile = profile
         self.argv = tuple(argv) if argv else profile.process.command
         if not self.argv:
@@ -167,6 +167,8 @@ class Launch:
         self._terminal = None
         self._channel = None
         self.child_pid: int | None = None
+        self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
+        self._pidfd = -1  # A's, when the fork server forked it (A is then not our child)
 
     # ------------------------------------------------------------ preparation (no child yet)
 
@@ -246,15 +248,7 @@ class Launch:
             ctx = self._context(idmap, trees, message_w, go_r, placed_r, stdio,
                                 channel_child.fileno() if channel_child else -1)
             cgprime.stop()  # no thread may be running at fork
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.close(message_r)
-                    os.close(go_w)
-                    os.close(placed_w)
-                    child.run_intermediate(ctx)
-                finally:
-                    os._exit(child.SETUP_FAILED)  # whatever happens, never return into the launcher
+            pid = self._fork_intermediate(ctx, (message_r, go_w, placed_w))
             self.child_pid = pid
             for fd in [message_w, go_r, placed_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
                 self._close(fd)
@@ -288,6 +282,47 @@ class Launch:
         result.profile_name = profile.name
         result.argv = self.argv
         return result
+
+    def _fork_intermediate(self, ctx: child.ChildContext, parent_ends: tuple[int, ...]) -> int:
+        server = self.fork_server
+        if server is not None:
+            from .forkserver import ForkServerError
+            try:
+                differences = server.differences()
+                if not differences:
+                    pid, self._pidfd = server.fork_intermediate(ctx, child.needed_fds(ctx))
+                    self._owned.add(self._pidfd)
+                    return pid
+            except ForkServerError as exc:
+                raise SetupError("fork server", exc.errno or 0, exc.strerror or str(exc)) from None
+            self.warnings.append(f"fork server not used: this process's {', '.join(differences)} differ "
+                                 "from the server's; forked directly")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in parent_ends:
+                    os.close(fd)
+                child.run_intermediate(ctx)
+            finally:
+                os._exit(child.SETUP_FAILED)  # whatever happens, never return into the launcher
+        return pid
+
+    def _signal_intermediate(self, pid: int, signum: int) -> None:
+        try:
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, signum)  # not our child: its pid may be reused
+            else:
+                os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _wait_intermediate(self, pid: int) -> None:
+        if self._pidfd < 0:
+            os.waitpid(pid, 0)
+            return
+        select.select([self._pidfd], [], [])  # readable once A has exited; the server reaps it
+        self._close(self._pidfd)
+        self._pidfd = -1
 
     def _pipe(self) -> tuple[int, int]:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -392,7 +427,7 @@ class Launch:
             self._restore_signals(previous)
             if error is not None or result.timed_out:
                 self._kill(pid, cgroup)
-            _, wait_status = os.waitpid(pid, 0)
+            self._wait_intermediate(pid)
             self._stop_recorder(result)
         if "stdout_read" in capture:
             result.stdout = bytes(collected.get(capture["stdout_read"], b""))
@@ -516,12 +551,12 @@ class Launch:
             cgroup.kill_all()
         except Exception:
             pass
-        for target in (self.init_pid, pid):
-            if target:
-                try:
-                    os.kill(target, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if self.init_pid:
+            try:
+                os.kill(self.init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._signal_intermediate(pid, signal.SIGKILL)
 
     def _install_signal_forwarding(self):
         if not self.forward_signals or threading.current_thread() is not threading.main_thread():
@@ -529,12 +564,13 @@ class Launch:
         previous = {}
 
         def forward(signum, _frame):
-            target = self.init_pid or self.child_pid
-            if target:
+            if self.init_pid:
                 try:
-                    os.kill(target, signum)
+                    os.kill(self.init_pid, signum)
                 except ProcessLookupError:
                     pass
+            elif self.child_pid:
+                self._signal_intermediate(self.child_pid, signum)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                        signal.SIGUSR2):
             previous[signum] = signal.signal(signum, forward)
@@ -618,7 +654,8 @@ def run(profile: Profile | str, argv=None, **options) -> Result:
 
     Options: timeout, stdin, stdout, stderr (fds or files), capture_output (True, or "stdout" or
     "stderr" for one of them), tty, pass_fds,
-    forward_signals. Raises ProfileError, SetupError, ExecError (see sandbox.errors).
+    forward_signals, fork_server (a ForkServer, for callers that launch many sandboxes from a big
+    process: see sandbox.forkserver). Raises ProfileError, SetupError, ExecError (see sandbox.errors).
     """
     if isinstance(profile, str):
         from .profile import load_profile
