@@ -103,12 +103,16 @@ def bench_warm(count: int) -> dict:
     import sandbox
     profile = sandbox.load_profile("untrusted")
     sandbox.run(profile, ["/bin/true"])
+    server = sandbox.ForkServer()
+    sandbox.run(profile, ["/bin/true"], fork_server=server)
 
-    def api():
-        start = time.perf_counter()
-        for _ in range(count):
-            sandbox.run(profile, ["/bin/true"])
-        return (time.perf_counter() - start) / count
+    def api(**options):
+        def run():
+            start = time.perf_counter()
+            for _ in range(count):
+                sandbox.run(profile, ["/bin/true"], **options)
+            return (time.perf_counter() - start) / count
+        return run
 
     def spawn_bwrap():
         start = time.perf_counter()
@@ -131,8 +135,31 @@ def bench_warm(count: int) -> dict:
                              check=True, capture_output=True, text=True).stdout
         return float(out)
 
-    return interleaved({"sandbox.run": api, "bwrap spawn": spawn_bwrap, "fork chain": fork_chain,
-                        "fork chain, child side only": fork_chain_child_side}, rounds=3, warmup=1)
+    try:
+        return interleaved({"sandbox.run": api(), "sandbox.run, fork server": api(fork_server=server),
+                            "bwrap spawn": spawn_bwrap, "fork chain": fork_chain,
+                            "fork chain, child side only": fork_chain_child_side}, rounds=3, warmup=1)
+    finally:
+        server.close()
+
+
+def bench_big_caller(size_mb: int, count: int) -> dict:
+    """Warm launches from a caller of about size_mb MB (a CI system's process, say), in a process of
+    its own: direct launches fork it three times, the fork server and bwrap's spawn do not."""
+    out = subprocess.run([sys.executable, __file__, "--as-big-caller", str(size_mb), str(count)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def _as_big_caller(size_mb: int, count: int) -> None:
+    import resource
+    ballast = [str(n) * 3 for n in range(size_mb * 11_000)]  # ~90 bytes of heap objects each
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = bench_warm(count)
+    results["rss_mb"] = rss_mb
+    del ballast
+    print(json.dumps({k: v for k, v in results.items() if k in ("sandbox.run", "sandbox.run, fork server",
+                                                                  "bwrap spawn", "rss_mb")}))
 
 
 
@@ -243,7 +270,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for CI smoke runs)")
     parser.add_argument("--write-docs", action="store_true", help="write docs/performance.md")
+    parser.add_argument("--as-big-caller", nargs=2, type=int, metavar=("MB", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.as_big_caller:
+        _as_big_caller(*args.as_big_caller)
+        return
     rounds = 5 if args.quick else 30
     results: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
                                 f"kernel {platform.release()}", "date": time.strftime("%Y-%m-%d")}
@@ -253,6 +284,8 @@ def main() -> None:
         print("cold CLI start-up to exit (median s):", results["cold"], flush=True)
         results["warm"] = bench_warm(10 if args.quick else 50)
         print("warm launches from one process (s each):", results["warm"], flush=True)
+        results["big caller"] = bench_big_caller(400, 5 if args.quick else 25)
+        print("warm launches from a big process (s each):", results["big caller"], flush=True)
         results["concurrent"] = bench_concurrent(16 if args.quick else 64)
         print("concurrent:", results["concurrent"], flush=True)
         results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
@@ -295,6 +328,15 @@ def render(r: dict) -> str:
         f"| warm API launch (each) | {warm['sandbox.run']*1000:.1f} ms | bwrap spawn {warm['bwrap spawn']*1000:.1f} ms "
         f"| {warm['sandbox.run']/warm['bwrap spawn']:.2f}x | at most 1x |",
     ]
+    if "sandbox.run, fork server" in warm:
+        served = warm["sandbox.run, fork server"]
+        lines.append(f"| warm API launch through a `ForkServer` (each) | {served*1000:.1f} ms | bwrap spawn "
+                     f"{warm['bwrap spawn']*1000:.1f} ms | {served/warm['bwrap spawn']:.2f}x | at most 1x |")
+    big = r.get("big caller")
+    if big:
+        for name, label in (("sandbox.run", "direct"), ("sandbox.run, fork server", "through a `ForkServer`")):
+            lines.append(f"| warm API launch from a {big['rss_mb']:.0f} MB caller, {label} | {big[name]*1000:.1f} ms "
+                         f"| bwrap spawn from it {big['bwrap spawn']*1000:.1f} ms | {big[name]/big['bwrap spawn']:.2f}x | |")
     if "fork chain" in warm:
         lines.append(f"| (reference) 3 chained `os.fork()` of the launcher process, then exec /bin/true, "
                      f"no namespaces | {warm['fork chain']*1000:.1f} ms | bwrap spawn {warm['bwrap spawn']*1000:.1f} ms "
@@ -302,7 +344,7 @@ def render(r: dict) -> str:
     if "fork chain, child side only" in warm:
         small = warm["fork chain, child side only"]
         lines.append(f"| (reference) the same chain from a process with only the child side imported "
-                     f"(what a fork server would start from) | {small*1000:.1f} ms | bwrap spawn "
+                     f"(what `ForkServer` forks from) | {small*1000:.1f} ms | bwrap spawn "
                      f"{warm['bwrap spawn']*1000:.1f} ms | {small/warm['bwrap spawn']:.2f}x | |")
     lines += [
         f"| seccomp, 2M getppid() | {sec['default policy']:.3f} s | no filter {sec['no filter']:.3f} s "
