@@ -226,3 +226,19 @@ def test_a_caller_without_stdin():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True []"  # fd 0 stays closed, as in a direct launch
+
+
+def test_failures_leave_no_descriptors_behind(server):
+    sandbox.run("untrusted", ["/bin/true"], fork_server=server)
+    caller, helper = len(os.listdir("/proc/self/fd")), len(os.listdir(f"/proc/{server.pid}/fd"))
+    for n in range(12):
+        argv = (["/nonexistent"] if n % 4 == 0 else ["/bin/sh", "-c", "sleep 5"] if n % 3 == 0
+                else ["/bin/sh", "-c", f"exit {n % 3}"])
+        try:
+            sandbox.run("untrusted", argv, fork_server=server, capture_output=bool(n % 2),
+                        timeout=0.2 if n % 3 == 0 else None)
+        except sandbox.ExecError:
+            pass
+    assert len(os.listdir("/proc/self/fd")) == caller
+    assert len(os.listdir(f"/proc/{server.pid}/fd")) == helper
+    assert _wait_until(lambda: open(f"/proc/{server.pid}/task/{server.pid}/children").read().split() == [], 2.0)
