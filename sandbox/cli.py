@@ -292,6 +292,8 @@ def learn(command, output, base):
     try:
         profile = load_profile(base)
         launch = Launch(profile, command, seccomp_mode="learn")
+        from .program import startup_done
+        startup_done()  # the workload may run for long: collect again from here (see program.py)
         result = launch.run()
     except SandboxError as exc:
         _fail(exc)

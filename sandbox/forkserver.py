@@ -154,12 +154,13 @@ class ForkServer:
                                              start_new_session=True)  # no terminal signals: they are the caller's
         finally:
             theirs.close()
-        self._socket = ours
-        reply = ours.recv(_MAX_MESSAGE)
+        reply = ours.recv(_MAX_MESSAGE)  # its state, once it is ready
         if not reply:
+            ours.close()
             self._process.wait()
             self._process = None
             raise ForkServerError(0, "the fork server failed to start (see its message above)")
+        self._socket = ours
         self._state = pickle.loads(reply)
 
     def close(self) -> None:

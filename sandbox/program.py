@@ -5,8 +5,10 @@ cli.py, whose main() tests also call in-process:
 
 - no collections during start-up: the imports build ~20k objects that live until exit, and
   collecting among them frees nothing (~5 ms of a ~100 ms `sandbox run`);
-- once start-up is over (``startup_done()``, just before a launch), what it built is frozen, out of
-  reach of later collections, and collection resumes for whatever the run itself allocates;
+- once start-up is over (``startup_done()``, called by `run` and `learn` just before their
+  launch, whose supervision may last hours), what it built is frozen, out of reach of later
+  collections, and collection resumes for whatever the run itself allocates; the other commands
+  are short and end with collection still off;
 - at exit everything is frozen, so interpreter shutdown skips its full collections over every
   object (~10 ms). Finalization still runs: atexit handlers, flushing the standard streams.
 """
