@@ -24,6 +24,7 @@ import secrets
 import socket
 import shutil
 import subprocess
+import time
 
 from sandbox.namespaces import namespace_inodes
 
@@ -124,6 +125,7 @@ class Canaries:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 close_fds=True)
         self._stack.callback(_kill_and_reap, proc)
+        _wait_for_argv(proc.pid, self.token)
         return proc.pid
 
     def _env(self) -> str:
@@ -139,6 +141,21 @@ class Canaries:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _wait_for_argv(pid: int, argv0: str, seconds: float = 1.0) -> None:
+    """Popen returns once exec has closed its error pipe, a moment before the kernel sets up the
+    new argv: until then /proc/<pid>/cmdline reads empty, and a probe looking that soon would miss
+    the token."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0", 1)[0] == argv0.encode():
+                    return
+        except OSError:
+            return
+        time.sleep(0.001)
 
 
 def _kill_and_reap(proc: subprocess.Popen) -> None:
