@@ -132,7 +132,7 @@ def run_intermediate(ctx: ChildContext):
         with step(ctx, "namespaces"):
             _libc.unshare(ctx.unshare_flags)
         with step(ctx, "fork init"):
-            pid = os.fork()
+            pid = _libc.fork_single_threaded()
         if pid == 0:
             run_init(ctx)
         protocol.send(ctx.message_fd, protocol.INIT_PID, pid=pid)
@@ -193,7 +193,7 @@ def run_init(ctx: ChildContext):
             with step(ctx, "cgroup namespace"):  # only now: its root is the cgroup we were placed in
                 _libc.unshare(_libc.CLONE_NEWCGROUP)
         with step(ctx, "fork workload"):
-            workload = os.fork()
+            workload = _libc.fork_single_threaded()
         if workload == 0:
             run_workload(ctx)
         _reap_until(ctx, workload, children_fd)

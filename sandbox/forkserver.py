@@ -230,7 +230,7 @@ def _fork(child, message: bytes, received: list[int], own_fds: tuple[int, ...]):
         if len(numbers) != len(received):
             raise OSError(0, "descriptors lost in transit")
         ctx = dataclasses.replace(ctx, parent_pid=os.getpid())
-        pid = os.fork()
+        pid = child._libc.fork_single_threaded()  # the server never starts a thread
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)

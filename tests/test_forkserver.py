@@ -242,3 +242,20 @@ def test_failures_leave_no_descriptors_behind(server):
     assert len(os.listdir("/proc/self/fd")) == caller
     assert len(os.listdir(f"/proc/{server.pid}/fd")) == helper
     assert _wait_until(lambda: open(f"/proc/{server.pid}/task/{server.pid}/children").read().split() == [], 2.0)
+
+
+def test_single_threaded_fork_skips_pythons_at_fork_handlers():
+    """_libc.fork_single_threaded (A, init and the server fork with it): a working Python child,
+    without the at-fork handlers that only matter when other threads exist."""
+    script = textwrap.dedent("""
+        import os, sys
+        from sandbox import _libc
+        os.register_at_fork(after_in_child=lambda: os.write(1, b"handler ran\\n"))
+        pid = _libc.fork_single_threaded()
+        if pid == 0:
+            os.write(1, ("child " + str(sum(range(10)))).encode() + b"\\n")
+            os._exit(7)
+        print("exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
+    assert done.stdout.splitlines() == ["child 45", "exit 7"], done.stdout + done.stderr
