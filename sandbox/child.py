@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import termios
-from contextlib import contextmanager
 
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
 # including this package, are out of reach.
@@ -72,19 +71,28 @@ class _StepFailed(Exception):
     pass
 
 
-@contextmanager
-def step(ctx: ChildContext, name: str):
-    try:
-        yield
-    except _StepFailed:
-        raise
-    except OSError as exc:
-        # Name the path when there is one ("working directory: /nope: No such file or directory").
-        where = f"{exc.filename}: " if exc.filename else ""
-        protocol.send_error(ctx.message_fd, name, exc.errno or 0, where + (exc.strerror or str(exc)))
-        raise _StepFailed from None
-    except Exception as exc:  # a bug must still reach the parent as a message, not a hang
-        protocol.send_error(ctx.message_fd, name, 0, f"{type(exc).__name__}: {exc}")
+class step:
+    """``with step(ctx, name):`` turns any exception into a (step, errno, message) report to the
+    parent, then _StepFailed. A class rather than @contextmanager: the generators cost a launch's
+    freshly forked children ~70 more copy-on-write faults over their ~26 steps (~0.5 ms)."""
+
+    __slots__ = ("_ctx", "_name")
+
+    def __init__(self, ctx: ChildContext, name: str):
+        self._ctx, self._name = ctx, name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, _traceback) -> bool:
+        if kind is None or kind is _StepFailed or not issubclass(kind, Exception):
+            return False
+        if isinstance(exc, OSError):
+            # Name the path when there is one ("working directory: /nope: No such file or directory").
+            where = f"{exc.filename}: " if exc.filename else ""
+            protocol.send_error(self._ctx.message_fd, self._name, exc.errno or 0, where + (exc.strerror or str(exc)))
+        else:  # a bug must still reach the parent as a message, not a hang
+            protocol.send_error(self._ctx.message_fd, self._name, 0, f"{kind.__name__}: {exc}")
         raise _StepFailed from None
 
 
