@@ -9,20 +9,19 @@ import json
 import os
 import pwd
 import time
-from pathlib import Path
 
 from .profile.model import Profile, per_profile
 
 
-def log_path(profile: Profile | None = None) -> Path:
+def log_path(profile: Profile | None = None) -> str:
     if profile is not None and profile.audit.log:
-        return Path(profile.audit.log)
+        return profile.audit.log
     if os.environ.get("SANDBOX_AUDIT_LOG"):
-        return Path(os.environ["SANDBOX_AUDIT_LOG"])
+        return os.environ["SANDBOX_AUDIT_LOG"]
     if os.geteuid() == 0:
-        return Path("/var/log/sandbox/audit.jsonl")
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
-    return Path(state) / "sandbox" / "audit.jsonl"
+        return "/var/log/sandbox/audit.jsonl"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return os.path.join(state, "sandbox", "audit.jsonl")
 
 
 def _user() -> str:
@@ -32,8 +31,8 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+def write(path: str, record: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
     data = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
@@ -87,7 +86,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
 
 
-def read(path: Path | None = None) -> list[dict]:
+def read(path: str | None = None) -> list[dict]:
     path = path or log_path()
     records = []
     with open(path) as handle:
