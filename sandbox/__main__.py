@@ -1,3 +1,3 @@
 from .program import entry
 
-entry()
+raise SystemExit(entry())
