@@ -10,6 +10,7 @@ import functools
 import os
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -219,6 +220,16 @@ def attempt(fn) -> str:
         return "ok"
     except OSError as exc:
         return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    """Poll predicate every 20 ms until it holds or timeout seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
 
 
 def processes_with(marker: str) -> list[int]:

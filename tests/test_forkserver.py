@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 import sandbox
 from sandbox.forkserver import process_state
 
-from conftest import ROOT, as_nobody, processes_with, require
+from conftest import ROOT, as_nobody, processes_with, require, wait_until
 
 PY = "/usr/bin/python3"
 
@@ -73,7 +72,7 @@ def test_launches_go_through_the_server_and_it_reaps_them(server, monkeypatch):
         assert sandbox.run("untrusted", ["/bin/sh", "-c", f"exit {code}"], fork_server=server).exit_code == code
     assert len(calls) == 3
     children = f"/proc/{server.pid}/task/{server.pid}/children"
-    assert _wait_until(lambda: open(children).read().split() == [], 2.0), "the server kept children"
+    assert wait_until(lambda: open(children).read().split() == [], 2.0), "the server kept children"
 
 
 def test_streams_and_passed_descriptors_cross(server, tmp_path):
@@ -99,7 +98,7 @@ def test_timeout_kills_the_sandbox(server):
     marker = f"fs-timeout-{uuid.uuid4().hex[:8]}"
     result = sandbox.run("untrusted", ["/bin/sh", "-c", f"sleep 30; : {marker}"], timeout=0.5, fork_server=server)
     assert result.timed_out and result.exit_code == 124
-    assert _wait_until(lambda: not processes_with(marker), 2.0)
+    assert wait_until(lambda: not processes_with(marker), 2.0)
 
 
 def test_seccomp_report_mode_passes_its_listener(server):
@@ -175,7 +174,7 @@ def test_sandboxes_die_with_the_caller():
         assert processes_with(marker)
         proc.kill()
         proc.wait()
-        assert _wait_until(lambda: not processes_with(marker), 3.0), "the sandbox outlived its caller"
+        assert wait_until(lambda: not processes_with(marker), 3.0), "the sandbox outlived its caller"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -184,7 +183,7 @@ def test_sandboxes_die_with_the_caller():
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
         from sandbox import cgroups
-        _wait_until(lambda: not cgroups.gc() and not list(cgroups.leaked()), 2.0)
+        wait_until(lambda: not cgroups.gc() and not list(cgroups.leaked()), 2.0)
 
 
 def test_rootless_caller():
@@ -201,15 +200,6 @@ def test_rootless_caller():
     code, out, warnings = json.loads(done.stdout.splitlines()[-1])
     assert code == 0 and warnings == []
     assert out.split("\n")[0] == "65534" and out.split()[1:3] == ["65534", "65534"]
-
-
-def _wait_until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_a_caller_without_stdin():
@@ -241,7 +231,7 @@ def test_failures_leave_no_descriptors_behind(server):
             pass
     assert len(os.listdir("/proc/self/fd")) == caller
     assert len(os.listdir(f"/proc/{server.pid}/fd")) == helper
-    assert _wait_until(lambda: open(f"/proc/{server.pid}/task/{server.pid}/children").read().split() == [], 2.0)
+    assert wait_until(lambda: open(f"/proc/{server.pid}/task/{server.pid}/children").read().split() == [], 2.0)
 
 
 def test_single_threaded_fork_skips_pythons_at_fork_handlers():

@@ -16,7 +16,7 @@ import pytest
 import sandbox
 from sandbox import cgroups
 
-from conftest import require
+from conftest import require, wait_until
 
 PY = "/usr/bin/python3"
 
@@ -73,15 +73,6 @@ def _session(pid: int) -> int | None:
             return int(handle.read().rsplit(")", 1)[1].split()[3])
     except FileNotFoundError:
         return None
-
-
-def _wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _cli(*args) -> list[str]:
@@ -143,7 +134,7 @@ def test_timeout_kills_the_whole_tree_including_daemons():
     elapsed = time.monotonic() - started
     assert result.timed_out and result.exit_code == 124
     assert elapsed < 3.0, f"took {elapsed:.2f}s"
-    assert _wait_until(lambda: not _processes_with(marker), 2.0), "the double-forked daemon survived"
+    assert wait_until(lambda: not _processes_with(marker), 2.0), "the double-forked daemon survived"
 
 
 def test_setup_error_is_125_with_the_step_and_path(world_dir, sandbox_cli):
@@ -235,7 +226,7 @@ def test_background_children_die_with_the_workload():
     result = run(["/bin/sh", "-c", f"{PY} -c 'import time; time.sleep(100)' {marker} & "
                                     f"({PY} -c 'import time; time.sleep(100)' {marker} &); exit 5"], timeout=20)
     assert result.exit_code == 5 and not result.timed_out
-    assert _wait_until(lambda: not _processes_with(marker), 2.0), "background children outlived the workload"
+    assert wait_until(lambda: not _processes_with(marker), 2.0), "background children outlived the workload"
 
 
 def test_sandbox_dies_with_the_launcher():
@@ -252,13 +243,13 @@ def test_sandbox_dies_with_the_launcher():
         assert shells
         inode = os.stat(f"/proc/{shells[0]}/ns/pid").st_ino
         assert inode != os.stat("/proc/self/ns/pid").st_ino
-        assert _wait_until(lambda: len(_in_pid_namespace(inode)) >= 4, 3.0)  # init, sh, sleep, python
+        assert wait_until(lambda: len(_in_pid_namespace(inode)) >= 4, 3.0)  # init, sh, sleep, python
         # the workload leads a session of its own, not the launcher's
         leaders = [pid for pid in shells if _session(pid) == pid]
         assert len(leaders) == 1 and _session(leaders[0]) != os.getsid(proc.pid)
         proc.kill()
         proc.wait()
-        assert _wait_until(lambda: not _in_pid_namespace(inode), 2.0), \
+        assert wait_until(lambda: not _in_pid_namespace(inode), 2.0), \
             f"still running after the launcher died: {_in_pid_namespace(inode)}"
     finally:
         if proc.poll() is None:
@@ -270,7 +261,7 @@ def test_sandbox_dies_with_the_launcher():
         proc.stdout.close()
         proc.stderr.close()
         # the killed launcher could not remove its cgroup; the next launch would, do it now
-        _wait_until(lambda: not [p for p in cgroups.gc()] and not list(cgroups.leaked()), 2.0)
+        wait_until(lambda: not [p for p in cgroups.gc()] and not list(cgroups.leaked()), 2.0)
 
 
 # ---------------------------------------------------------------- standard streams
