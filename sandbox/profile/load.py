@@ -213,10 +213,10 @@ def load_raw(name_or_path: str, *, overrides: dict | None = None) -> tuple[dict,
     while current is not None:
         real = os.path.realpath(current)
         if real in [os.path.realpath(p) for p in chain]:
-            cycle = " -> ".join(str(p) for p in chain + [current])
-            raise ProfileError(Problem(str(chain[-1]), "extends", "a chain without cycles", cycle))
+            cycle = " -> ".join(chain + [current])
+            raise ProfileError(Problem(chain[-1], "extends", "a chain without cycles", cycle))
         if len(chain) >= MAX_EXTENDS_DEPTH:
-            raise ProfileError(Problem(str(path), "extends", f"at most {MAX_EXTENDS_DEPTH} levels", f"{len(chain) + 1}"))
+            raise ProfileError(Problem(path, "extends", f"at most {MAX_EXTENDS_DEPTH} levels", f"{len(chain) + 1}"))
         raw = read_toml(current)
         chain.append(current)
         table = _expand(raw, _variables(current), current, "", problems)
@@ -228,13 +228,13 @@ def load_raw(name_or_path: str, *, overrides: dict | None = None) -> tuple[dict,
         if parent is None:
             current = None
         elif not isinstance(parent, str) or not parent:
-            problems.append(Problem(str(current), "extends", "a profile name or path (string)", _show(parent)))
+            problems.append(Problem(current, "extends", "a profile name or path (string)", _show(parent)))
             current = None
         else:
             try:
                 current = _resolve(parent, relative_to=os.path.dirname(current))
             except ProfileError as exc:
-                raise ProfileError(Problem(str(current), "extends", exc.problems[0].expected,
+                raise ProfileError(Problem(current, "extends", exc.problems[0].expected,
                                            exc.problems[0].found, exc.problems[0].hint)) from None
     merged: dict = {}
     for table in reversed(tables):
@@ -247,14 +247,14 @@ def load_raw(name_or_path: str, *, overrides: dict | None = None) -> tuple[dict,
 def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.Profile:
     """Load a profile by built-in name or path. `overrides` is a table merged on top (CLI options)."""
     merged, path, chain, problems = load_raw(name_or_path, overrides=overrides)
-    builder = _Builder(str(path), problems)
+    builder = _Builder(path, problems)
     profile = builder.build(model.Profile, merged, "")
     if profile is not None:
         if not profile.name:
             profile = profile.replace(name=_stem(path))
         profile = profile.replace(source=path, lineage=tuple(chain))
         from .validate import validate
-        problems.extend(_blame(problem, merged) for problem in validate(profile, str(path)))
+        problems.extend(_blame(problem, merged) for problem in validate(profile, path))
     if problems:
         raise ProfileError(_printable(problems))
     return profile
