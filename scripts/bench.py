@@ -143,6 +143,33 @@ def bench_warm(count: int) -> dict:
         server.close()
 
 
+def bench_api_threads(threads: int, each: int) -> dict:
+    """Launches per second from one process with `threads` threads calling sandbox.run() (a CI
+    system's worker pool), directly and through one shared ForkServer."""
+    import sandbox
+    profile = sandbox.load_profile("untrusted")
+    server = sandbox.ForkServer()
+    sandbox.run(profile, ["/bin/true"], fork_server=server)
+
+    def pool(**options):
+        def run():
+            workers = [threading.Thread(target=lambda: [sandbox.run(profile, ["/bin/true"], **options)
+                                                        for _ in range(each)]) for _ in range(threads)]
+            start = time.perf_counter()
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            return threads * each / (time.perf_counter() - start)
+        return run
+    try:
+        results = interleaved({"direct": pool(), "fork server": pool(fork_server=server)}, rounds=3, warmup=1)
+    finally:
+        server.close()
+    results["threads"] = threads
+    return results
+
+
 def bench_big_caller(size_mb: int, count: int) -> dict:
     """Warm launches from a caller of about size_mb MB (a CI system's process, say), in a process of
     its own: direct launches fork it three times, the fork server and bwrap's spawn do not."""
@@ -286,6 +313,8 @@ def main() -> None:
         print("warm launches from one process (s each):", results["warm"], flush=True)
         results["big caller"] = bench_big_caller(400, 5 if args.quick else 25)
         print("warm launches from a big process (s each):", results["big caller"], flush=True)
+        results["api threads"] = bench_api_threads(8, 5 if args.quick else 20)
+        print("API launches from 8 threads (per s):", results["api threads"], flush=True)
         results["concurrent"] = bench_concurrent(16 if args.quick else 64)
         print("concurrent:", results["concurrent"], flush=True)
         results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
@@ -346,6 +375,10 @@ def render(r: dict) -> str:
         lines.append(f"| (reference) the same chain from a process with only the child side imported "
                      f"(what `ForkServer` forks from) | {small*1000:.1f} ms | bwrap spawn "
                      f"{warm['bwrap spawn']*1000:.1f} ms | {small/warm['bwrap spawn']:.2f}x | |")
+    threads = r.get("api threads")
+    if threads:
+        lines.append(f"| API launches from {threads['threads']} threads of one process | {threads['direct']:.0f}/s direct, "
+                     f"{threads['fork server']:.0f}/s through a `ForkServer` | | | |")
     lines += [
         f"| seccomp, 2M getppid() | {sec['default policy']:.3f} s | no filter {sec['no filter']:.3f} s "
         f"| {overhead:+.1f}% | under 5% |",
