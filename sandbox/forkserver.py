@@ -82,6 +82,7 @@ class ForkServer:
     """
 
     def __init__(self):
+        self._owner = os.getpid()  # a forked copy of the caller must not talk on the same socket
         self._lock = threading.Lock()
         self._process = None  # subprocess.Popen
         self._socket: socket.socket | None = None
@@ -98,8 +99,17 @@ class ForkServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    def refusal(self) -> str | None:
+        """Why a launch from the calling thread must not go through the server; None if it may."""
+        if os.getpid() != self._owner:
+            return "this process is a forked copy of the one that started the server"
+        differences = self.differences()
+        if differences:
+            return f"{', '.join(differences)} differ between this process and the server"
+        return None
+
     def differences(self) -> list[str]:
-        """What differs between the calling thread and the server (empty: launches may use it)."""
+        """What differs between the calling thread and the server, of what a fork inherits."""
         with self._lock:
             self._start()
             state = self._state

@@ -288,15 +288,14 @@ class Launch:
         if server is not None:
             from .forkserver import ForkServerError
             try:
-                differences = server.differences()
-                if not differences:
+                refusal = server.refusal()
+                if refusal is None:
                     pid, self._pidfd = server.fork_intermediate(ctx, child.needed_fds(ctx))
                     self._owned.add(self._pidfd)
                     return pid
             except ForkServerError as exc:
                 raise SetupError("fork server", exc.errno or 0, exc.strerror or str(exc)) from None
-            self.warnings.append(f"fork server not used: this process's {', '.join(differences)} differ "
-                                 "from the server's; forked directly")
+            self.warnings.append(f"fork server not used, forked directly: {refusal}")
         pid = os.fork()
         if pid == 0:
             try:

@@ -249,3 +249,26 @@ def test_single_threaded_fork_skips_pythons_at_fork_handlers():
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
     assert done.stdout.splitlines() == ["child 45", "exit 7"], done.stdout + done.stderr
+
+
+def test_a_forked_copy_of_the_caller_launches_directly():
+    """The copy shares the caller's socket to the server: it must not use it."""
+    script = textwrap.dedent("""
+        import os, sandbox
+        server = sandbox.ForkServer()
+        sandbox.run("untrusted", ["/bin/true"], fork_server=server)
+        pid = os.fork()
+        if pid == 0:
+            result = sandbox.run("untrusted", ["/bin/sh", "-c", "exit 4"], fork_server=server)
+            print(result.exit_code, [w for w in result.warnings if "fork server" in w], flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(sandbox.run("untrusted", ["/bin/true"], fork_server=server).warnings)
+        server.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
+    assert done.returncode == 0, done.stderr
+    child, parent = done.stdout.splitlines()
+    assert child == "4 ['fork server not used, forked directly: this process is a forked copy of the one that " \
+                    "started the server']", child
+    assert parent == "[]"
