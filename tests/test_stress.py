@@ -1,6 +1,7 @@
 """Many launches at once, with every way of ending, leave nothing behind.
 
-The reduced form runs in every test run; SANDBOX_STRESS=full runs the issue's 200 launches, 32 at a time.
+The reduced forms run in every test run; SANDBOX_STRESS=full runs 200 launches, 32 at a time (CLI
+processes, and threads sharing one ForkServer).
 """
 from __future__ import annotations
 
@@ -63,3 +64,38 @@ def test_mixed_launches_leave_no_cgroups_mounts_or_processes(tmp_path):
     assert _mounts() == mounts_before, "the host mount table changed"
     stale = [path for path in cgroups.leaked() if f"sandbox-{os.getpid()}-" not in path]
     assert stale == [], f"cgroups left behind by the launchers: {stale[:5]}"
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(600)
+def test_threads_sharing_a_fork_server_leave_nothing_behind(tmp_path):
+    """The API's way: a pool of threads, one ForkServer, every way of ending."""
+    require("userns")
+    import sandbox
+    marker = f"stress-fs-{uuid.uuid4().hex[:8]}"
+    small_memory = sandbox.profile_from_dict({"extends": "untrusted", "limits": {"memory": "32M"}})
+    kinds = {
+        "exit": ("untrusted", ["/bin/sh", "-c", f"exit 3 # {marker}"], {}, {3}),
+        "timeout": ("untrusted", ["/bin/sh", "-c", f"sleep 30 & sleep 30 # {marker}"], {"timeout": 0.5}, {124}),
+        "oom": (small_memory, ["/usr/bin/python3", "-c", f"b = bytearray(256 << 20) # {marker}"], {}, {137, 1}),
+        "not found": ("untrusted", [f"/nonexistent-{marker}"], {}, {127}),
+    }
+    plan = [list(kinds)[i % len(kinds)] for i in range(LAUNCHES)]
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    def launch(server, kind: str):
+        profile, argv, options, expected = kinds[kind]
+        try:
+            code = sandbox.run(profile, argv, fork_server=server, capture_output=True, **options).exit_code
+        except sandbox.ExecError as exc:
+            code = exc.exit_code
+        return kind, code, expected
+
+    with sandbox.ForkServer() as server:
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            outcomes = list(pool.map(lambda kind: launch(server, kind), plan))
+        children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+    wrong = [o for o in outcomes if o[1] not in o[2]]
+    assert not wrong, f"{len(wrong)} launches ended unexpectedly, e.g. {wrong[:3]}"
+    assert children == [] and processes_with(marker) == []
+    assert len(os.listdir("/proc/self/fd")) == fds_before
