@@ -30,6 +30,7 @@ parent-death signal source, so its sandbox dies with it.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -123,7 +124,7 @@ class ForkServer:
         numbers = [fd for fd, flags in flags_of.items() if flags is not None]  # a closed stdin stays closed
         if len(numbers) > _MAX_FDS:
             raise ForkServerError(0, f"{len(numbers)} descriptors to pass, more than {_MAX_FDS}")
-        flags = [bool(flags_of[fd] & _FD_CLOEXEC) for fd in numbers]
+        flags = [bool(flags_of[fd] & fcntl.FD_CLOEXEC) for fd in numbers]
         import pickle  # here, not at the top: the CLI imports this module and never uses a server
         message = pickle.dumps((ctx, numbers, flags), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
@@ -185,11 +186,7 @@ class ForkServer:
                 self._process = None
 
 
-_FD_CLOEXEC = 1
-
-
 def _fd_flags(fd: int) -> int | None:
-    import fcntl
     try:
         return fcntl.fcntl(fd, fcntl.F_GETFD)
     except OSError:
@@ -266,7 +263,6 @@ def _send_reply(sock, parts, fds, pidfd) -> None:
 
 def _put_back(received: list[int], numbers: list[int], flags: list[bool], own_fds: tuple[int, ...]) -> None:
     """In A: move each received descriptor to the number it had in the caller."""
-    import fcntl
     base = max([*received, *numbers, *own_fds, 2]) + 1
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in received]  # out of the way first
     for fd in received:

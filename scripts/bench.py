@@ -99,7 +99,7 @@ def bench_cold(rounds: int, work: Path) -> dict:
     return interleaved(cases, rounds)
 
 
-def bench_warm(count: int) -> dict:
+def bench_warm(count: int, references: bool = True) -> dict:
     import sandbox
     profile = sandbox.load_profile("untrusted")
     sandbox.run(profile, ["/bin/true"])
@@ -135,10 +135,11 @@ def bench_warm(count: int) -> dict:
                              check=True, capture_output=True, text=True).stdout
         return float(out)
 
+    cases = {"sandbox.run": api(), "sandbox.run, fork server": api(fork_server=server), "bwrap spawn": spawn_bwrap}
+    if references:
+        cases.update({"fork chain": fork_chain, "fork chain, child side only": fork_chain_child_side})
     try:
-        return interleaved({"sandbox.run": api(), "sandbox.run, fork server": api(fork_server=server),
-                            "bwrap spawn": spawn_bwrap, "fork chain": fork_chain,
-                            "fork chain, child side only": fork_chain_child_side}, rounds=3, warmup=1)
+        return interleaved(cases, rounds=3, warmup=1)
     finally:
         server.close()
 
@@ -182,11 +183,10 @@ def _as_big_caller(size_mb: int, count: int) -> None:
     import resource
     ballast = [str(n) * 3 for n in range(size_mb * 11_000)]  # ~90 bytes of heap objects each
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results = bench_warm(count)
+    results = bench_warm(count, references=False)
     results["rss_mb"] = rss_mb
     del ballast
-    print(json.dumps({k: v for k, v in results.items() if k in ("sandbox.run", "sandbox.run, fork server",
-                                                                  "bwrap spawn", "rss_mb")}))
+    print(json.dumps(results))
 
 
 
