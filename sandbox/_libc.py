@@ -115,6 +115,41 @@ def fork_single_threaded() -> int:
     return pid
 
 
+class CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup")]
+
+
+CLONE_PIDFD = 0x1000
+_syscall_holding_gil = ctypes.PyDLL(None, use_errno=True).syscall
+_syscall_holding_gil.restype = ctypes.c_long
+
+
+def clone3_single_threaded(flags: int) -> tuple[int, int]:
+    """clone3(2) like fork() (same stack, SIGCHLD at exit), but into new namespaces at once, and
+    with a pidfd: (pid, pidfd) in the parent, (0, -1) in the child. A raw system call, so glibc
+    repairs nothing in the child: only for a process with a single thread, whose child runs our
+    child side only (see only_thread())."""
+    pidfd = ctypes.c_int(-1)
+    args = CloneArgs(flags=flags | CLONE_PIDFD, pidfd=ctypes.addressof(pidfd), exit_signal=17)  # SIGCHLD
+    pid = _syscall_holding_gil(ctypes.c_long(_SYSCALLS["clone3"]), ctypes.byref(args),
+                               ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid < 0:
+        raise _fail("clone3", (hex(flags),))
+    return (pid, pidfd.value) if pid else (0, -1)
+
+
+def only_thread() -> bool:
+    """True when the calling process has one thread: then no other thread can hold a lock that a
+    child made without glibc's fork handlers would find held, nor start while we look."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Threads:"):
+                return line.split()[1] == b"1"
+    return False
+
+
 def unshare(flags: int) -> None:
     if libc.unshare(ctypes.c_int(flags)) != 0:
         raise _fail("unshare", (hex(flags),))

@@ -3,6 +3,9 @@
     intermediate (A)   parent-death signal, new session, drop supplementary groups,
                        unshare(user) -> parent writes id maps and places us in the cgroup,
                        unshare(mount, pid, net, ipc, uts, time, cgroup), fork init
+                       (skipped when the forking process has one thread and no supplementary
+                       groups to drop: it then makes init with clone3() straight into the new
+                       namespaces, and init does A's remaining steps, see run_cloned_init)
     init (B)           pid 1 of the new pid namespace: build the root and pivot_root into it,
                        hostname, loopback, rlimits, fork the workload, then reap and forward signals
     workload (C)       close inherited fds, new session, ids, capabilities, no_new_privs,
@@ -14,9 +17,11 @@ must, so that nothing the launcher holds (buffers, atexit handlers, cgroup objec
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
+import select
 import signal
 import socket
 import termios
@@ -60,6 +65,7 @@ class ChildContext:
     go_fd: int
     placed_fd: int  # one byte from the parent once A and B are in the sandbox's cgroup
     parent_pid: int
+    parent_pidfd: int = -1  # cloned init only: the forking process, to know it is still there
     pass_fds: tuple[int, ...] = ()
     tty: bool = False  # a fresh pty from the sandbox's own devpts; its master goes to the parent
     stdio: tuple = (None, None, None)  # fds to become 0, 1, 2; None keeps the launcher's
@@ -98,6 +104,52 @@ class step:
 
 def _die(code: int = SETUP_FAILED):
     os._exit(code)
+
+
+def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0) -> tuple[int, int]:
+    """Start a launch's first process: (pid, pidfd), the pidfd -1 unless it was cloned. When the
+    calling process may, that is init itself, made by clone3() straight into the new namespaces:
+    one process and one fork fewer than A. Otherwise A, made by ``fork``. ``prepare()`` runs
+    first in the child; its descriptors stay below ``pidfd_above``."""
+    if _may_clone():
+        parent_pidfd = fcntl.fcntl(own := os.pidfd_open(os.getpid()), fcntl.F_DUPFD_CLOEXEC, pidfd_above)
+        os.close(own)
+        cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
+        try:
+            pid, pidfd = _libc.clone3_single_threaded(clone_flags(ctx))
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:  # no clone3 here (old kernel, or a container's filter)
+                _clone_refused.append(exc)
+            pid = -1  # A then reports the namespace that failed, if one did
+        if pid == 0:
+            try:
+                prepare()
+                run_cloned_init(cloned_ctx)
+            finally:
+                os._exit(SETUP_FAILED)
+        os.close(parent_pidfd)
+        if pid > 0:
+            return pid, pidfd
+    pid = fork()
+    if pid == 0:
+        try:
+            prepare()
+            run_intermediate(ctx)
+        finally:
+            os._exit(SETUP_FAILED)  # whatever happens, never return into the caller
+    return pid, -1
+
+
+_clone_refused: list = []
+
+
+def _may_clone() -> bool:
+    # Root's supplementary groups must go before the user namespace exists, which only A can do.
+    return not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread()
+
+
+def clone_flags(ctx: ChildContext) -> int:
+    return ctx.unshare_flags | (_libc.CLONE_NEWUSER if ctx.new_user_ns else 0)
 
 
 def run_intermediate(ctx: ChildContext):
@@ -154,9 +206,45 @@ def run_intermediate(ctx: ChildContext):
         _die()
 
 
+def run_cloned_init(ctx: ChildContext):
+    """Process B made by clone3() already in every new namespace, the forking process's only
+    thread having had no supplementary groups (which only A could drop: setgroups is denied in
+    the user namespace). Does what A would have done after its fork, then becomes init."""
+    try:
+        with step(ctx, "parent-death signal"):
+            _arm_parent_death_signal(ctx)
+            os.setsid()
+        with step(ctx, "file descriptors"):
+            fds.close_all_except(needed_fds(ctx))
+        with step(ctx, "wait for id maps"):
+            if os.read(ctx.go_fd, 1) != protocol.GO:
+                _die()
+            os.close(ctx.go_fd)
+        if ctx.new_user_ns:
+            with step(ctx, "user and group ids"):
+                os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+                os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+            with step(ctx, "parent-death signal"):
+                _arm_parent_death_signal(ctx)  # cleared by the change of ids, as in A
+        os.close(ctx.parent_pidfd)
+    except _StepFailed:
+        _die()
+    except BaseException:
+        _die()
+    run_init(ctx)
+
+
+def _arm_parent_death_signal(ctx: ChildContext) -> None:
+    """As in A, but the parent is outside our pid namespace (getppid() is 0): whether it died
+    before the signal was armed, its pidfd says (readable once it has exited)."""
+    capabilities.set_parent_death_signal(signal.SIGKILL)
+    if select.select([ctx.parent_pidfd], [], [], 0)[0]:
+        _die()
+
+
 def needed_fds(ctx: ChildContext) -> set[int]:
     """The descriptors A keeps: the standard ones and every one ctx names."""
-    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, *ctx.pass_fds}
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, ctx.parent_pidfd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)

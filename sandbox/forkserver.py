@@ -22,10 +22,11 @@ sandbox's own.
 
 **Protocol**, over a SOCK_SEQPACKET socket pair, one request per launch: the caller sends the pickled
 ChildContext and the numbers and close-on-exec flags of the descriptors it names, with those
-descriptors attached (SCM_RIGHTS); the server forks A, which puts them back at the numbers the
-context uses, and answers with A's pid and a pidfd for it. A is the server's child, so the caller
-signals it and waits for its end through the pidfd, never by pid (the server reaps it, and a pid
-can be reused). The server exits when the caller closes its end or dies; each A has the server as
+descriptors attached (SCM_RIGHTS); the server starts the launch's first process (child.spawn: init
+cloned into the namespaces, or A when the caller's groups need dropping), which puts them back at
+the numbers the context uses, and answers with its pid, whether it was cloned, and a pidfd for it.
+It is the server's child, so the caller signals it and waits for its end through the pidfd, never
+by pid (the server reaps it, and a pid can be reused). The server exits when the caller closes its end or dies; each A has the server as
 parent-death signal source, so its sandbox dies with it.
 """
 from __future__ import annotations
@@ -117,9 +118,10 @@ class ForkServer:
         mine = process_state()
         return sorted(key for key in set(mine) | set(state) if mine.get(key) != state.get(key))
 
-    def fork_intermediate(self, ctx, fds: set[int]) -> tuple[int, int]:
-        """Fork process A with ``ctx`` in the server; returns (pid, pidfd). ``fds`` are the
-        descriptors ctx names (child.needed_fds), sent along and put back at the same numbers."""
+    def fork_intermediate(self, ctx, fds: set[int]) -> tuple[int, int, bool]:
+        """Start a launch's first process with ``ctx`` in the server (child.spawn): A, or init
+        itself when cloned; returns (pid, pidfd, cloned). ``fds`` are the descriptors ctx names
+        (child.needed_fds), sent along and put back at the same numbers."""
         flags_of = {fd: _fd_flags(fd) for fd in sorted(fds)}
         numbers = [fd for fd, flags in flags_of.items() if flags is not None]  # a closed stdin stays closed
         if len(numbers) > _MAX_FDS:
@@ -143,7 +145,7 @@ class ForkServer:
             raise ForkServerError(answer.get("errno", 0), f"the fork server could not fork: {answer['error']}")
         if len(received) != 1:
             raise ForkServerError(0, "the fork server sent no pidfd")
-        return answer["pid"], received[0]
+        return answer["pid"], received[0], answer["cloned"]
 
     def _start(self) -> None:
         if self._process is not None:
@@ -237,17 +239,18 @@ def _fork(child, message: bytes, received: list[int], own_fds: tuple[int, ...]):
         if len(numbers) != len(received):
             raise OSError(0, "descriptors lost in transit")
         ctx = dataclasses.replace(ctx, parent_pid=os.getpid())
-        pid = child._libc.fork_single_threaded()  # the server never starts a thread
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # A waits for its own child
-                _put_back(received, numbers, flags, own_fds)
-                child.run_intermediate(ctx)
-            finally:
-                os._exit(child.SETUP_FAILED)
-        pidfd = os.pidfd_open(pid)  # A cannot have been reaped yet: only this loop reaps
-        return [pickle.dumps({"pid": pid})], [pidfd], pidfd
+
+        def prepare():
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # A waits for its own child
+            _put_back(received, numbers, flags, own_fds)
+        # The server never starts a thread: its children may skip the fork handlers.
+        pid, pidfd = child.spawn(ctx, prepare, child._libc.fork_single_threaded,
+                                 pidfd_above=max([*received, *numbers, *own_fds, 2]) + 1)
+        cloned = pidfd >= 0
+        if not cloned:
+            pidfd = os.pidfd_open(pid)  # A cannot have been reaped yet: only this loop reaps
+        return [pickle.dumps({"pid": pid, "cloned": cloned})], [pidfd], pidfd
     except Exception as exc:
         return [pickle.dumps({"error": str(exc), "errno": getattr(exc, "errno", 0) or 0})], [], -1
     finally:

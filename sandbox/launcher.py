@@ -169,6 +169,7 @@ class Launch:
         self.child_pid: int | None = None
         self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
         self._pidfd = -1  # A's, when the fork server forked it (A is then not our child)
+        self._cloned = False  # the first process is init itself (child.spawn)
 
     # ------------------------------------------------------------ preparation (no child yet)
 
@@ -284,26 +285,27 @@ class Launch:
         return result
 
     def _fork_intermediate(self, ctx: child.ChildContext, parent_ends: tuple[int, ...]) -> int:
+        """Start the launch's first process, A or (self._cloned) init itself: see child.spawn."""
         server = self.fork_server
         if server is not None:
             from .forkserver import ForkServerError
             try:
                 refusal = server.refusal()
                 if refusal is None:
-                    pid, self._pidfd = server.fork_intermediate(ctx, child.needed_fds(ctx))
+                    pid, self._pidfd, self._cloned = server.fork_intermediate(ctx, child.needed_fds(ctx))
                     self._owned.add(self._pidfd)
                     return pid
             except ForkServerError as exc:
                 raise SetupError("fork server", exc.errno or 0, exc.strerror or str(exc)) from None
             self.warnings.append(f"fork server not used, forked directly: {refusal}")
-        pid = os.fork()
-        if pid == 0:
-            try:
-                for fd in parent_ends:
-                    os.close(fd)
-                child.run_intermediate(ctx)
-            finally:
-                os._exit(child.SETUP_FAILED)  # whatever happens, never return into the launcher
+
+        def prepare():
+            for fd in parent_ends:
+                os.close(fd)
+        pid, pidfd = child.spawn(ctx, prepare, os.fork)
+        if pidfd >= 0:
+            os.close(pidfd)  # our own child: waited for by pid, which stays its own until then
+            self._cloned = True
         return pid
 
     def _signal_intermediate(self, pid: int, signum: int) -> None:
@@ -363,7 +365,8 @@ class Launch:
                           setup_deadline) -> Result:
         error = None
         status = None
-        message = reader.next(setup_deadline)
+        # A cloned init is in its user namespace from birth: its maps need no request.
+        message = {"kind": protocol.READY} if self._cloned else reader.next(setup_deadline)
         if message is None or message["kind"] != protocol.READY:
             error = _error_from(message)
         else:
@@ -374,6 +377,10 @@ class Launch:
             except OSError as exc:
                 error = SetupError("id map", exc.errno or 0, exc.strerror or str(exc))
         self._close(go_w)
+        placement_error = None
+        if self._cloned and error is None:
+            self.init_pid = pid
+            placement_error = self._place(cgroup, placer, placed_w)
         outputs = {capture[n + "_read"]: bytearray() for n in ("stdout", "stderr") if n in capture}
         # _next_event forgets a pipe at its EOF (del outputs[fd]), and that EOF can come before the
         # message pipe's: keep our own references to the buffers, or the output is lost.
@@ -381,7 +388,6 @@ class Launch:
         previous = self._install_signal_forwarding()
         deadline = None
         exec_seen = False
-        placement_error = None
         try:
             while error is None or not reader.eof:
                 now = time.monotonic()
@@ -449,13 +455,14 @@ class Launch:
         return result
 
     def _place(self, cgroup, placer: "_Placer", placed_w: int) -> SandboxError | None:
-        """Once A is placed, move B (init) too, then release it: B forks the workload only after
-        this, so nothing of the workload ever runs outside the cgroup."""
+        """Once the first process is placed, move B (init) too unless it was B, then release B:
+        it forks the workload only after this, so nothing of the workload runs outside the cgroup."""
         try:
             placer.join()
             if placer.error is not None:
                 raise placer.error
-            cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
+            if self.init_pid != placer.pid:
+                cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
             os.write(placed_w, protocol.GO)
             return None
         except OSError as exc:
@@ -586,6 +593,7 @@ class _Placer:
     run at fork time). join() before touching the cgroup again."""
 
     def __init__(self, cgroup, pid: int):
+        self.pid = pid
         self.error: BaseException | None = None
         self._done = _thread.allocate_lock()
         self._done.acquire()

@@ -7,6 +7,10 @@ docs/architecture.md).
     parent -> A, the go pipe:       one byte once the id maps are written
     parent -> B, the placed pipe:   one byte once A and B are in the sandbox's cgroup
 
+Without A (init cloned straight into the namespaces, see child.spawn) there is no ready and no
+init_pid: the parent knows init's pid from the clone, writes the maps at once, and the go pipe
+goes to init.
+
 Child-to-parent messages are single JSON lines below PIPE_BUF, so writes from the three processes
 never interleave. Each parent-to-child pipe carries one byte, 'g' (go), or nothing (EOF: abort).
 """

@@ -1,0 +1,175 @@
+"""A launch's first process: init itself, cloned straight into the new namespaces, when the
+forking process has one thread and no supplementary groups; otherwise the intermediate A. Both
+give the same sandbox, and whatever stops the clone (threads, root's groups, a container without
+clone3) falls back to A."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import sandbox
+from sandbox import child
+
+from conftest import require, wait_until
+
+# Launches one sandbox whose workload reports what it is and then waits for a line on stdin, so
+# that the test can look at the launcher's process tree meanwhile.
+LAUNCHER = textwrap.dedent(r"""
+    import os, sys, threading
+    import sandbox
+    mode = sys.argv[1]
+    if mode == "threaded":
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+    if mode == "no-clone3":  # as under Docker's default seccomp profile
+        import pyseccomp
+        refuse = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+        refuse.add_rule(pyseccomp.ERRNO(38), "clone3")  # ENOSYS
+        refuse.load()
+    script = ('import os; print(open("/proc/self/status").read().split("Groups:")[1].split(chr(10))[0].strip()'
+              ' + "|" + str(os.getppid()), flush=True); input()')
+    result = sandbox.run("untrusted", ["/usr/bin/python3", "-c", script])
+    sys.exit(result.exit_code)
+""")
+
+
+def _nspid(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("NSpid:"):
+                return line.split()[1:]
+    return []
+
+
+def launch_and_look(mode: str, prefix: tuple[str, ...] = ()) -> dict:
+    """Run LAUNCHER in `mode`; while its workload waits, see what the launcher's first child is."""
+    process = subprocess.Popen([*prefix, sys.executable, "-c", LAUNCHER, mode], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline().strip()
+        assert line, process.stderr.read()
+        groups, ppid = line.split("|")
+        children = open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()
+        assert len(children) == 1, children
+        first = int(children[0])
+        first_is_init = _nspid(first)[-1:] == ["1"]  # pid 1 of its own pid namespace
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.wait(30) == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
+    return {"first_is_init": first_is_init, "groups": groups, "workload_ppid": int(ppid)}
+
+
+@pytest.fixture(autouse=True)
+def _machine():
+    require("userns", "system_python")
+
+
+def test_a_single_threaded_launcher_clones_init_directly():
+    seen = launch_and_look("plain")
+    assert seen["first_is_init"] and seen["workload_ppid"] == 1
+
+
+def test_a_threaded_launcher_forks_the_intermediate():
+    seen = launch_and_look("threaded")
+    assert not seen["first_is_init"] and seen["workload_ppid"] == 1
+
+
+def test_without_clone3_the_launch_falls_back_to_the_intermediate():
+    require("seccomp")
+    seen = launch_and_look("no-clone3")
+    assert not seen["first_is_init"] and seen["workload_ppid"] == 1
+
+
+def test_root_with_supplementary_groups_goes_through_the_intermediate_which_drops_them():
+    require("root", "setpriv")
+    seen = launch_and_look("plain", prefix=("setpriv", "--groups", "4,27", "--"))
+    assert seen["groups"] == ""  # not even as the overflow gid: they were dropped before unshare
+    assert not seen["first_is_init"]
+
+
+def test_root_without_groups_clones_and_the_workload_has_none():
+    require("root", "setpriv")
+    seen = launch_and_look("plain", prefix=("setpriv", "--clear-groups", "--"))
+    assert seen["first_is_init"] and seen["groups"] == ""
+
+
+def test_a_fork_server_clones_init_too():
+    with sandbox.ForkServer() as server:
+        seen = []
+        real = server.fork_intermediate
+        server.fork_intermediate = lambda *a: seen.append(real(*a)) or seen[-1]
+        result = sandbox.run("untrusted", ["/bin/true"], fork_server=server)
+        assert result.exit_code == 0 and result.warnings == []
+        assert seen and seen[0][2] is True  # (pid, pidfd, cloned)
+
+
+@pytest.mark.parametrize("parent_alive", [True, False])
+def test_cloned_init_dies_if_its_parent_died_before_the_death_signal_was_armed(parent_alive):
+    """Init is outside its parent's pid namespace (getppid() is 0): the parent's pidfd tells."""
+    parent = subprocess.Popen(["sleep", "30"])
+    pidfd = os.pidfd_open(parent.pid)
+    try:
+        if not parent_alive:
+            parent.kill()
+            assert wait_until(lambda: os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                              is not None, 5.0)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctx = _context(parent_pidfd=pidfd, message_fd=w)
+                child._arm_parent_death_signal(ctx)
+                os._exit(0)
+            finally:
+                os._exit(99)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        os.close(r)
+        assert os.waitstatus_to_exitcode(status) == (0 if parent_alive else child.SETUP_FAILED)
+    finally:
+        os.close(pidfd)
+        if parent.poll() is None:
+            parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+
+def _context(**fields) -> child.ChildContext:
+    base = dict(argv=("/bin/true",), env={}, cwd="/", uid=0, gid=0, hostname=None, new_user_ns=False,
+                unshare_flags=0, new_cgroup_ns=False, new_pid_ns=False, new_net_ns=False, plan=None,
+                rlimits=(), umask=0o22, keep_caps=(), new_session=False, landlock_rules=None,
+                landlock_best_effort=False, seccomp_bpf=None, message_fd=-1, go_fd=-1, placed_fd=-1,
+                parent_pid=os.getpid())
+    base.update(fields)
+    return child.ChildContext(**base)
+
+
+def test_the_same_sandbox_either_way():
+    """What the workload sees does not depend on which first process made it."""
+    probe = ("import json, os; st = open('/proc/self/status').read(); "
+             "print(json.dumps([os.getpid(), os.getppid(), os.getuid(), os.getgroups(), "
+             "open('/proc/self/uid_map').read(), [l for l in st.splitlines() if l.startswith(('Cap', 'NoNewPrivs', "
+             "'Seccomp'))], sorted(l.split()[4] for l in open('/proc/self/mountinfo'))]))")
+    outputs = []
+    for mode in ("plain", "threaded"):
+        code = textwrap.dedent(f"""
+            import sys, threading, sandbox
+            if {mode!r} == "threaded":
+                threading.Thread(target=threading.Event().wait, daemon=True).start()
+            r = sandbox.run("untrusted", ["/usr/bin/python3", "-c", {probe!r}], capture_output=True)
+            sys.stdout.write(r.stdout.decode()); sys.exit(r.exit_code)
+        """)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs.append(json.loads(done.stdout))
+    assert outputs[0] == outputs[1]
