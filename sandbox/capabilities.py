@@ -14,7 +14,6 @@ import prctl
 from . import _libc
 from .profile.units import CAPABILITY_NUMBERS
 
-PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
@@ -28,12 +27,20 @@ SECBIT_NO_CAP_AMBIENT_RAISE = 1 << 6
 SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED = 1 << 7
 
 
-def last_cap() -> int:
+def _read_last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as handle:
             return int(handle.read())
     except OSError:
         return max(CAPABILITY_NUMBERS.values())
+
+
+# Read once, at import, in the launcher: the workload's steps then touch no file for it.
+LAST_CAP = _read_last_cap()
+
+
+def last_cap() -> int:
+    return LAST_CAP
 
 
 def _numbers(keep: tuple[str, ...]) -> set[int]:
@@ -42,10 +49,9 @@ def _numbers(keep: tuple[str, ...]) -> set[int]:
 
 def prepare(keep: tuple[str, ...]) -> None:
     kept = _numbers(keep)
-    # python-prctl names only the capabilities it was built with; drop the rest by number.
-    for number in range(last_cap() + 1):
+    for number in range(LAST_CAP + 1):  # by number: the kernel may know more than python-prctl names
         if number not in kept:
-            _libc.prctl(PR_CAPBSET_DROP, number)
+            prctl.capbset_drop(number)
     bits = (SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED
             | SECBIT_KEEP_CAPS_LOCKED)
     if not kept:
@@ -57,16 +63,14 @@ def prepare(keep: tuple[str, ...]) -> None:
 def finish(keep: tuple[str, ...]) -> None:
     kept = sorted(_numbers(keep))
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    names = [name.removeprefix("CAP_").lower() for name in keep]
-    caps = [getattr(prctl, f"CAP_{name.upper()}") for name in names if hasattr(prctl, f"CAP_{name.upper()}")]
-    # limit() only removes; a kept capability must also be raised in the inheritable set.
-    prctl.cap_inheritable.limit(*caps)
-    for name in names:
-        setattr(prctl.cap_inheritable, name, True)
-    prctl.cap_effective.limit(*caps)
-    prctl.cap_permitted.limit(*caps)
-    # Ambient capabilities survive exec of an ordinary binary by a non-root user; they need the
-    # capability in both permitted and inheritable, set just above.
+    # One capset for the three sets: all but the kept go (those python-prctl knows: any newer one
+    # is gone from the bounding set, so exec cannot keep it), and a kept one is also raised in
+    # the inheritable set (ambient capabilities need it there and in permitted).
+    changes = [([cap for cap in prctl.ALL_CAPS if cap not in kept], prctl.ALL_FLAGS, False)]
+    if kept:
+        changes.append(([cap for cap in kept if cap in prctl.ALL_CAPS], prctl.CAP_INHERITABLE, True))
+    prctl.set_caps(*changes)
+    # Ambient capabilities survive exec of an ordinary binary by a non-root user.
     for number in kept:
         _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
 
