@@ -122,17 +122,22 @@ class CloneArgs(ctypes.Structure):
 
 
 CLONE_PIDFD = 0x1000
+CLONE_INTO_CGROUP = 0x200000000
 _syscall_holding_gil = ctypes.PyDLL(None, use_errno=True).syscall
 _syscall_holding_gil.restype = ctypes.c_long
 
 
-def clone3_single_threaded(flags: int) -> tuple[int, int]:
+def clone3_single_threaded(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
     """clone3(2) like fork() (same stack, SIGCHLD at exit), but into new namespaces at once, and
-    with a pidfd: (pid, pidfd) in the parent, (0, -1) in the child. A raw system call, so glibc
-    repairs nothing in the child: only for a process with a single thread, whose child runs our
-    child side only (see only_thread())."""
+    with a pidfd: (pid, pidfd) in the parent, (0, -1) in the child. With cgroup_fd (a cgroup v2
+    directory), the child starts in that cgroup. A raw system call, so glibc repairs nothing in
+    the child: only for a process with a single thread, whose child runs our child side only (see
+    only_thread())."""
     pidfd = ctypes.c_int(-1)
-    args = CloneArgs(flags=flags | CLONE_PIDFD, pidfd=ctypes.addressof(pidfd), exit_signal=17)  # SIGCHLD
+    if cgroup_fd >= 0:
+        flags |= CLONE_INTO_CGROUP
+    args = CloneArgs(flags=flags | CLONE_PIDFD, pidfd=ctypes.addressof(pidfd), exit_signal=17,  # SIGCHLD
+                     cgroup=max(cgroup_fd, 0))
     pid = _syscall_holding_gil(ctypes.c_long(_SYSCALLS["clone3"]), ctypes.byref(args),
                                ctypes.c_size_t(ctypes.sizeof(args)))
     if pid < 0:

@@ -13,6 +13,9 @@ writes then find the lock warm (~0.2 ms instead of ~10 ms). The priming stops (s
 sandbox's cgroups are created, since creating them may move the launcher (cgroups.v2._vacate);
 the window left is about one grace period, more than the few ms from there to the placement.
 
+Not on a pure cgroup v2 machine: there the sandbox's init is cloned straight into its cgroup
+(CLONE_INTO_CGROUP, child.spawn), which takes the lock only for reading, and no migration follows.
+
 Best effort throughout: no cgroupfs, no permission, a cgroup that refuses (EBUSY for a v2 cgroup
 with controllers enabled below it), anything else: the thread just ends and nothing changes.
 The cost while it runs is the kernel's favordynmods trade-off (forks and exits on the host take
@@ -62,6 +65,14 @@ def _own_cgroup_procs() -> str | None:
     return None
 
 
+def _only_v2() -> bool:
+    try:
+        with open("/proc/self/cgroup") as f:
+            return all(line.startswith("0::") for line in f)
+    except OSError:
+        return True  # no cgroups to place anything in
+
+
 def _prime(stop: threading.Event) -> None:
     pid = str(os.getpid()).encode()
     for _ in range(_MAX_WRITES):
@@ -83,7 +94,7 @@ def _prime(stop: threading.Event) -> None:
 
 def start() -> None:
     """Begin priming (idempotent; only for launchers with cgroups to place sandboxes in)."""
-    if _state.get("thread") is not None or os.environ.get("SANDBOX_NO_CGROUP_PRIMING"):
+    if _state.get("thread") is not None or os.environ.get("SANDBOX_NO_CGROUP_PRIMING") or _only_v2():
         return
     stop = threading.Event()
     thread = threading.Thread(target=_prime, args=(stop,), name="sandbox-cgroup-priming", daemon=True)

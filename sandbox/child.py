@@ -106,21 +106,27 @@ def _die(code: int = SETUP_FAILED):
     os._exit(code)
 
 
-def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0) -> tuple[int, int]:
-    """Start a launch's first process: (pid, pidfd), the pidfd -1 unless it was cloned. When the
-    calling process may, that is init itself, made by clone3() straight into the new namespaces:
-    one process and one fork fewer than A. Otherwise A, made by ``fork``. ``prepare()`` runs
-    first in the child; its descriptors stay below ``pidfd_above``."""
+def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0, cgroup_fd: int = -1) -> tuple[int, int, bool]:
+    """Start a launch's first process: (pid, pidfd, in_cgroup), the pidfd -1 unless it was
+    cloned. When the calling process may, that is init itself, made by clone3() straight into the
+    new namespaces, one process and one fork fewer than A, and, given cgroup_fd (the sandbox's
+    cgroup v2 directory), straight into that cgroup (in_cgroup): no migration to wait for later.
+    Otherwise A, made by ``fork``. ``prepare()`` runs first in the child; its descriptors stay
+    below ``pidfd_above``."""
     if _may_clone():
         parent_pidfd = fcntl.fcntl(own := os.pidfd_open(os.getpid()), fcntl.F_DUPFD_CLOEXEC, pidfd_above)
         os.close(own)
         cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
-        try:
-            pid, pidfd = _libc.clone3_single_threaded(clone_flags(ctx))
-        except OSError as exc:
-            if exc.errno == errno.ENOSYS:  # no clone3 here (old kernel, or a container's filter)
-                _clone_refused.append(exc)
-            pid = -1  # A then reports the namespace that failed, if one did
+        pid, pidfd, in_cgroup = -1, -1, False
+        for target in dict.fromkeys((cgroup_fd, -1)):  # the cgroup may refuse: then without it
+            try:
+                pid, pidfd = _libc.clone3_single_threaded(clone_flags(ctx), target)
+                in_cgroup = target >= 0
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOSYS:  # no clone3 here (old kernel, or a container's filter)
+                    _clone_refused.append(exc)
+                    break
         if pid == 0:
             try:
                 prepare()
@@ -129,7 +135,8 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0) -> tuple[int, 
                 os._exit(SETUP_FAILED)
         os.close(parent_pidfd)
         if pid > 0:
-            return pid, pidfd
+            return pid, pidfd, in_cgroup
+        # else A, which then reports the namespace that failed, if one did
     pid = fork()
     if pid == 0:
         try:
@@ -137,7 +144,7 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0) -> tuple[int, 
             run_intermediate(ctx)
         finally:
             os._exit(SETUP_FAILED)  # whatever happens, never return into the caller
-    return pid, -1
+    return pid, -1, False
 
 
 _clone_refused: list = []

@@ -15,7 +15,9 @@ process (A) on request. Everything else stays in the caller: profile, cgroups, i
 no_new_privs, seccomp filters, namespaces, resource limits, root directory and security label;
 through a server, those are the server's. So at each launch the caller compares its own with the
 server's (``process_state()``, read in both) and, when they differ, forks directly and says so in
-the result's warnings. Everything else a launch depends on is set explicitly by the child side
+the result's warnings. Root's supplementary groups are the exception: no sandbox gets them, so a
+root server sheds its own at start (its sandboxes' init can then be cloned directly, see
+child.spawn) and they are not compared. Everything else a launch depends on is set explicitly by the child side
 (environment, umask, working directory, file descriptors, signal dispositions). The cgroup is not
 compared: A runs in the server's cgroup (the caller's) only until the caller moves it into the
 sandbox's own.
@@ -71,6 +73,11 @@ def process_state() -> dict:
     return state
 
 
+def _effective_uid(state: dict) -> int | None:
+    fields = state.get("Uid", "").split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
 class ForkServerError(OSError):
     pass
 
@@ -116,19 +123,23 @@ class ForkServer:
             self._start()
             state = self._state
         mine = process_state()
-        return sorted(key for key in set(mine) | set(state) if mine.get(key) != state.get(key))
+        differ = {key for key in set(mine) | set(state) if mine.get(key) != state.get(key)}
+        if _effective_uid(mine) == 0:
+            differ.discard("Groups")  # root's never reach a sandbox: the server has shed its own
+        return sorted(differ)
 
-    def fork_intermediate(self, ctx, fds: set[int]) -> tuple[int, int, bool]:
+    def fork_intermediate(self, ctx, fds: set[int], cgroup_fd: int = -1) -> tuple[int, int, bool, bool]:
         """Start a launch's first process with ``ctx`` in the server (child.spawn): A, or init
-        itself when cloned; returns (pid, pidfd, cloned). ``fds`` are the descriptors ctx names
-        (child.needed_fds), sent along and put back at the same numbers."""
-        flags_of = {fd: _fd_flags(fd) for fd in sorted(fds)}
+        itself when cloned, then maybe into the v2 cgroup ``cgroup_fd``; returns (pid, pidfd,
+        cloned, in_cgroup). ``fds`` are the descriptors ctx names (child.needed_fds), sent along
+        and put back at the same numbers."""
+        flags_of = {fd: _fd_flags(fd) for fd in sorted({*fds, cgroup_fd} - {-1})}
         numbers = [fd for fd, flags in flags_of.items() if flags is not None]  # a closed stdin stays closed
         if len(numbers) > _MAX_FDS:
             raise ForkServerError(0, f"{len(numbers)} descriptors to pass, more than {_MAX_FDS}")
         flags = [bool(flags_of[fd] & fcntl.FD_CLOEXEC) for fd in numbers]
         import pickle  # here, not at the top: the CLI imports this module and never uses a server
-        message = pickle.dumps((ctx, numbers, flags), protocol=pickle.HIGHEST_PROTOCOL)
+        message = pickle.dumps((ctx, numbers, flags, cgroup_fd), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             self._start()
             try:
@@ -145,7 +156,7 @@ class ForkServer:
             raise ForkServerError(answer.get("errno", 0), f"the fork server could not fork: {answer['error']}")
         if len(received) != 1:
             raise ForkServerError(0, "the fork server sent no pidfd")
-        return answer["pid"], received[0], answer["cloned"]
+        return answer["pid"], received[0], answer["cloned"], answer["in_cgroup"]
 
     def _start(self) -> None:
         if self._process is not None:
@@ -207,6 +218,11 @@ def serve(fd: int) -> None:
     # every object's header and copy the pages they sit in.
     gc.disable()
     gc.freeze()
+    if os.geteuid() == 0 and os.getgroups():
+        try:  # no sandbox gets root's supplementary groups; without any, init can be cloned
+            os.setgroups([])
+        except OSError:
+            pass
     sock = socket.socket(fileno=fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop (set_wakeup_fd)
@@ -235,9 +251,10 @@ def _fork(child, message: bytes, received: list[int], own_fds: tuple[int, ...]):
     import dataclasses
     import pickle
     try:
-        ctx, numbers, flags = pickle.loads(message)
+        ctx, numbers, flags, cgroup_number = pickle.loads(message)
         if len(numbers) != len(received):
             raise OSError(0, "descriptors lost in transit")
+        cgroup_fd = received[numbers.index(cgroup_number)] if cgroup_number in numbers else -1
         ctx = dataclasses.replace(ctx, parent_pid=os.getpid())
 
         def prepare():
@@ -245,12 +262,13 @@ def _fork(child, message: bytes, received: list[int], own_fds: tuple[int, ...]):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # A waits for its own child
             _put_back(received, numbers, flags, own_fds)
         # The server never starts a thread: its children may skip the fork handlers.
-        pid, pidfd = child.spawn(ctx, prepare, child._libc.fork_single_threaded,
-                                 pidfd_above=max([*received, *numbers, *own_fds, 2]) + 1)
+        pid, pidfd, in_cgroup = child.spawn(ctx, prepare, child._libc.fork_single_threaded,
+                                            pidfd_above=max([*received, *numbers, *own_fds, 2]) + 1,
+                                            cgroup_fd=cgroup_fd)
         cloned = pidfd >= 0
         if not cloned:
             pidfd = os.pidfd_open(pid)  # A cannot have been reaped yet: only this loop reaps
-        return [pickle.dumps({"pid": pid, "cloned": cloned})], [pidfd], pidfd
+        return [pickle.dumps({"pid": pid, "cloned": cloned, "in_cgroup": in_cgroup})], [pidfd], pidfd
     except Exception as exc:
         return [pickle.dumps({"error": str(exc), "errno": getattr(exc, "errno", 0) or 0})], [], -1
     finally:

@@ -170,6 +170,8 @@ class Launch:
         self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
         self._pidfd = -1  # A's, when the fork server forked it (A is then not our child)
         self._cloned = False  # the first process is init itself (child.spawn)
+        self._in_cgroup = False  # and was cloned into the sandbox's v2 cgroup
+        self._release_error: SandboxError | None = None
 
     # ------------------------------------------------------------ preparation (no child yet)
 
@@ -249,8 +251,12 @@ class Launch:
             ctx = self._context(idmap, trees, message_w, go_r, placed_r, stdio,
                                 channel_child.fileno() if channel_child else -1)
             cgprime.stop()  # no thread may be running at fork
-            pid = self._fork_intermediate(ctx, (message_r, go_w, placed_w))
+            pid = self._fork_intermediate(ctx, (message_r, go_w, placed_w), cgroup)
             self.child_pid = pid
+            if self._cloned:
+                # Init waits for nothing else, and every page we touch before this is a
+                # copy-on-write fault while init shares them: its maps first.
+                self._release_error = self._release(pid, idmap, go_w)
             for fd in [message_w, go_r, placed_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
                 self._close(fd)
             trees.close()
@@ -284,15 +290,27 @@ class Launch:
         result.argv = self.argv
         return result
 
-    def _fork_intermediate(self, ctx: child.ChildContext, parent_ends: tuple[int, ...]) -> int:
-        """Start the launch's first process, A or (self._cloned) init itself: see child.spawn."""
+    def _fork_intermediate(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup) -> int:
+        """Start the launch's first process, A or (self._cloned) init itself, maybe already in
+        the sandbox's v2 cgroup (self._in_cgroup): see child.spawn."""
+        cgroup_fd = -1
+        if cgroup.v2 is not None:
+            cgroup_fd = os.open(cgroup.v2.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._owned.add(cgroup_fd)
+        try:
+            return self._start_first(ctx, parent_ends, cgroup_fd)
+        finally:
+            self._close(cgroup_fd)
+
+    def _start_first(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup_fd: int) -> int:
         server = self.fork_server
         if server is not None:
             from .forkserver import ForkServerError
             try:
                 refusal = server.refusal()
                 if refusal is None:
-                    pid, self._pidfd, self._cloned = server.fork_intermediate(ctx, child.needed_fds(ctx))
+                    pid, self._pidfd, self._cloned, self._in_cgroup = server.fork_intermediate(
+                        ctx, child.needed_fds(ctx), cgroup_fd)
                     self._owned.add(self._pidfd)
                     return pid
             except ForkServerError as exc:
@@ -302,7 +320,7 @@ class Launch:
         def prepare():
             for fd in parent_ends:
                 os.close(fd)
-        pid, pidfd = child.spawn(ctx, prepare, os.fork)
+        pid, pidfd, self._in_cgroup = child.spawn(ctx, prepare, os.fork, cgroup_fd=cgroup_fd)
         if pidfd >= 0:
             os.close(pidfd)  # our own child: waited for by pid, which stays its own until then
             self._cloned = True
@@ -354,7 +372,7 @@ class Launch:
         setup_deadline = time.monotonic() + SETUP_TIMEOUT
         # A's placement starts at once, beside A's own set-up: the cgroup.procs write may wait
         # for an RCU grace period, and this way that wait overlaps everything up to init's root.
-        placer = _Placer(cgroup, pid)
+        placer = _Placer(cgroup, pid, unified=not self._in_cgroup)
         try:
             return self._supervise_placed(pid, idmap, cgroup, reader, go_w, placed_w, capture, placer,
                                           result, setup_deadline)
@@ -365,18 +383,12 @@ class Launch:
                           setup_deadline) -> Result:
         error = None
         status = None
-        # A cloned init is in its user namespace from birth: its maps need no request.
-        message = {"kind": protocol.READY} if self._cloned else reader.next(setup_deadline)
-        if message is None or message["kind"] != protocol.READY:
-            error = _error_from(message)
+        if self._cloned:  # in its user namespace from birth: released right after the clone
+            error = self._release_error
         else:
-            try:
-                if self.profile.namespaces.user:
-                    namespaces.write_id_maps(pid, idmap)
-                os.write(go_w, protocol.GO)
-            except OSError as exc:
-                error = SetupError("id map", exc.errno or 0, exc.strerror or str(exc))
-        self._close(go_w)
+            message = reader.next(setup_deadline)
+            error = _error_from(message) if message is None or message["kind"] != protocol.READY else \
+                self._release(pid, idmap, go_w)
         placement_error = None
         if self._cloned and error is None:
             self.init_pid = pid
@@ -453,6 +465,18 @@ class Launch:
             result.signal = signal.SIGKILL
             result.exit_code = 128 + signal.SIGKILL
         return result
+
+    def _release(self, pid: int, idmap, go_w: int) -> SandboxError | None:
+        """Write the first process's id maps, then let it go on."""
+        try:
+            if self.profile.namespaces.user:
+                namespaces.write_id_maps(pid, idmap)
+            os.write(go_w, protocol.GO)
+            return None
+        except OSError as exc:
+            return SetupError("id map", exc.errno or 0, exc.strerror or str(exc))
+        finally:
+            self._close(go_w)
 
     def _place(self, cgroup, placer: "_Placer", placed_w: int) -> SandboxError | None:
         """Once the first process is placed, move B (init) too unless it was B, then release B:
@@ -592,18 +616,20 @@ class _Placer:
     """Writes A's pid into the sandbox's cgroup in a thread (after our one fork: no thread may
     run at fork time). join() before touching the cgroup again."""
 
-    def __init__(self, cgroup, pid: int):
+    def __init__(self, cgroup, pid: int, unified: bool = True):
         self.pid = pid
         self.error: BaseException | None = None
         self._done = _thread.allocate_lock()
+        if not unified and cgroup.v1 is None:
+            return  # cloned into its only cgroup: nothing to do
         self._done.acquire()
         # A bare thread: threading.Thread.start() waits until the thread has run, ~1 ms when
         # the child keeps the other core busy, and that delays the id maps A is waiting for.
-        _thread.start_new_thread(self._run, (cgroup, pid))
+        _thread.start_new_thread(self._run, (cgroup, pid, unified))
 
-    def _run(self, cgroup, pid: int) -> None:
+    def _run(self, cgroup, pid: int, unified: bool) -> None:
         try:
-            cgroup.add_process(pid)
+            cgroup.add_process(pid, unified)
         except BaseException as exc:  # reported by _place, in the launching thread
             self.error = exc
         finally:

@@ -5,6 +5,7 @@ host id (NOBODY unless the profile names one); rootless, it maps to the caller's
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from .compiled_dataclass import dataclass
@@ -59,12 +60,18 @@ def id_map_for(process: Process) -> IdMap:
 
 def write_id_maps(pid: int, idmap: IdMap) -> None:
     """Parent side: setgroups must be denied before an unprivileged gid_map is accepted."""
-    with open(f"/proc/{pid}/setgroups", "w") as handle:
-        handle.write("deny")
-    with open(f"/proc/{pid}/uid_map", "w") as handle:
-        handle.write(idmap.uid_map())
-    with open(f"/proc/{pid}/gid_map", "w") as handle:
-        handle.write(idmap.gid_map())
+    for name, text in (("setgroups", "deny"), ("uid_map", idmap.uid_map()), ("gid_map", idmap.gid_map())):
+        path = f"/proc/{pid}/{name}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                written = os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{path}: {exc.strerror}") from None
+        if written != len(text):
+            raise OSError(errno.EIO, f"{path}: short write")
 
 
 def namespace_inodes(pid: int | str = "self") -> dict[str, int]:

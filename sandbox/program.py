@@ -43,10 +43,20 @@ def entry():
 
 
 def startup_done() -> None:
-    """Called when the program's real work begins; no effect outside the program (API, tests)."""
-    if _running and not gc.isenabled():
+    """Called when the program's real work (a launch) begins; no effect outside the program (API,
+    tests). Root also sheds its supplementary groups here: no sandbox ever gets them, and with none
+    the launch can clone the sandbox's init directly instead of forking an extra process to drop
+    them (child.spawn)."""
+    if not _running:
+        return
+    if not gc.isenabled():
         gc.freeze()
         gc.enable()
+    if os.geteuid() == 0 and os.getgroups():
+        try:
+            os.setgroups([])
+        except OSError:
+            pass  # root of a user namespace that denies it: the launch drops them its own way
 
 
 def _exit_status(code) -> int:

@@ -33,6 +33,15 @@ LAUNCHER = textwrap.dedent(r"""
         refuse.load()
     script = ('import os; print(open("/proc/self/status").read().split("Groups:")[1].split(chr(10))[0].strip()'
               ' + "|" + str(os.getppid()), flush=True); input()')
+    if mode == "cli":
+        sys.argv = ["sandbox", "run", "-q", "untrusted", "--", "/usr/bin/python3", "-c", script]
+        from sandbox.program import entry
+        entry()
+    if mode == "server":
+        with sandbox.ForkServer() as server:
+            result = sandbox.run("untrusted", ["/usr/bin/python3", "-c", script], fork_server=server)
+            assert not result.warnings, result.warnings
+            sys.exit(result.exit_code)
     result = sandbox.run("untrusted", ["/usr/bin/python3", "-c", script])
     sys.exit(result.exit_code)
 """)
@@ -54,7 +63,10 @@ def launch_and_look(mode: str, prefix: tuple[str, ...] = ()) -> dict:
         line = process.stdout.readline().strip()
         assert line, process.stderr.read()
         groups, ppid = line.split("|")
-        children = open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()
+        launcher = process.pid
+        if mode == "server":  # the server is the launcher's child, and the sandbox the server's
+            launcher = int(open(f"/proc/{launcher}/task/{launcher}/children").read().split()[0])
+        children = open(f"/proc/{launcher}/task/{launcher}/children").read().split()
         assert len(children) == 1, children
         first = int(children[0])
         first_is_init = _nspid(first)[-1:] == ["1"]  # pid 1 of its own pid namespace
@@ -96,6 +108,15 @@ def test_root_with_supplementary_groups_goes_through_the_intermediate_which_drop
     seen = launch_and_look("plain", prefix=("setpriv", "--groups", "4,27", "--"))
     assert seen["groups"] == ""  # not even as the overflow gid: they were dropped before unshare
     assert not seen["first_is_init"]
+
+
+@pytest.mark.parametrize("mode", ["cli", "server"])
+def test_root_with_groups_still_clones_through_the_cli_or_a_fork_server(mode):
+    """Both are processes of ours: they shed root's groups themselves (no sandbox gets them)."""
+    require("root", "setpriv")
+    seen = launch_and_look(mode, prefix=("setpriv", "--groups", "4,27", "--"))
+    assert seen["groups"] == ""
+    assert seen["first_is_init"] and seen["workload_ppid"] == 1
 
 
 def test_root_without_groups_clones_and_the_workload_has_none():
@@ -173,3 +194,53 @@ def test_the_same_sandbox_either_way():
         assert done.returncode == 0, done.stderr
         outputs.append(json.loads(done.stdout))
     assert outputs[0] == outputs[1]
+
+
+SPAWN = textwrap.dedent(r"""
+    import json, os, sys
+    from sandbox import child
+    target = sys.argv[1]
+    fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    ctx = child.ChildContext(
+        argv=("/bin/true",), env={}, cwd="/", uid=0, gid=0, hostname=None, new_user_ns=False,
+        unshare_flags=0, new_cgroup_ns=False, new_pid_ns=False, new_net_ns=False, plan=None, rlimits=(),
+        umask=0o22, keep_caps=(), new_session=False, landlock_rules=None, landlock_best_effort=False,
+        seccomp_bpf=None, message_fd=2, go_fd=go_r, placed_fd=-1, parent_pid=os.getpid())
+    pid, pidfd, in_cgroup = child.spawn(ctx, lambda: os.close(go_w), os.fork, cgroup_fd=fd)
+    where = open(f"/proc/{pid}/cgroup").read().split("0::")[1].split()[0]
+    os.close(go_w)  # the child sees EOF instead of its go, and gives up
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"cloned": pidfd >= 0, "in_cgroup": in_cgroup, "where": where,
+                      "status": os.waitstatus_to_exitcode(status)}))
+""")
+
+
+def _spawn_into(directory: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", SPAWN, directory], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_init_is_cloned_straight_into_the_sandboxs_v2_cgroup():
+    from sandbox import cgroups
+    base = cgroups.detect().v2
+    if base is None:
+        pytest.skip("no writable cgroup v2 directory here")
+    target = os.path.join(base, f"sandbox-test-{os.getpid()}-clone-into")
+    os.mkdir(target)
+    try:
+        seen = _spawn_into(target)
+    finally:
+        assert wait_until(lambda: not open(os.path.join(target, "cgroup.procs")).read(), 5.0)
+        os.rmdir(target)
+    assert seen["cloned"] and seen["in_cgroup"]
+    assert seen["where"].endswith(os.path.basename(target))
+    assert seen["status"] == child.SETUP_FAILED
+
+
+def test_a_directory_that_is_no_cgroup_is_refused_by_the_kernel_and_init_starts_where_we_are(tmp_path):
+    seen = _spawn_into(str(tmp_path))
+    assert seen["cloned"] and not seen["in_cgroup"]
+    assert seen["where"] == open("/proc/self/cgroup").read().split("0::")[1].split()[0]
+    assert seen["status"] == child.SETUP_FAILED

@@ -84,13 +84,14 @@ class SandboxCgroup:
 
     # -- processes ------------------------------------------------------------------------
 
-    def add_process(self, pid: int) -> None:
-        """Place pid (not yet running the workload) in every hierarchy; checks it arrived.
+    def add_process(self, pid: int, unified: bool = True) -> None:
+        """Place pid (not yet running the workload) in every hierarchy, or every v1 one (unified
+        False: it was cloned into the v2 cgroup); checks it arrived.
 
         Raises SetupError; the launcher must then kill the child rather than release it.
         """
         try:
-            if self.v2:
+            if self.v2 and unified:
                 self.v2.add_process(pid)
             if self.v1:
                 self.v1.add_process(pid)
