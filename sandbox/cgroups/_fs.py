@@ -95,6 +95,13 @@ def remove_tree(directory: str, deadline_s: float = RMDIR_RETRY_S) -> bool:
     True when nothing is left; a directory that is already gone counts as removed. Never raises:
     it runs in the launcher's finally.
     """
+    try:
+        os.rmdir(directory)  # the usual case: an empty leaf, no walk needed
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass  # children, tasks still exiting, or no permission: the walk below sorts it out
     deadline = time.monotonic() + deadline_s
     while True:
         busy = False
