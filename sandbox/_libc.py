@@ -155,6 +155,14 @@ def only_thread() -> bool:
     return False
 
 
+def socket(family: int, kind: int, protocol: int = 0) -> int:
+    """A bare socket descriptor (close-on-exec), for an ioctl handle."""
+    fd = libc.socket(ctypes.c_int(family), ctypes.c_int(kind | os.O_CLOEXEC), ctypes.c_int(protocol))
+    if fd < 0:
+        raise _fail("socket", (family, kind, protocol))
+    return fd
+
+
 def unshare(flags: int) -> None:
     if libc.unshare(ctypes.c_int(flags)) != 0:
         raise _fail("unshare", (hex(flags),))

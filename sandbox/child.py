@@ -23,7 +23,6 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import termios
 
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
@@ -351,8 +350,12 @@ def _kill_descendants(children_fd: int) -> None:
 def run_workload(ctx: ChildContext):
     """Process C: becomes the workload."""
     try:
-        # Made before the filter: creating a socket object makes system calls of its own.
-        channel = socket.socket(fileno=ctx.channel_fd) if ctx.channel_fd >= 0 else None
+        channel = None
+        if ctx.channel_fd >= 0:
+            # Imported by the launcher (or fork server) when it made the channel: no file is read
+            # here. Made before the filter: creating a socket object makes system calls of its own.
+            import socket
+            channel = socket.socket(fileno=ctx.channel_fd)
         stdio = ctx.stdio
         if ctx.tty:
             with step(ctx, "terminal"):

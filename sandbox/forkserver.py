@@ -36,7 +36,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import sys
 import threading
 
@@ -94,7 +93,7 @@ class ForkServer:
         self._owner = os.getpid()  # a forked copy of the caller must not talk on the same socket
         self._lock = threading.Lock()
         self._process = None  # subprocess.Popen
-        self._socket: socket.socket | None = None
+        self._socket = None  # socket.socket
         self._state: dict | None = None
         self._closed = False
 
@@ -139,6 +138,7 @@ class ForkServer:
             raise ForkServerError(0, f"{len(numbers)} descriptors to pass, more than {_MAX_FDS}")
         flags = [bool(flags_of[fd] & fcntl.FD_CLOEXEC) for fd in numbers]
         import pickle  # here, not at the top: the CLI imports this module and never uses a server
+        import socket
         message = pickle.dumps((ctx, numbers, flags, cgroup_fd), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             self._start()
@@ -164,6 +164,7 @@ class ForkServer:
         if self._closed:
             raise ForkServerError(0, "the fork server is closed")
         import pickle
+        import socket
         import subprocess
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,6 +214,7 @@ def serve(fd: int) -> None:
     import gc
     import pickle
     import select
+    import socket
     from . import child
     # Nothing the server built is ever collected: a collection in a forked child would write to
     # every object's header and copy the pages they sit in.
@@ -277,6 +279,7 @@ def _fork(child, message: bytes, received: list[int], own_fds: tuple[int, ...]):
 
 
 def _send_reply(sock, parts, fds, pidfd) -> None:
+    import socket
     socket.send_fds(sock, parts, fds)
     if pidfd >= 0:
         os.close(pidfd)

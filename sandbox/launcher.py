@@ -12,7 +12,6 @@ import fnmatch
 import os
 import select
 import signal
-import socket
 import threading
 import time
 from dataclasses import field
@@ -246,8 +245,7 @@ class Launch:
             go_r, go_w = self._pipe()
             placed_r, placed_w = self._pipe()
             stdio, capture = self._stdio_pipes()
-            channel_parent, channel_child = (socket.socketpair() if self.seccomp_mode or self.tty
-                                             else (None, None))
+            channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
             ctx = self._context(idmap, trees, message_w, go_r, placed_r, stdio,
                                 channel_child.fileno() if channel_child else -1)
             cgprime.stop()  # no thread may be running at fork
@@ -516,6 +514,7 @@ class Launch:
         ready, _, _ = select.select([self._channel], [], [], 10.0)
         if not ready:
             return -1
+        import socket  # imported by _socketpair() already
         message, received, _, _ = socket.recv_fds(self._channel, 16, 1)
         if message != tag or not received:
             for fd in received:
@@ -638,6 +637,11 @@ class _Placer:
     def join(self) -> None:
         with self._done:  # held until _run is over; taking it again later returns at once
             pass
+
+
+def _socketpair():
+    import socket  # only for the launches that pass descriptors back (tty, seccomp reports): ~2 ms
+    return socket.socketpair()
 
 
 def _fileno(stream) -> int | None:
