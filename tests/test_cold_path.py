@@ -14,7 +14,8 @@ from conftest import ROOT, require
 
 # Not listed: what click itself imports on this path (difflib, platform via uuid).
 KEPT_OFF = ("pathlib", "subprocess", "tempfile", "ctypes.util", "decimal", "pickle", "shutil", "random",
-            "secrets", "hmac", "multiprocessing", "asyncio", "lzma", "bz2")
+            "secrets", "hmac", "multiprocessing", "asyncio", "lzma", "bz2", "socket", "selectors", "hashlib",
+            "_hashlib")
 
 
 def test_sandbox_run_does_not_import_what_it_does_not_need(tmp_path):
@@ -43,3 +44,11 @@ def test_builtin_profiles_are_still_paths():
     assert {"untrusted", "ci"} <= set(names) and all(isinstance(p, Path) for p in names.values())
     assert isinstance(load.resolve_profile("untrusted"), Path)
     assert load.resolve_profile("untrusted") == names["untrusted"]
+
+
+@pytest.mark.parametrize("data", [b"", b"abc", bytes(range(256)) * 300])
+def test_our_sha256_gives_hashlibs_digests(data):
+    import hashlib
+    from sandbox.digest import sha256
+    assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert sha256(data).digest() == hashlib.sha256(data).digest()

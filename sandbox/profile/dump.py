@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from typing import Any
 
 import tomli_w
+
+from ..digest import sha256
 
 from .model import Profile, per_profile
 from .units import format_duration, format_size, parse_duration
@@ -84,4 +85,4 @@ def to_toml(profile: Profile) -> str:
 def profile_hash(profile: Profile) -> str:
     """Hash of the resolved profile, recorded with every launch. Cached per profile: rendering it
     costs more than a warm launch's other bookkeeping together."""
-    return hashlib.sha256(to_toml(profile).encode()).hexdigest()[:16]
+    return sha256(to_toml(profile).encode()).hexdigest()[:16]

@@ -15,13 +15,13 @@ Calls from an ABI the policy does not list kill the process (bad-arch action).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import weakref
 
 import pyseccomp
 
 from .. import usercache
+from ..digest import sha256
 from . import bpf as _bpf
 from . import syscalls as _syscalls
 from .groups import GROUPS  # rules name groups: their members are part of the content
@@ -124,7 +124,7 @@ def policy_digest(policy: SeccompPolicy) -> str:
         rule.pop("comment", None)
     key = {"policy": doc, "groups": GROUPS, "compiler": COMPILER_VERSION,
            "libseccomp": _syscalls.libseccomp_version(), "native": pyseccomp.system_arch()}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def cache_dir() -> str:
@@ -136,7 +136,7 @@ def _read_cached(directory: str, name: str) -> bytes | None:
     if blob is None:
         return None
     head, digest, body = blob[:8], blob[8:40], blob[40:]
-    if head != _CACHE_MAGIC or hashlib.sha256(body).digest() != digest:
+    if head != _CACHE_MAGIC or sha256(body).digest() != digest:
         return None  # corrupt or foreign: rebuild
     try:
         _bpf.instructions(body)
@@ -172,5 +172,5 @@ def _compile_through_disk_cache(policy: SeccompPolicy) -> bytes:
     if cached is not None:
         return cached
     program = _build(policy)
-    usercache.write(directory, name, _CACHE_MAGIC + hashlib.sha256(program).digest() + program)
+    usercache.write(directory, name, _CACHE_MAGIC + sha256(program).digest() + program)
     return program
