@@ -112,9 +112,8 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0, cgroup_fd: int
     cgroup v2 directory), straight into that cgroup (in_cgroup): no migration to wait for later.
     Otherwise A, made by ``fork``. ``prepare()`` runs first in the child; its descriptors stay
     below ``pidfd_above``."""
-    if _may_clone():
-        parent_pidfd = fcntl.fcntl(own := os.pidfd_open(os.getpid()), fcntl.F_DUPFD_CLOEXEC, pidfd_above)
-        os.close(own)
+    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() else -1
+    if parent_pidfd >= 0:
         cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
         pid, pidfd, in_cgroup = -1, -1, False
         for target in dict.fromkeys((cgroup_fd, -1)):  # the cgroup may refuse: then without it
@@ -151,7 +150,22 @@ _clone_refused: list = []
 
 def _may_clone() -> bool:
     # Root's supplementary groups must go before the user namespace exists, which only A can do.
-    return not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread()
+    try:
+        return not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread()
+    except OSError:  # no /proc: we cannot tell whether other threads exist
+        return False
+
+
+def _own_pidfd(above: int) -> int:
+    """A pidfd of this process at a number >= above, for init to watch; -1 without pidfds."""
+    try:
+        own = os.pidfd_open(os.getpid())
+    except OSError:  # a kernel before 5.3: clone3 is missing too
+        return -1
+    try:
+        return fcntl.fcntl(own, fcntl.F_DUPFD_CLOEXEC, above)
+    finally:
+        os.close(own)
 
 
 def clone_flags(ctx: ChildContext) -> int:
