@@ -1,10 +1,11 @@
 """The floor of the launcher's process layout, for scripts/bench.py: a process forks, its child
-forks, that child forks and execs /bin/true (launcher -> intermediate -> init -> workload), with
-no namespace, mount or cgroup work. Imports nothing but os, so it can run in a small process."""
+forks and that child execs /bin/true (launcher -> init -> workload, the layout of a launch from a
+process with one thread), with no namespace, mount or cgroup work. Imports nothing but os, so it
+can run in a small process."""
 import os
 
 
-def chain(depth: int = 3) -> None:
+def chain(depth: int = 2) -> None:
     pid = os.fork()
     if pid == 0:
         try:

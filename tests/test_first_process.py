@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -244,3 +245,22 @@ def test_a_directory_that_is_no_cgroup_is_refused_by_the_kernel_and_init_starts_
     assert seen["cloned"] and not seen["in_cgroup"]
     assert seen["where"] == open("/proc/self/cgroup").read().split("0::")[1].split()[0]
     assert seen["status"] == child.SETUP_FAILED
+
+
+def test_a_first_process_that_fails_before_its_steps_still_says_why():
+    from sandbox import protocol
+    message_r, message_w = os.pipe()
+
+    def prepare():
+        raise RuntimeError("broken on purpose")
+    pid, pidfd, _ = child.spawn(_context(message_fd=message_w), prepare, os.fork)
+    os.close(message_w)
+    try:
+        message = protocol.Reader(message_r).next(time.monotonic() + 10)
+    finally:
+        os.close(message_r)
+        os.waitpid(pid, 0)
+        if pidfd >= 0:
+            os.close(pidfd)
+    assert message["kind"] == protocol.ERROR and message["step"] == "start"
+    assert "broken on purpose" in message["message"]
