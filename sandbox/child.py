@@ -189,9 +189,7 @@ def run_intermediate(ctx: ChildContext):
     """Process A: still in the host pid namespace; becomes the parent of the sandbox's init."""
     try:
         with step(ctx, "parent-death signal"):
-            capabilities.set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != ctx.parent_pid:
-                _die()
+            _arm_parent_death_signal(ctx)
             os.setsid()  # terminal signals go to the launcher only, which forwards them once
         with step(ctx, "file descriptors"):
             # We never exec, so close-on-exec does not protect us: a pipe end the caller holds
@@ -204,24 +202,7 @@ def run_intermediate(ctx: ChildContext):
             with step(ctx, "user namespace"):
                 _libc.unshare(_libc.CLONE_NEWUSER)
         protocol.send(ctx.message_fd, protocol.READY)
-        with step(ctx, "wait for id maps"):
-            if os.read(ctx.go_fd, 1) != protocol.GO:
-                _die()
-            os.close(ctx.go_fd)
-        if ctx.new_user_ns:
-            with step(ctx, "user and group ids"):
-                # Host root is unmapped inside: files it creates would fail with EOVERFLOW. As the
-                # sandbox user we keep every capability in our own namespace (it is not ns-root
-                # that changes), so the root can be built; the workload drops them later.
-                os.setresgid(ctx.gid, ctx.gid, ctx.gid)
-                os.setresuid(ctx.uid, ctx.uid, ctx.uid)
-            with step(ctx, "parent-death signal"):
-                # The kernel clears the parent-death signal whenever the effective ids change
-                # (commit_creds), which they just did when root launched (host 0 -> 65534).
-                # Without re-arming it, a SIGKILLed launcher leaves the whole sandbox running.
-                capabilities.set_parent_death_signal(signal.SIGKILL)
-                if os.getppid() != ctx.parent_pid:
-                    _die()  # the launcher died before we re-armed it
+        _take_sandbox_ids(ctx)
         with step(ctx, "namespaces"):
             _libc.unshare(ctx.unshare_flags)
         with step(ctx, "fork init"):
@@ -249,16 +230,7 @@ def run_cloned_init(ctx: ChildContext):
             os.setsid()
         with step(ctx, "file descriptors"):
             fds.close_all_except(needed_fds(ctx))
-        with step(ctx, "wait for id maps"):
-            if os.read(ctx.go_fd, 1) != protocol.GO:
-                _die()
-            os.close(ctx.go_fd)
-        if ctx.new_user_ns:
-            with step(ctx, "user and group ids"):
-                os.setresgid(ctx.gid, ctx.gid, ctx.gid)
-                os.setresuid(ctx.uid, ctx.uid, ctx.uid)
-            with step(ctx, "parent-death signal"):
-                _arm_parent_death_signal(ctx)  # cleared by the change of ids, as in A
+        _take_sandbox_ids(ctx)
         os.close(ctx.parent_pidfd)
     except _StepFailed:
         _die()
@@ -267,11 +239,37 @@ def run_cloned_init(ctx: ChildContext):
     run_init(ctx)
 
 
+def _take_sandbox_ids(ctx: ChildContext) -> None:
+    """Wait until the parent has written our id maps, then become the sandbox user."""
+    with step(ctx, "wait for id maps"):
+        if os.read(ctx.go_fd, 1) != protocol.GO:
+            _die()
+        os.close(ctx.go_fd)
+    if not ctx.new_user_ns:
+        return
+    with step(ctx, "user and group ids"):
+        # Host root is unmapped inside: files it creates would fail with EOVERFLOW. As the
+        # sandbox user we keep every capability in our own namespace (it is not ns-root
+        # that changes), so the root can be built; the workload drops them later.
+        os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+        os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+    with step(ctx, "parent-death signal"):
+        # The kernel clears the parent-death signal whenever the effective ids change
+        # (commit_creds), which they just did when root launched (host 0 -> 65534).
+        # Without re-arming it, a SIGKILLed launcher leaves the whole sandbox running.
+        _arm_parent_death_signal(ctx)
+
+
 def _arm_parent_death_signal(ctx: ChildContext) -> None:
-    """As in A, but the parent is outside our pid namespace (getppid() is 0): whether it died
-    before the signal was armed, its pidfd says (readable once it has exited)."""
+    """SIGKILL when our parent (launcher or fork server) dies, and exit now if it already has.
+    A asks getppid(); a cloned init's parent is outside its pid namespace (getppid() is 0), so
+    it asks the parent's pidfd instead (readable once it has exited)."""
     capabilities.set_parent_death_signal(signal.SIGKILL)
-    if select.select([ctx.parent_pidfd], [], [], 0)[0]:
+    if ctx.parent_pidfd >= 0:
+        gone = bool(select.select([ctx.parent_pidfd], [], [], 0)[0])
+    else:
+        gone = os.getppid() != ctx.parent_pid
+    if gone:
         _die()
 
 
