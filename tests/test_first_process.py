@@ -264,3 +264,42 @@ def test_a_first_process_that_fails_before_its_steps_still_says_why():
             os.close(pidfd)
     assert message["kind"] == protocol.ERROR and message["step"] == "start"
     assert "broken on purpose" in message["message"]
+
+
+# A launch as on a pure cgroup v2 machine (most users' machines): the sandbox's cgroup exists only
+# in the unified tree, as this hybrid host's v1 hierarchies are hidden from the launcher. Init is
+# then cloned into it and nothing is written to any cgroup.procs.
+PURE_V2 = textwrap.dedent(r"""
+    import dataclasses, json, os, sys
+    import sandbox
+    from sandbox import cgroups, child
+    hybrid = cgroups.detect()
+    cgroups.detect = lambda: dataclasses.replace(hybrid, kind="v2", v1={})
+    seen = {}
+    real_spawn = child.spawn
+    def spawn(*args, **kwargs):
+        pid, pidfd, in_cgroup = real_spawn(*args, **kwargs)
+        seen.update(in_cgroup=in_cgroup, cgroup=open(f"/proc/{pid}/cgroup").read())  # before its go
+        return pid, pidfd, in_cgroup
+    child.spawn = spawn
+    writes = []
+    real_write = cgroups._fs.write
+    cgroups._fs.write = lambda path, value: writes.append(path) or real_write(path, value)
+    result = sandbox.run("untrusted", ["/bin/sh", "-c", "exit 7"])
+    print(json.dumps({**seen, "exit": result.exit_code, "procs_writes": [w for w in writes if "procs" in w],
+                      "warnings": result.warnings}))
+""")
+
+
+def test_on_pure_v2_init_is_born_in_the_sandboxs_cgroup_and_nothing_is_migrated():
+    from sandbox import cgroups
+    if cgroups.detect().v2 is None:
+        pytest.skip("no writable cgroup v2 directory here")
+    done = subprocess.run([sys.executable, "-c", PURE_V2], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["exit"] == 7
+    assert seen["in_cgroup"]
+    unified = [line for line in seen["cgroup"].splitlines() if line.startswith("0::")][0]
+    assert os.path.basename(unified).startswith("sandbox-")
+    assert seen["procs_writes"] == []
