@@ -56,10 +56,10 @@ def _nspid(pid: int) -> list[str]:
     return []
 
 
-def launch_and_look(mode: str, prefix: tuple[str, ...] = ()) -> dict:
+def launch_and_look(mode: str, prefix: tuple[str, ...] = (), **popen) -> dict:
     """Run LAUNCHER in `mode`; while its workload waits, see what the launcher's first child is."""
     process = subprocess.Popen([*prefix, sys.executable, "-c", LAUNCHER, mode], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     try:
         line = process.stdout.readline().strip()
         assert line, process.stderr.read()
@@ -90,6 +90,14 @@ def _machine():
 
 def test_a_single_threaded_launcher_clones_init_directly():
     seen = launch_and_look("plain")
+    assert seen["first_is_init"] and seen["workload_ppid"] == 1
+
+
+def test_a_rootless_launcher_clones_init_directly(tmp_path):
+    require("rootless")
+    os.chmod(tmp_path, 0o777)
+    seen = launch_and_look("plain", prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"),
+                           cwd="/", env={"PATH": "/usr/bin:/bin", "SANDBOX_AUDIT_LOG": str(tmp_path / "audit.jsonl")})
     assert seen["first_is_init"] and seen["workload_ppid"] == 1
 
 
