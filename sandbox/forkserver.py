@@ -28,8 +28,9 @@ descriptors attached (SCM_RIGHTS); the server starts the launch's first process 
 cloned into the namespaces, or A when the caller's groups need dropping), which puts them back at
 the numbers the context uses, and answers with its pid, whether it was cloned, and a pidfd for it.
 It is the server's child, so the caller signals it and waits for its end through the pidfd, never
-by pid (the server reaps it, and a pid can be reused). The server exits when the caller closes its end or dies; each A has the server as
-parent-death signal source, so its sandbox dies with it.
+by pid (the server reaps it, and a pid can be reused). The server exits when the caller closes
+its end or dies; each first process has the server as its parent-death signal source, so its
+sandbox dies with it.
 """
 from __future__ import annotations
 

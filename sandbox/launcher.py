@@ -167,7 +167,7 @@ class Launch:
         self._channel = None
         self.child_pid: int | None = None
         self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
-        self._pidfd = -1  # A's, when the fork server forked it (A is then not our child)
+        self._pidfd = -1  # the first process's, when the fork server made it (then not our child)
         self._cloned = False  # the first process is init itself (child.spawn)
         self._in_cgroup = False  # and was cloned into the sandbox's v2 cgroup
         self._release_error: SandboxError | None = None
@@ -337,7 +337,7 @@ class Launch:
         if self._pidfd < 0:
             os.waitpid(pid, 0)
             return
-        select.select([self._pidfd], [], [])  # readable once A has exited; the server reaps it
+        select.select([self._pidfd], [], [])  # readable once it has exited; the server reaps it
         self._close(self._pidfd)
         self._pidfd = -1
 
@@ -368,8 +368,8 @@ class Launch:
     def _supervise(self, pid, idmap, cgroup, reader, go_w, placed_w, capture) -> Result:
         result = Result(exit_code=EXIT_SETUP)
         setup_deadline = time.monotonic() + SETUP_TIMEOUT
-        # A's placement starts at once, beside A's own set-up: the cgroup.procs write may wait
-        # for an RCU grace period, and this way that wait overlaps everything up to init's root.
+        # The first process's placement starts at once, beside its own set-up: a cgroup.procs
+        # write may wait for an RCU grace period, and this way the wait overlaps init's root.
         placer = _Placer(cgroup, pid, unified=not self._in_cgroup)
         try:
             return self._supervise_placed(pid, idmap, cgroup, reader, go_w, placed_w, capture, placer,
@@ -612,8 +612,8 @@ class Launch:
 
 
 class _Placer:
-    """Writes A's pid into the sandbox's cgroup in a thread (after our one fork: no thread may
-    run at fork time). join() before touching the cgroup again."""
+    """Writes the first process's pid into the sandbox's cgroup in a thread (started after the
+    fork: no thread may run at fork time). join() before touching the cgroup again."""
 
     def __init__(self, cgroup, pid: int, unified: bool = True):
         self.pid = pid
@@ -623,7 +623,7 @@ class _Placer:
             return  # cloned into its only cgroup: nothing to do
         self._done.acquire()
         # A bare thread: threading.Thread.start() waits until the thread has run, ~1 ms when
-        # the child keeps the other core busy, and that delays the id maps A is waiting for.
+        # the child keeps the other core busy, and that delayed the id maps the child waits for.
         _thread.start_new_thread(self._run, (cgroup, pid, unified))
 
     def _run(self, cgroup, pid: int, unified: bool) -> None:
