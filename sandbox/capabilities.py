@@ -39,10 +39,6 @@ def _read_last_cap() -> int:
 LAST_CAP = _read_last_cap()
 
 
-def last_cap() -> int:
-    return LAST_CAP
-
-
 def _numbers(keep: tuple[str, ...]) -> set[int]:
     return {CAPABILITY_NUMBERS[name] for name in keep}
 

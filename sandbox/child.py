@@ -169,6 +169,16 @@ def _may_clone() -> bool:
         return False
 
 
+def shed_root_groups() -> None:
+    """For a process of ours that launches as root (the CLI, the fork server): drop its own
+    supplementary groups, which no sandbox gets anyway, so that _may_clone() holds."""
+    if os.geteuid() == 0 and os.getgroups():
+        try:
+            os.setgroups([])
+        except OSError:
+            pass  # root of a user namespace that denies it: A then drops them its own way
+
+
 def _own_pidfd(above: int) -> int:
     """A pidfd of this process at a number >= above, for init to watch; -1 without pidfds."""
     try:

@@ -17,8 +17,8 @@ through a server, those are the server's. So at each launch the caller compares 
 server's (``process_state()``, read in both) and, when they differ, forks directly and says so in
 the result's warnings. Root's supplementary groups are the exception: no sandbox gets them, so a
 root server sheds its own at start (its sandboxes' init can then be cloned directly, see
-child.spawn) and they are not compared. Everything else a launch depends on is set explicitly by the child side
-(environment, umask, working directory, file descriptors, signal dispositions). The cgroup is not
+child.spawn) and they are not compared. Everything else a launch depends on is set explicitly
+by the child side (environment, umask, working directory, file descriptors, signal dispositions). The cgroup is not
 compared: A runs in the server's cgroup (the caller's) only until the caller moves it into the
 sandbox's own.
 
@@ -221,11 +221,7 @@ def serve(fd: int) -> None:
     # every object's header and copy the pages they sit in.
     gc.disable()
     gc.freeze()
-    if os.geteuid() == 0 and os.getgroups():
-        try:  # no sandbox gets root's supplementary groups; without any, init can be cloned
-            os.setgroups([])
-        except OSError:
-            pass
+    child.shed_root_groups()  # so that init can be cloned for a root caller too
     sock = socket.socket(fileno=fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop (set_wakeup_fd)

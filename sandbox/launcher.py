@@ -249,7 +249,7 @@ class Launch:
             ctx = self._context(idmap, trees, message_w, go_r, placed_r, stdio,
                                 channel_child.fileno() if channel_child else -1)
             cgprime.stop()  # no thread may be running at fork
-            pid = self._fork_intermediate(ctx, (message_r, go_w, placed_w), cgroup)
+            pid = self._start_first_process(ctx, (message_r, go_w, placed_w), cgroup)
             self.child_pid = pid
             if self._cloned:
                 # Init waits for nothing else, and every page we touch before this is a
@@ -288,7 +288,7 @@ class Launch:
         result.argv = self.argv
         return result
 
-    def _fork_intermediate(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup) -> int:
+    def _start_first_process(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup) -> int:
         """Start the launch's first process, A or (self._cloned) init itself, maybe already in
         the sandbox's v2 cgroup (self._in_cgroup): see child.spawn."""
         cgroup_fd = -1
@@ -296,11 +296,11 @@ class Launch:
             cgroup_fd = os.open(cgroup.v2.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self._owned.add(cgroup_fd)
         try:
-            return self._start_first(ctx, parent_ends, cgroup_fd)
+            return self._spawn(ctx, parent_ends, cgroup_fd)
         finally:
             self._close(cgroup_fd)
 
-    def _start_first(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup_fd: int) -> int:
+    def _spawn(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup_fd: int) -> int:
         server = self.fork_server
         if server is not None:
             from .forkserver import ForkServerError

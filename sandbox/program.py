@@ -52,11 +52,8 @@ def startup_done() -> None:
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
-    if os.geteuid() == 0 and os.getgroups():
-        try:
-            os.setgroups([])
-        except OSError:
-            pass  # root of a user namespace that denies it: the launch drops them its own way
+    from .child import shed_root_groups  # imported with the launcher by now
+    shed_root_groups()
 
 
 def _exit_status(code) -> int:
