@@ -13,6 +13,7 @@ bound host tree can never redirect a mount to a host path.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -143,6 +144,14 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
     operations += [ReadOnly(p) for p in fs.readonly_paths]
     root = None if fs.root == "tmpfs" else fs.root
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
+
+
+def with_trees(plan: MountPlan, tree_fds: dict[str, int]) -> MountPlan:
+    """The plan with each bind whose target is in tree_fds attached from that detached tree (an
+    idmapped copy the parent made) instead of its source path."""
+    operations = tuple(dataclasses.replace(op, idmap_fd=tree_fds[op.target])
+                       if isinstance(op, Bind) and op.target in tree_fds else op for op in plan.operations)
+    return dataclasses.replace(plan, operations=operations)
 
 
 def _dev_operations(devices: tuple[str, ...], shm_size: int) -> list:

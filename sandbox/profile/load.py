@@ -380,6 +380,17 @@ def _optional(convert):
     return inner
 
 
+def _grace(value: Any) -> float:
+    """A duration that may be 0 (a grace period: 0 means none), at most an hour."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc), _show(value)) from None
+    if seconds > 3600:
+        raise _Invalid("a duration from 0 to 1h", _show(value))
+    return seconds
+
+
 def _duration(value: Any) -> float:
     try:
         seconds = parse_duration(value)
@@ -556,6 +567,7 @@ _CONVERTERS = {
     "int?": _optional(lambda v: _integer(v, 1, 1 << 40)), "hostname": _hostname, "mode": _mode,
     "target": _target, "targets": lambda v: tuple(_each(_string_list(v, "paths"), _target)),
     "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
+    "duration": _grace,
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
 }
