@@ -131,7 +131,8 @@ class Launch:
     capture_output (True, "stdout" or "stderr"), max_output (bytes kept of each captured stream;
     None: no cap) and on_output_limit ("truncate": drop the rest and say so in the Result;
     "kill": end the sandbox), tty, pass_fds, forward_signals, seccomp_mode (None, "report" or
-    "learn"), fork_server, and for the OCI runtime detached and start_gate (see create()).
+    "learn"), fork_server, and for the OCI runtime detached, start_gate (see create()) and
+    cgroup_name (a name cgroups.gc() does not collect; the default is sandbox-<our pid>-<random>).
     """
 
     def __init__(self, profile: Profile | LaunchPlan, argv: list[str] | tuple[str, ...] | None = None, *,
@@ -139,7 +140,7 @@ class Launch:
                  stderr=None, capture_output=False, max_output: int | None = DEFAULT_MAX_OUTPUT,
                  on_output_limit: str = "truncate", tty: bool = False, pass_fds: tuple[int, ...] = (),
                  forward_signals: bool = True, seccomp_mode: str | None = None, fork_server=None,
-                 detached: bool = False, start_gate: int | None = None):
+                 detached: bool = False, start_gate: int | None = None, cgroup_name: str | None = None):
         if isinstance(profile, LaunchPlan):
             plan = profile.replace(argv=tuple(argv)) if argv else profile
         else:
@@ -158,8 +159,10 @@ class Launch:
             raise ValueError(f"seccomp_mode must be None, 'report' or 'learn', not {seccomp_mode!r}")
         if seccomp_mode == "report" and plan.seccomp is None:
             seccomp_mode = None  # nothing is denied, so nothing to report
-        if detached and (seccomp_mode or capture_output or fork_server is not None or start_gate is None):
-            raise ValueError("a detached launch needs a start gate, and has nobody to report to or capture for")
+        if detached and (seccomp_mode or capture_output or fork_server is not None or start_gate is None
+                         or cgroup_name is None):
+            raise ValueError("a detached launch needs a start gate and a cgroup name of its own, and has "
+                             "nobody to report to or capture for")
         self.timeout = timeout if timeout is not None else plan.timeout
         self.kill_after = kill_after if kill_after is not None else plan.kill_after
         self.capture_output = capture_output
@@ -173,6 +176,9 @@ class Launch:
         self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
         self.detached = detached
         self.start_gate = start_gate
+        # A detached sandbox outlives its creator: its cgroup needs a name that cgroups.gc(),
+        # which collects sandbox-<dead launcher pid>-* cgroups, leaves alone.
+        self.cgroup_name = cgroup_name
         self.status = "new"  # new -> created -> running -> stopped -> deleted
         self.recorded: list = []
         self.warnings: list[str] = []
@@ -320,7 +326,7 @@ class Launch:
         from . import cgroups
         plan = self.plan
         cgroups.gc()
-        self._cgroup = cgroup = cgroups.create(plan.cgroup_limits)
+        self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
         self.warnings += list(getattr(cgroup, "warnings", ()))
         self._trees = trees = _IdmappedTrees()
         if self.profile is not None and plan.id_map is not None:
