@@ -254,12 +254,26 @@ def import_(kind, file, output, base):
         _warn(f"not imported: {note}")
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
-@click.option("--format", "fmt", type=click.Choice(["docker-seccomp"]), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
-def export(profile, fmt, output):
-    """Write PROFILE's policy in another tool's format."""
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--format", "fmt", type=click.Choice(["docker-seccomp", "oci", "kubernetes", "systemd"]),
+              required=True, help="docker-seccomp: the policy as JSON; oci: a bundle (config.json, rootfs/); "
+              "kubernetes: Pod, NetworkPolicy, RuntimeClass and seccomp JSON; systemd: a .service unit.")
+@click.option("-o", "--output", type=click.Path(), help="A file (docker-seccomp; default stdout) or a new "
+              "directory (the other formats).")
+@click.option("--rootless", is_flag=True, help="oci, systemd: for a runtime run by an unprivileged user "
+              "(maps its uid, as `runc spec --rootless`).")
+@click.option("--compat", type=click.Choice(["runc-1.1"]), help="oci: leave out what this runtime refuses.")
+@click.option("--image", metavar="IMAGE", help="kubernetes: the container image.")
+def export(profile, command, fmt, output, rootless, compat, image):
+    """Write PROFILE in another tool's format (COMMAND after `--` replaces the profile's).
+
+    What the target cannot express is listed as warnings on stderr (docs/oci.md)."""
+    if fmt != "docker-seccomp":
+        from .export.cli import export_command
+        export_command(profile, list(command), fmt, output, rootless=rootless, compat=compat, image=image)
+        return
     from .api import load_profile
     from .errors import SandboxError
     from .seccomp import export_docker
