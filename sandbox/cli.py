@@ -233,12 +233,17 @@ def _write_or_print(text: str, output: str | None) -> None:
 
 
 @main.command("import")
-@click.argument("kind", type=click.Choice(["docker-seccomp"]))
+@click.argument("kind", type=click.Choice(["docker-seccomp", "oci"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the profile here (default: stdout).")
 @click.option("--base", default="untrusted", show_default=True, help="Profile the new one extends.")
 def import_(kind, file, output, base):
-    """Turn a Docker/OCI seccomp JSON profile into a sandbox profile."""
+    """Turn a Docker/OCI seccomp JSON profile (docker-seccomp), or an OCI bundle's config.json (oci),
+    into a sandbox profile. What a profile cannot express is listed as warnings on stderr."""
+    if kind == "oci":
+        from .export.cli import import_oci_command
+        import_oci_command(file, output)
+        return
     import tomli_w
     from .seccomp import import_docker, policy_to_profile_toml
     skipped: list = []

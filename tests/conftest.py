@@ -48,6 +48,8 @@ def machine() -> dict[str, bool]:
         "bwrap": shutil.which("bwrap") is not None,
         "system_python": os.path.exists("/usr/bin/python3"),
         "gcc": os.path.exists("/usr/bin/gcc"),
+        "runc": shutil.which("runc") is not None,
+        "systemd_analyze": shutil.which("systemd-analyze") is not None,
     }
     facts["rootless"] = facts["root"] and facts["setpriv"] and facts["userns"]
     return facts
@@ -59,6 +61,8 @@ REASONS = {
     "cgroup_v1": "no cgroup v1 hierarchies on this machine", "cgroup_v2": "no cgroup v2 hierarchy on this machine",
     "setpriv": "setpriv (util-linux) is not installed", "bwrap": "bubblewrap is not installed",
     "system_python": "/usr/bin/python3 is not installed", "gcc": "gcc is not installed",
+    "runc": "runc is not installed (scripts/setup installs it)",
+    "systemd_analyze": "systemd-analyze is not installed (Debian's systemd package; scripts/setup installs it)",
     "rootless": "rootless tests need root (to switch to uid 65534 with setpriv) and user namespaces",
 }
 

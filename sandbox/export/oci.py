@@ -102,7 +102,14 @@ def _device_entry(name: str, warnings: Warnings) -> dict | None:
             "fileMode": stat.S_IMODE(info.st_mode), "uid": 0, "gid": 0}
 
 
-def _rlimits(profile: Profile) -> list[dict]:
+def _rlimits(profile: Profile, warnings: Warnings) -> list[dict]:
+    import resource
+    from ..rlimits import RLIMITS
+    for name, _, hard in profile.limits.rlimits:
+        current = resource.getrlimit(RLIMITS[name])[1]
+        if current != resource.RLIM_INFINITY and (hard == -1 or hard > current):
+            warnings.add("limits.rlimits", f"{name}: hard limit {'unlimited' if hard == -1 else hard} is above "
+                         f"this machine's {current}: runc refuses to raise it (the launcher clamps it)")
     return [{"type": f"RLIMIT_{name.upper()}", "soft": RLIM_INFINITY if soft == -1 else soft,
              "hard": RLIM_INFINITY if hard == -1 else hard} for name, soft, hard in profile.limits.rlimits]
 
@@ -220,7 +227,8 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
     out[f"{p}filesystem"] = js({
         "root_size": profile.filesystem.root_size, "devices": list(profile.filesystem.devices),
         "dev_shm_size": profile.filesystem.dev_shm_size,
-        "mounts": {m.target: {"optional": m.optional, "idmap": m.idmap} for m in profile.filesystem.mounts}})
+        # In the profile's order (the config lists mounts parents first): lint names them by index.
+        "mounts": [{"target": m.target, "optional": m.optional, "idmap": m.idmap} for m in profile.filesystem.mounts]})
     if profile.seccomp is not None:
         out[f"{p}seccomp"] = js({"digest": seccomp_digest(seccomp), "policy": to_toml_dict(profile.seccomp,
                                                                                           inline=True)})
@@ -380,7 +388,7 @@ def oci_config(profile: Profile, argv=None, *, rootless: bool = False, compat: s
         "cwd": profile.process.cwd,
         "capabilities": {name: caps for name in ("bounding", "effective", "permitted", "inheritable",
                                                  "ambient")},
-        "rlimits": _rlimits(profile), "noNewPrivileges": True,
+        "rlimits": _rlimits(profile, warnings), "noNewPrivileges": True,
     }
     seccomp = seccomp_section(profile.seccomp, warnings)
     if profile.seccomp is None:

@@ -116,20 +116,12 @@ def verify_bundle(profile: Profile, runtime: list[str], *, compat: str | None = 
             process = subprocess.Popen([*runtime, "--root", state, "run", "--bundle", bundle, cid],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-            def feed():
-                try:
-                    process.stdin.write(PROBE_SOURCE.read_bytes())
-                    process.stdin.close()
-                except OSError:
-                    pass
-            feeder = threading.Thread(target=feed, daemon=True)
-            feeder.start()
             outside: list = []
             inspector = threading.Thread(target=lambda: outside.extend(
                 _inspect(runtime, state, cid, process, context, probe)), daemon=True)
             inspector.start()
             try:
-                stdout, stderr = process.communicate(timeout=PROBE_TIMEOUT)
+                stdout, stderr = process.communicate(PROBE_SOURCE.read_bytes(), timeout=PROBE_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 stdout, stderr = process.communicate()
