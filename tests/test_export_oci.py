@@ -318,3 +318,25 @@ def test_cli_import_oci(sandbox_cli, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     done = sandbox_cli("import", "oci", str(tmp_path / "bad.json"))
     assert done.returncode == 125 and "process object" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_rootless_bundle_runs_under_rootless_runc(world_dir):
+    """Exported and run by an unprivileged user. This machine's cgroups are v1 without delegation,
+    where rootless runc cannot apply limits at all (on cgroup v2 with a delegated subtree it can):
+    the limits are taken out of the config for this run, everything else is as exported."""
+    require("rootless", "runc", "seccomp", "system_python")
+    os.chown(world_dir, 65534, 65534)
+    bundle = world_dir / "b"
+    script = "cat /proc/self/uid_map; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; touch /x"
+    done = as_nobody([sys.executable, "-m", "sandbox", "export", "untrusted", "--format", "oci", "--rootless",
+                      "--compat", "runc-1.1", "-o", str(bundle), "--", "/bin/sh", "-c", script], cwd="/tmp")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((bundle / "config.json").read_text())
+    del config["linux"]["resources"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    ran = as_nobody(["runc", "--root", str(world_dir / "state"), "run", "--bundle", str(bundle), "t"],
+                    env={"XDG_RUNTIME_DIR": str(world_dir), "PATH": os.environ["PATH"]},
+                    stdin=subprocess.DEVNULL, timeout=60)
+    assert ran.stdout.split()[:3] == ["0", "65534", "1"], ran.stdout + ran.stderr
+    assert "CapEff:\t0000000000000000" in ran.stdout and "NoNewPrivs:\t1" in ran.stdout
+    assert "Seccomp:\t2" in ran.stdout and "Read-only file system" in ran.stderr
