@@ -340,3 +340,53 @@ def test_rootless_bundle_runs_under_rootless_runc(world_dir):
     assert ran.stdout.split()[:3] == ["0", "65534", "1"], ran.stdout + ran.stderr
     assert "CapEff:\t0000000000000000" in ran.stdout and "NoNewPrivs:\t1" in ran.stdout
     assert "Seccomp:\t2" in ran.stdout and "Read-only file system" in ran.stderr
+
+
+# ---------------------------------------------------------------- attacks on export and import
+
+
+def test_import_refuses_a_mapping_to_host_root(tmp_path):
+    bundle = tmp_path / "bundle"
+    write_bundle(sandbox.load_profile("untrusted"), str(bundle))
+    config = json.loads((bundle / "config.json").read_text())
+    for key in ("uidMappings", "gidMappings"):
+        config["linux"][key] = [{"containerID": 0, "hostID": 0, "size": 1}]
+    config["annotations"] = {}
+    (bundle / "config.json").write_text(json.dumps(config))
+    from sandbox.export.oci_import import ImportError_
+    with pytest.raises(ImportError_, match="host root"):
+        import_oci(str(bundle / "config.json"))
+
+
+def test_import_never_reads_through_a_symlink_in_rootfs(tmp_path):
+    """A bundle's rootfs/etc/passwd that links to a root-only host file stays a link inside the
+    sandbox: an import run by root must not copy the host file's content into the profile."""
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    os.chmod(secret, 0o600)
+    bundle = tmp_path / "bundle"
+    write_bundle(sandbox.load_profile("untrusted"), str(bundle))
+    passwd = bundle / "rootfs" / "etc" / "passwd"
+    passwd.unlink()
+    passwd.symlink_to(secret)
+    text, warnings, _ = import_oci(str(bundle / "config.json"))
+    assert "host secret" not in text
+    profile = profile_from_dict(__import__("tomllib").loads(text))
+    assert any(s.target == "/etc/passwd" and s.points_to == str(secret) for s in profile.filesystem.symlinks)
+
+
+def test_export_never_writes_through_a_directory_someone_else_controls(world_dir):
+    """An export by root into a directory another user owns (or a symlink to one) could be
+    redirected by swapping entries for symlinks: refused, nothing written."""
+    require("root")
+    foreign = world_dir / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)
+    with pytest.raises(ExportError, match="belongs to uid 65534"):
+        write_bundle(sandbox.load_profile("untrusted"), str(foreign))
+    target = world_dir / "elsewhere"
+    target.mkdir()
+    (world_dir / "link").symlink_to(target)
+    with pytest.raises(ExportError, match="symlink"):
+        write_bundle(sandbox.load_profile("untrusted"), str(world_dir / "link"))
+    assert not os.listdir(foreign) and not os.listdir(target)

@@ -16,6 +16,32 @@ class ExportError(ValueError):
     """The profile cannot be exported to this target at all (one line: what and why)."""
 
 
+def prepare_output(directory: str) -> None:
+    """Make `directory` for an export, or accept an existing one that is empty, a real directory
+    (not a symlink) and this user's: a directory someone else controls could have entries swapped
+    for symlinks while we write, and an export by root would then write wherever they point."""
+    import os
+    if os.path.islink(directory):
+        raise ExportError(f"{directory} is a symlink: export into a new directory")
+    if os.path.exists(directory):
+        info = os.stat(directory)
+        if info.st_uid != os.geteuid():
+            raise ExportError(f"{directory} belongs to uid {info.st_uid}, not to this user: export into a new "
+                              "directory")
+        if os.listdir(directory):
+            raise ExportError(f"{directory} exists and is not empty: export into a new directory")
+    else:
+        os.makedirs(directory, mode=0o755)
+
+
+def write_file(path: str, text: str) -> None:
+    """Create a new file (never through a symlink, never over an existing file)."""
+    import os
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 class Warnings:
     """What a translation could not carry over, in the order found, without repeats."""
 

@@ -21,7 +21,7 @@ import re
 import shutil
 
 from ..profile.model import DEFAULT_DEVICES, Profile
-from . import ExportError, Warnings
+from . import ExportError, Warnings, prepare_output, write_file
 from .oci import env_list
 
 RUNTIME_CLASS = "sandbox"
@@ -224,15 +224,10 @@ def manifests(profile: Profile, argv=None, *, image: str | None = None) -> tuple
 
 def write_manifests(profile: Profile, directory: str, argv=None, *, image: str | None = None) -> list[str]:
     files, warnings = manifests(profile, argv, image=image)
-    if os.path.isdir(directory) and os.listdir(directory):
-        raise ExportError(f"{directory} exists and is not empty: export into a new directory")
+    prepare_output(directory)
     for relative, document in files.items():
         path = os.path.join(directory, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            if isinstance(document, str):
-                handle.write(document)
-            else:
-                json.dump(document, handle, indent=2)
-                handle.write("\n")
+        if not os.path.isdir(os.path.dirname(path)):
+            os.mkdir(os.path.dirname(path), 0o755)
+        write_file(path, document if isinstance(document, str) else json.dumps(document, indent=2) + "\n")
     return warnings

@@ -35,7 +35,7 @@ import stat
 
 from .. import mounts
 from ..profile.model import DEFAULT_DEVICES, NOBODY, Profile
-from . import ExportError, Warnings
+from . import ExportError, Warnings, prepare_output, write_file
 
 OCI_VERSION = "1.0.2"  # runc 1.1 and crun accept it; nothing below needs a later version
 ANNOTATION_PREFIX = "sandbox."
@@ -411,7 +411,7 @@ def oci_config(profile: Profile, argv=None, *, rootless: bool = False, compat: s
 
 def write_layout(root: str, layout: list) -> None:
     """Create the rootfs entries (parents first; nothing outside `root`, no symlink followed)."""
-    os.makedirs(root, mode=0o755, exist_ok=True)
+    os.mkdir(root, 0o755)  # new: never an existing directory or a symlink
     os.chmod(root, 0o755)
     for kind, path, value, mode in sorted(layout, key=lambda item: item[1].count("/")):
         full = os.path.join(root, path.lstrip("/"))
@@ -451,19 +451,8 @@ def write_bundle(profile: Profile, directory: str, argv=None, *, rootless: bool 
     """Write DIR/config.json and DIR/rootfs; returns the warnings."""
     warnings = Warnings()
     config, layout = oci_config(profile, argv, rootless=rootless, compat=compat, warnings=warnings)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    prepare_output(directory)
     if config["root"]["path"] == "rootfs":
-        rootfs = os.path.join(directory, "rootfs")
-        if os.path.isdir(rootfs) and os.listdir(rootfs):
-            raise ExportError(f"{rootfs} exists and is not empty: export into a new directory")
-        write_layout(rootfs, layout)
-    _write_json(os.path.join(directory, "config.json"), config)
+        write_layout(os.path.join(directory, "rootfs"), layout)
+    write_file(os.path.join(directory, "config.json"), json.dumps(config, indent=2) + "\n")
     return list(warnings)
-
-
-def _write_json(path: str, document) -> None:
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    os.replace(temporary, path)

@@ -77,10 +77,15 @@ def _scan_rootfs(rootfs: str, mount_points: set[str], warnings: Warnings) -> tup
                     continue
                 if info.st_size > MAX_LAYOUT_FILE:
                     return None
-                try:
-                    with open(full, encoding="utf-8") as handle:
-                        content = handle.read()
+                try:  # O_NOFOLLOW: a file swapped for a link to a host file is never read through
+                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                    with os.fdopen(fd, encoding="utf-8") as handle:
+                        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                            return None
+                        content = handle.read(MAX_LAYOUT_FILE + 1)
                 except (UnicodeDecodeError, OSError):
+                    return None
+                if len(content) > MAX_LAYOUT_FILE:
                     return None
                 files.append({"target": inside, "content": content, "mode": f"{stat.S_IMODE(info.st_mode):04o}"})
             elif not stat.S_ISDIR(info.st_mode):

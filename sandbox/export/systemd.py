@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
-from . import ExportError, Warnings
+from . import Warnings, prepare_output, write_file
 from .oci import oci_config, write_layout
 
 _AF_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET", 4: "AF_IPX",
@@ -289,17 +289,14 @@ def unit_text(profile: Profile, argv=None, *, root_directory: str, rootless: boo
 
 def write_unit(profile: Profile, directory: str, argv=None, *, rootless: bool = False) -> list[str]:
     from .kubernetes import dns_name
-    if os.path.isdir(directory) and os.listdir(directory):
-        raise ExportError(f"{directory} exists and is not empty: export into a new directory")
     warnings = Warnings()
     root = os.path.abspath(os.path.join(directory, "rootfs"))
     text, layout = unit_text(profile, argv, root_directory=root, rootless=rootless, warnings=warnings)
-    os.makedirs(directory, exist_ok=True)
+    prepare_output(directory)
     if profile.filesystem.root == "tmpfs":
         write_layout(root, layout)
     else:
         text = text.replace(f"RootDirectory={root}", f"RootDirectory={profile.filesystem.root}")
-    with open(os.path.join(directory, f"{dns_name(profile.name or 'sandbox')}.service"), "w") as handle:
-        handle.write(text)
+    write_file(os.path.join(directory, f"{dns_name(profile.name or 'sandbox')}.service"), text)
     return list(warnings)
 
