@@ -279,6 +279,9 @@ def export(profile, command, fmt, output, rootless, compat, image):
         from .export.cli import export_command
         export_command(profile, list(command), fmt, output, rootless=rootless, compat=compat, image=image)
         return
+    if command or rootless or compat or image:
+        raise click.UsageError("--format docker-seccomp writes the policy alone: no command, --rootless, "
+                               "--compat or --image")
     from .api import load_profile
     from .errors import SandboxError
     from .seccomp import export_docker

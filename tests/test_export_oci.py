@@ -390,3 +390,16 @@ def test_export_never_writes_through_a_directory_someone_else_controls(world_dir
     with pytest.raises(ExportError, match="symlink"):
         write_bundle(sandbox.load_profile("untrusted"), str(world_dir / "link"))
     assert not os.listdir(foreign) and not os.listdir(target)
+
+
+def test_host_directory_root_and_sys(world_dir):
+    root = world_dir / "root"
+    for sub in ("usr", "proc", "dev", "tmp", "sys"):
+        (root / sub).mkdir(parents=True)
+    profile = profile_from_dict({"extends": "untrusted", "filesystem": {"root": str(root), "sys": True,
+                                                                        "mounts": [], "symlinks": [], "files": []}})
+    config, layout, warnings = _config(profile)
+    assert config["root"] == {"path": str(root), "readonly": True} and layout == []
+    sys_mount = _mount(config, "/sys")
+    assert sys_mount["type"] == "bind" and {"ro", "nosuid", "nodev", "noexec"} <= set(sys_mount["options"])
+    assert "/sys/firmware" in config["linux"]["maskedPaths"]
