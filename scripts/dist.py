@@ -34,6 +34,10 @@ _IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.pyc", "*.eg
 _STAMP = ".sandbox-dist-sources"
 
 
+class DistError(RuntimeError):
+    """A build or install step failed; the message has its output."""
+
+
 def source_digest(root: Path = ROOT) -> str:
     """A digest of every file that goes into the sdist: a different digest means a new wheel."""
     digest = hashlib.sha256()
@@ -51,7 +55,7 @@ def _hook(hook: str, source: Path, outdir: Path) -> Path:
     code = f"from setuptools import build_meta; print(build_meta.{hook}({str(outdir)!r}))"
     done = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"scripts/dist.py: {hook} failed in {source}:\n{done.stdout}{done.stderr}")
+        raise DistError(f"{hook} failed in {source}:\n{done.stdout}{done.stderr}")
     return outdir / done.stdout.strip().splitlines()[-1]
 
 
@@ -87,7 +91,7 @@ def _pip(*args: str, python: str | None = None) -> None:
         argv += ["--python", python]  # pip of this environment working on another one
     done = subprocess.run(argv + list(args), capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"scripts/dist.py: pip {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        raise DistError(f"pip {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
 
 
 def install(venv: Path, wheels: Path, python: str = sys.executable) -> Path:
@@ -96,6 +100,8 @@ def install(venv: Path, wheels: Path, python: str = sys.executable) -> Path:
     The venv has no pip of its own (Debian's python3 may lack ensurepip): this environment's pip
     installs into it."""
     if venv.exists():
+        if not (venv / "pyvenv.cfg").is_file():
+            raise DistError(f"{venv} exists and is not a venv: not replacing it")
         shutil.rmtree(venv)
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
     _pip("install", "--no-index", "--find-links", str(wheels), "sandbox", python=str(venv / "bin" / "python"))
@@ -104,10 +110,23 @@ def install(venv: Path, wheels: Path, python: str = sys.executable) -> Path:
 
 def venv(path: Path, python: str = sys.executable, root: Path = ROOT) -> Path:
     """`path` holding the current sources' wheel: rebuilt only when the sources changed."""
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)  # one builder at a time (demo and bench)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _venv(path, python, root)
+    finally:
+        os.close(lock)
+
+
+def _venv(path: Path, python: str, root: Path) -> Path:
     digest = source_digest(root)
     stamp = path / _STAMP
     if stamp.exists() and stamp.read_text().strip() == digest and (path / "bin" / "sandbox").exists():
         return path / "bin" / "sandbox"
+    if path.exists() and not (path / "pyvenv.cfg").is_file():
+        raise DistError(f"{path} exists and is not a venv: not replacing it")
     print(f"scripts/dist.py: building the wheel and installing it into {path} (the sources changed)",
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="sandbox-dist-") as tmp:
@@ -126,11 +145,14 @@ def main() -> None:
     p_venv.add_argument("path", type=Path)
     p_venv.add_argument("--python", default=sys.executable, help="the interpreter the venv is made from")
     args = parser.parse_args()
-    if args.command == "build":
-        for path in build(args.outdir.resolve()):
-            print(path)
-    else:
-        print(venv(args.path.resolve(), args.python))
+    try:
+        if args.command == "build":
+            for path in build(args.outdir.resolve()):
+                print(path)
+        else:
+            print(venv(args.path.resolve(), args.python))
+    except DistError as exc:
+        raise SystemExit(f"scripts/dist.py: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -155,9 +155,7 @@ def no_leaks(request, tmp_path_factory, monkeypatch):
 @pytest.fixture
 def world_dir():
     """A scratch directory uid 65534 can traverse (pytest's tmp_path is root-only)."""
-    import tempfile
-    path = Path(tempfile.mkdtemp(prefix="sbxtest-", dir="/tmp"))
-    os.chmod(path, 0o755)
+    path = shared_tempdir("sbxtest-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -293,7 +291,7 @@ def shared_tempdir(prefix: str) -> Path:
     pytest.fail("no temporary directory that uid 65534 can enter (tried $TMPDIR, /tmp, /var/tmp, /dev/shm)")
 
 
-def _interpreter_facts(python: str, nobody: bool) -> tuple | None:
+def _interpreter_facts(python: str, nobody: bool) -> str | None:
     # Through env: setpriv itself execs with root's capabilities still in effect, so it could start
     # an interpreter that uid 65534 cannot reach (which then runs on another libpython it finds).
     argv = ["/usr/bin/env", python, "-I", "-c", "import sys; print(sys.version_info[:2], sys.prefix)"]
@@ -302,7 +300,7 @@ def _interpreter_facts(python: str, nobody: bool) -> tuple | None:
                               cwd="/", timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (done.stdout.strip(),) if done.returncode == 0 else None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _interpreters() -> list[str]:

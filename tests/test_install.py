@@ -134,3 +134,19 @@ def test_the_installed_probe_runs_alone_with_the_system_python(installed, tmp_pa
     assert done.returncode == (1 if report["summary"]["failed"] else 0)
     by_id = {r["id"]: r["status"] for r in report["results"]}
     assert by_id["ns.pid"] == "FAIL"  # on the host, in the initial pid namespace: it does look
+
+
+def test_a_profiles_directory_of_another_distribution_is_not_ours(installed, elsewhere):
+    """site-packages/profiles (beside the installed package) belongs to whoever put it there."""
+    done = _run([installed.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], elsewhere)
+    foreign = Path(done.stdout.strip()) / "profiles"
+    assert str(foreign).startswith(str(installed.venv)) and not foreign.exists()
+    foreign.mkdir()
+    try:
+        (foreign / "untrusted.toml").write_text('description = "not ours"\n[namespaces]\nnetwork = false\n')
+        (foreign / "foreign.toml").write_text('description = "not ours"\n')
+        done = _run([installed.sandbox, "profiles"], elsewhere)
+        assert done.returncode == 0 and "not ours" not in done.stdout, done.stdout
+        assert "foreign" not in done.stdout
+    finally:
+        shutil.rmtree(foreign)
