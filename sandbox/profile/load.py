@@ -46,9 +46,16 @@ VARIABLES_DOC = {
 
 def _profile_dirs() -> list[str]:
     dirs = [p for p in os.environ.get("SANDBOX_PROFILE_PATH", "").split(":") if p]
+    dirs += [os.path.join(os.path.expanduser("~"), ".config/sandbox/profiles"), "/etc/sandbox/profiles"]
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # .../sandbox
-    dirs += [os.path.join(os.path.expanduser("~"), ".config/sandbox/profiles"), "/etc/sandbox/profiles",
-             os.path.join(os.path.dirname(package), "profiles"), os.path.join(package, "builtin_profiles")]
+    shipped = os.path.join(package, "builtin_profiles")  # an install: the wheel maps profiles/ here
+    if os.path.isdir(shipped):
+        dirs.append(shipped)
+    elif os.path.isfile(os.path.join(os.path.dirname(package), "pyproject.toml")):
+        # A source checkout (editable install, or run from the tree): profiles/ is the source, so an
+        # edit shows at once. Only beside a pyproject.toml: an installed package's parent is
+        # site-packages, where a "profiles" directory would belong to some other distribution.
+        dirs.append(os.path.join(os.path.dirname(package), "profiles"))
     return dirs
 
 
