@@ -82,6 +82,7 @@ class ChildContext:
     channel_fd: int = -1  # unix socket to pass fds to the parent: b"T" pty master, b"L" seccomp listener
     gate_fd: int = -1  # the start gate: the workload execs once one byte can be read from it
     detached: bool = False  # the launcher leaves after "created" (OCI runtime): no parent-death signal
+    faults: tuple = ()  # tests only: (step, errno) pairs from sandbox.faults, made to fail
 
 
 class _StepFailed(Exception):
@@ -99,9 +100,9 @@ class step:
         self._ctx, self._name = ctx, name
 
     def __enter__(self) -> None:
-        if faults.INJECTED:  # tests only (sandbox/faults.py): this step fails as the kernel would
+        if self._ctx.faults:  # tests only (sandbox/faults.py): this step fails as the kernel would
             try:
-                faults.fail_if_injected(self._name)
+                faults.fail_if_injected(self._name, self._ctx.faults)
             except OSError as exc:
                 self.__exit__(OSError, exc, None)  # reports it and raises _StepFailed
 
@@ -338,7 +339,7 @@ def run_init(ctx: ChildContext):
         if ctx.plan is not None:
             with step(ctx, "mount"):
                 try:
-                    mounts.enter_new_root(ctx.plan)
+                    mounts.enter_new_root(ctx.plan, ctx.faults)
                 except mounts.MountError as exc:
                     _report(ctx, "mount", exc.errno or 0, exc.strerror or str(exc))
                     raise _StepFailed from None
