@@ -184,11 +184,9 @@ def test_a_launcher_killed_at_any_point_takes_its_sandbox_along(point, via):
     assert proc.returncode == -signal.SIGKILL, stderr
     assert wait_until(lambda: not processes_with(marker) and not _in_cgroup_of(proc.pid), 10), \
         (processes_with(marker), _in_cgroup_of(proc.pid))
-    removed = cgroups.gc()
+    cgroups.gc()  # (or any other launch's: each collects what dead launchers left)
     left = [path for path in cgroups.leaked() if f"sandbox-{proc.pid}-" in path]
     assert not left, left
-    if point != "cgroup created":
-        assert any(f"sandbox-{proc.pid}-" in path for path in removed)
     with open("/proc/self/mountinfo") as handle:
         assert marker not in handle.read()
 

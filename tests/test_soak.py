@@ -42,11 +42,11 @@ def _rss_kib() -> int:
 
 
 def _mounts() -> set[str]:
-    """Host mounts a launch could leak (its staging and new roots live in its own namespace):
-    other test runs on this machine mount and unmount their own things meanwhile."""
+    """Host mounts a launch could leak: its staging tmpfs (/tmp inside its own namespace), the
+    new and old roots. Other test runs on this machine mount their own things meanwhile."""
     with open("/proc/self/mountinfo") as handle:
         points = {line.split()[4] for line in handle}
-    return {p for p in points if p.startswith(("/tmp", "/newroot", "/oldroot"))}
+    return {p for p in points if p in ("/tmp", "/newroot", "/oldroot") or p.startswith(("/newroot/", "/oldroot/"))}
 
 
 def _zombies() -> list[int]:
