@@ -60,7 +60,8 @@ def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None) ->
         table.setdefault("limits", {})["timeout"] = timeout
     if network:
         table["network"] = {"mode": network}
-        table.setdefault("namespaces", {})["network"] = network == "none"
+        if network != "host":  # host needs nothing more (namespaces.creates_network_namespace)
+            table.setdefault("namespaces", {})["network"] = True
     return table
 
 

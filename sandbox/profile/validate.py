@@ -68,9 +68,10 @@ def check_required_limits(profile: Profile, file: str) -> Iterator[Problem]:
 
 def check_namespace_consistency(profile: Profile, file: str) -> Iterator[Problem]:
     ns, fs = profile.namespaces, profile.filesystem
-    if profile.network.mode == "none" and not ns.network:
-        yield Problem(file, "namespaces.network", "true when network.mode is 'none'", "false",
-                      "set network.mode = \"host\" to share the host network")
+    if profile.network.mode != "host" and not ns.network:
+        # A network mode other than "host" lives in a namespace of its own (namespaces.py).
+        yield Problem(file, "namespaces.network", f"true when network.mode is '{profile.network.mode}'",
+                      "false", "set network.mode = \"host\" to share the host network")
     if not ns.mount and (fs.mounts or fs.tmpfs or fs.files or fs.symlinks or fs.root != "tmpfs"):
         yield Problem(file, "namespaces.mount", "true when [filesystem] builds a root", "false")
     if fs.proc and not ns.pid and ns.mount:

@@ -30,15 +30,17 @@ PROBE_TIMEOUT = 120.0
 
 
 def expectations(profile: Profile, cgroup_limits: bool = True) -> dict:
-    from .. import mounts
+    from .. import mounts, namespaces
     ns, fs = profile.namespaces, profile.filesystem
     plan = mounts.build_plan(profile) if ns.mount else None
     mount_targets = sorted({op.target for op in (plan.operations if plan else ())
                             if not isinstance(op, (mounts.Symlink, mounts.File))})
+    new_net = namespaces.creates_network_namespace(ns, profile.network.mode)
     return {
-        "namespaces": {"pid": ns.pid, "net": ns.network, "mnt": ns.mount, "user": ns.user, "uts": ns.uts,
+        "namespaces": {"pid": ns.pid, "net": new_net, "mnt": ns.mount, "user": ns.user, "uts": ns.uts,
                        "ipc": ns.ipc, "cgroup": ns.cgroup, "time": ns.time},
-        "network": "none" if profile.network.mode == "none" else "host",
+        # The probe's words: "private" is a namespace of its own with more than loopback in it.
+        "network": "host" if not new_net else "none" if profile.network.mode == "none" else "private",
         "capabilities": list(profile.capabilities.keep),
         "seccomp": profile.seccomp is not None,
         "no_new_privs": True,
