@@ -239,18 +239,38 @@ def _write_or_print(text: str, output: str | None) -> None:
 def import_(kind, file, output, base):
     """Turn a Docker/OCI seccomp JSON profile into a sandbox profile."""
     import tomli_w
+    from .lint import seccomp_findings
     from .seccomp import import_docker, policy_to_profile_toml
-    skipped: list = []
+    reasons: dict = {}
     try:
-        policy = import_docker(file, skipped=skipped)
+        policy = import_docker(file, reasons=reasons)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.UsageError(f"{file}: not a Docker seccomp profile: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"{file}: not a Docker seccomp profile: invalid JSON: {exc}") from None
     document = {"name": os.path.splitext(os.path.basename(output or file))[0],
                 "description": f"Imported from {os.path.basename(file)} (Docker seccomp)"}
     document.update(policy_to_profile_toml(policy, base=base))
     _write_or_print(tomli_w.dumps(document), output)
-    for note in skipped:
-        _warn(f"not imported: {note}")
+    by_reason: dict = {}
+    for name, why in reasons.items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        _warn(f"not imported: {', '.join(names)}: {why}")
+    _print_widenings(seccomp_findings(policy))
+
+
+def _print_widenings(findings) -> None:
+    """What `sandbox lint` says about a policy's widenings, on stderr (stdout may hold the profile)."""
+    from .cli_run import echo
+    if not findings:
+        echo("sandbox: the policy allows nothing the default policy denies")
+        return
+    counts = {s: sum(f.severity == s for f in findings) for s in ("danger", "warning")}
+    echo(f"sandbox: the policy allows more than the default policy ({counts['danger']} danger, "
+         f"{counts['warning']} warnings; `sandbox lint` reports the same):")
+    for finding in findings:
+        echo(f"sandbox:   {finding}")
 
 
 @main.command()

@@ -131,12 +131,14 @@ def _load(data) -> dict:
 
 
 def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = None,
-                  name: str = "docker", skipped: list | None = None) -> SeccompPolicy:
+                  name: str = "docker", skipped: list | None = None,
+                  reasons: dict | None = None) -> SeccompPolicy:
     """A SeccompPolicy equivalent to what Docker would load for ``data``.
 
     ``caps`` is the container's capability set (default: none kept). ``kernel``
     overrides the running kernel's release for minKernel checks. Names libseccomp
-    does not know are appended to ``skipped``.
+    does not know are appended to ``skipped``, and ``reasons`` maps each to why
+    (and what the imported policy does with such a call instead).
     """
     data = _load(data)
     kernel = kernel or os.uname().release
@@ -149,8 +151,12 @@ def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = N
             continue
         names = list(entry.get("names") or ()) + ([entry["name"]] if entry.get("name") else [])
         known = tuple(n for n in names if _syscalls.is_known(n))
+        unknown = [n for n in names if n not in known]
         if skipped is not None:
-            skipped.extend(n for n in names if n not in known)
+            skipped.extend(unknown)
+        if reasons is not None:
+            for n in unknown:
+                reasons[n] = _unknown_reason(n, default)
         if not known:
             continue
         action = _action(entry.get("action", ""), entry.get("errnoRet"))
@@ -163,6 +169,18 @@ def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = N
             rules.append(Rule(known, action, tuple(conditions), comment))
     mode = "denylist" if default.kind in ("allow", "log") else "allowlist"
     return SeccompPolicy(mode, default, tuple(rules), _architectures(data), name)
+
+
+def _unknown_reason(name: str, default: Action) -> str:
+    """Why a name could not be imported, and what the policy does with the call instead."""
+    version = _syscalls.libseccomp_version()
+    if default.kind in ("allow", "log"):
+        outcome = f"such calls get the default action, {default}"
+    else:
+        outcome = (f"calls numbered above {_syscalls.max_known_number()} (newer than libseccomp) get "
+                   "ENOSYS from this allowlist, so programs fall back to older calls")
+    return (f"unknown to libseccomp {version} (newer than it, or not a system call on this "
+            f"architecture), so no rule can name it, and Docker skips it too; {outcome}")
 
 
 def _docker_action(action: Action) -> dict:
