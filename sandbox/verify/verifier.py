@@ -145,10 +145,43 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
     except ValueError:
         inside = []
     if not inside:
-        raise SetupError("verify", 0, f"the probe did not report (exit {result.exit_code}, its errors are "
-                                      "above); the profile needs python3 inside (e.g. /usr bound)")
+        raise SetupError("verify", 0, _why_no_report(profile, result))
+    if any(r["id"] == "probe.stop" for r in inside):  # the probe said why it could not stop
+        outside = [r for r in outside if r["id"] != "outside.unavailable"]
     verdict.results = inside + outside
     return verdict
+
+
+def _why_no_report(profile: Profile, result) -> str:
+    """python3 ran (it was found) but the probe printed nothing: say what stopped it."""
+    if result.signal == signal.SIGSYS:
+        return ("the probe (python3) was killed by the seccomp policy (SIGSYS): the policy kills a call "
+                "python3 or the probe makes, so its isolation cannot be probed from inside")
+    denied = _denied_calls(profile) if profile.seccomp is not None else []
+    if denied:
+        return (f"the probe (python3) could not run under this profile's seccomp policy, which denies "
+                f"{', '.join(denied)} (exit {result.exit_code}, its errors are above); a policy learned "
+                "from another command allows only what that command used: verify the profile it "
+                "extends, or allow these calls")
+    return f"the probe (python3) ran but did not report (exit {result.exit_code}, its errors are above)"
+
+
+def _denied_calls(profile: Profile) -> list[str]:
+    """The system calls the policy denies the probe, from a second launch that reports them."""
+    from ..launcher import Launch
+    source = os.memfd_create("sandbox-probe", os.MFD_CLOEXEC)
+    try:
+        os.write(source, PROBE_SOURCE.read_bytes())
+        os.lseek(source, 0, os.SEEK_SET)
+        launch = Launch(profile, ["python3", "-I", "-", "--json"], stdin=source, capture_output=True,
+                        timeout=PROBE_TIMEOUT, forward_signals=False, seccomp_mode="report")
+        try:
+            result = launch.run()
+        except Exception:  # noqa: BLE001 - only a diagnosis: the first error stands
+            return []
+    finally:
+        os.close(source)
+    return [v["syscall"] for v in result.violations]
 
 
 def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> list[dict]:
