@@ -17,7 +17,7 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, landlock, mounts, namespaces, protocol, terminal
+from . import _libc, child, landlock, mounts, namespaces, protocol, rlimits, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .profile.model import DEFAULT_PATH, Profile
 
@@ -205,7 +205,7 @@ class Launch:
             new_cgroup_ns=ns.cgroup, new_pid_ns=ns.pid,
             new_net_ns=namespaces.creates_network_namespace(ns, profile.network.mode),
             plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
-            rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
+            rlimits=self._rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
             landlock_best_effort=profile.landlock.best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
@@ -235,6 +235,11 @@ class Launch:
         cgroups.gc()
         cgroup = cgroups.create(_cgroup_limits(profile))
         self.warnings += list(getattr(cgroup, "warnings", ()))
+        # What the cgroup could not apply, enforced by rlimits where an unprivileged user can.
+        unapplied = {n: v for n, v in cgroup.limits.requested().items() if n not in cgroup.applied}
+        self._rlimits, notes = rlimits.cgroup_fallback(unapplied, profile.limits.rlimits,
+                                                       own_user_namespace=profile.namespaces.user)
+        self.warnings += notes
         trees = _IdmappedTrees()
         # Every fd we open is closed exactly once: with concurrent launches from threads, a second
         # close would hit whatever another thread has opened under the same number meanwhile.

@@ -64,6 +64,10 @@ def check_required_limits(profile: Profile, file: str) -> Iterator[Problem]:
     for name in profile.limits.required:
         if getattr(profile.limits, name) in (None, ()):
             yield Problem(file, "limits.required", f"limits.{name} to be set when it is required", "unset")
+    for name in profile.limits.optional:
+        if name in profile.limits.required:
+            yield Problem(file, "limits.optional", "limits that are not also required", repr(name),
+                          "a limit is either required (refuse to run without it) or optional")
 
 
 def check_namespace_consistency(profile: Profile, file: str) -> Iterator[Problem]:

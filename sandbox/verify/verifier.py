@@ -29,7 +29,7 @@ PROBE_SOURCE = Path(probe.__file__)
 PROBE_TIMEOUT = 120.0
 
 
-def expectations(profile: Profile, cgroup_limits: bool = True) -> dict:
+def expectations(profile: Profile) -> dict:
     from .. import mounts, namespaces
     ns, fs = profile.namespaces, profile.filesystem
     plan = mounts.build_plan(profile) if ns.mount else None
@@ -53,8 +53,12 @@ def expectations(profile: Profile, cgroup_limits: bool = True) -> dict:
         "devices": [d for d in fs.devices if d not in DEFAULT_DEVICES],
         "hostname": profile.process.hostname if ns.uts else None,
         "new_session": profile.process.new_session,
-        "memory_limit": profile.limits.memory if cgroup_limits else None,
-        "pids_limit": profile.limits.pids if cgroup_limits else None,
+        # Promises, whether or not this machine can keep them: one not kept is a FAIL unless the
+        # profile lists it in limits.optional (then a WARN).
+        "memory_limit": profile.limits.memory,
+        "pids_limit": profile.limits.pids,
+        "cpu_limit": profile.limits.cpus,
+        "optional_limits": list(profile.limits.optional),
         "stress": False,
     }
 
@@ -99,10 +103,8 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
 
     The expectations come from `profile` itself, or from `against` (e.g. "does this sandbox hold
     to what `untrusted` promises?"), in which case its relaxations show as failures."""
-    from .. import cgroups
     from ..launcher import Launch
-    limits_possible = cgroups.detect().kind != "none"
-    expect = expectations(against or profile, cgroup_limits=limits_possible)
+    expect = expectations(against or profile)
     expect["stress"] = stress
     verdict = VerifyReport(profile.name)
     with Canaries(expect=expect) as context:
@@ -184,6 +186,73 @@ def _denied_calls(profile: Profile) -> list[str]:
     return [v["syscall"] for v in result.violations]
 
 
+def _cpu_bandwidth(pid: int) -> tuple[float | None, str] | None:
+    """The smallest CPU bandwidth (cores) on the path of pid's cgroups: v2 cpu.max, v1 cfs quota;
+    (None, where) when unlimited, None when no cpu controller is visible."""
+    text = probe._try_read(f"/proc/{pid}/cgroup")
+    if text is None:
+        return None
+    cgroups, mounts = probe.parse_cgroup(text), probe._mountinfo() or []
+    found = None
+    for controller, read in ((None, _cpu_max), ("cpu", _cfs_quota)):
+        directory, top = probe._cgroup_dir(controller, cgroups, mounts)
+        if directory is None:
+            continue
+        best, where = None, directory
+        while True:
+            cores = read(directory)
+            if cores is not False:
+                found = found or (None, directory)
+                if cores is not None and (best is None or cores < best):
+                    best, where = cores, directory
+            if directory == top or len(directory) <= len(top):
+                break
+            directory = os.path.dirname(directory)
+        if best is not None:
+            return best, where
+    return found
+
+
+def _cpu_max(directory: str):
+    text = probe._try_read(os.path.join(directory, "cpu.max"))
+    if text is None:
+        return False
+    quota, period = text.split()[:2]
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cfs_quota(directory: str):
+    quota = probe._try_read(os.path.join(directory, "cpu.cfs_quota_us"))
+    period = probe._try_read(os.path.join(directory, "cpu.cfs_period_us"))
+    if quota is None or period is None:
+        return False
+    return None if int(quota) < 0 else int(quota) / int(period)
+
+
+def _cpu_limit(pid: int, expect: dict) -> list[dict]:
+    """outside.cgroups.cpu_limit: the profile's cpus, enforced or not (FAIL unless optional)."""
+    want = expect.get("cpu_limit")
+    if want is None:
+        return []
+    desc, expected = "the cpu limit matches the profile", f"<= {want} cores"
+    seen = _cpu_bandwidth(pid)
+    if seen is None:
+        observed = "no cpu controller visible for the sandbox's cgroup"
+    elif seen[0] is None:
+        observed = f"unlimited ({seen[1]})"
+    elif seen[0] <= want + 1e-6:
+        return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.PASS, expected,
+                             f"{seen[0]:g} cores ({seen[1]})")]
+    else:
+        observed = f"{seen[0]:g} cores ({seen[1]})"
+    if "cpus" in (expect.get("optional_limits") or ()):
+        return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.WARN, expected,
+                             observed + "; optional in the profile (limits.optional)")]
+    return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.FAIL, expected, observed,
+                         "not enforced: run where the sandbox gets a cgroup with the cpu controller "
+                         "(e.g. systemd-run --user -p Delegate=yes), or list \"cpus\" in limits.optional")]
+
+
 def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> list[dict]:
     deadline = time.monotonic() + PROBE_TIMEOUT
     pid = None
@@ -192,7 +261,7 @@ def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> l
             pid = _workload_pid(launch.init_pid)
         if pid is not None and _is_stopped(pid):
             try:
-                return probe.outside_checks(pid, context)
+                return probe.outside_checks(pid, context) + _cpu_limit(pid, context.get("expect") or {})
             finally:
                 os.kill(pid, signal.SIGCONT)
         time.sleep(0.01)
