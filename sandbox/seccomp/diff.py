@@ -21,6 +21,7 @@ meaning is known (AF_PACKET, CLONE_NEWUSER, TIOCSTI).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 from ..compiled_dataclass import dataclass
@@ -101,10 +102,17 @@ def widenings(policy: SeccompPolicy | None, baseline: SeccompPolicy | None = Non
     if baseline is None:
         from .builtin import default_policy
         baseline = default_policy()
+    if policy is baseline:
+        return []
+    return list(_widenings(policy, baseline))
+
+
+@functools.lru_cache(maxsize=32)  # lint runs at every launch (the audit record): policies repeat
+def _widenings(policy: SeccompPolicy | None, baseline: SeccompPolicy) -> tuple[Widening, ...]:
     if policy is None:
-        return [Widening("unconfined", "policy", "danger",
+        return (Widening("unconfined", "policy", "danger",
                          "no system call filter: the whole kernel interface is exposed",
-                         "the whole kernel interface is exposed")]
+                         "the whole kernel interface is exposed"),)
     found: list[Widening] = []
     if _allows(policy.default_action) and not _allows(baseline.default_action):
         found.append(Widening("default-action", "default_action", "danger",
@@ -125,7 +133,7 @@ def widenings(policy: SeccompPolicy | None, baseline: SeccompPolicy | None = Non
              if reachable else "its calls are filtered by the same rules")))
     found += _syscall_widenings(policy, baseline)
     order = {kind: i for i, kind in enumerate(KINDS)}
-    return sorted(found, key=lambda w: (w.risk != "danger", order[w.kind], w.subject))
+    return tuple(sorted(found, key=lambda w: (w.risk != "danger", order[w.kind], w.subject)))
 
 
 def _syscall_widenings(policy: SeccompPolicy, baseline: SeccompPolicy) -> list[Widening]:
@@ -138,6 +146,8 @@ def _syscall_widenings(policy: SeccompPolicy, baseline: SeccompPolicy) -> list[W
     for name in sorted(names):
         plan = plans.get(name) or SyscallPlan(policy.default_action)
         base = base_plans.get(name) or SyscallPlan(baseline.default_action)
+        if (plan.fallback, plan.cases) == (base.fallback, base.cases):
+            continue  # decided alike
         if _allows(base.fallback) and not base.cases:
             continue  # the default allows it outright: nothing to widen
         base_allows = _allows(base.fallback) or any(_allows(a) for _, a in base.cases)
@@ -198,7 +208,7 @@ def _pools(name: str, plan: SyscallPlan, base: SyscallPlan) -> tuple[list[int], 
             for v in (c.value, c.value + 1, c.value - 1):
                 if 0 <= v < 1 << 64:
                     found.update((v, v | (1 << 32)))
-            if c.mask is not None:
+            if c.mask is not None and c.mask != _LOW32:  # a flag mask (clone): each flag alone
                 for bit in range(64):
                     if c.mask >> bit & 1:
                         found.update((1 << bit, c.value | (1 << bit)))
