@@ -15,6 +15,8 @@ EXIT_USAGE = 125
 class DangerRefused(SandboxError):
     """`run --strict`: the profile has findings `sandbox lint` calls danger."""
 
+    step = "lint"
+
 
 def echo(message: str) -> None:
     """click.echo(message, err=True) for plain text."""

@@ -126,3 +126,19 @@ def test_enum_values_take_any_case_like_capability_names(tmp_path):
     assert (profile.filesystem.mounts[0].mode, profile.filesystem.mounts[0].idmap) == ("rw", "no")
     assert profile.network.mode == "host" and profile.capabilities.keep == ("CAP_NET_BIND_SERVICE",)
     assert sandbox.profile_from_dict({"network": {"mode": "NONE"}}).network.mode == "none"
+
+
+def test_seccomp_rules_appended_through_extends_are_named_in_their_file(tmp_path):
+    write(tmp_path / "base.toml", """
+        [[seccomp.rules]]
+        syscalls = ["read"]
+        action = "allow"
+    """)
+    child = write(tmp_path / "child.toml", """
+        extends = "base.toml"
+        [[seccomp.rules]]
+        syscalls = ["no_such_call"]
+        action = "allow"
+    """)
+    (problem,) = problems(child)
+    assert (problem.file, problem.key) == (str(child), "seccomp.rules[0].syscalls[0]")

@@ -722,7 +722,7 @@ class _Builder:
                 from ..seccomp import parse_section
                 policy, problems = parse_section(_strip_origins(value) if isinstance(value, dict) else value,
                                                  origin, key_path)
-                self.problems.extend(problems)
+                self.problems.extend(_rules_located(problems, value, key_path))
                 return _MISSING if problems else policy
             return _CONVERTERS[kind](value)
         except _Invalid as exc:
@@ -761,6 +761,24 @@ class _Builder:
     def _entry(self, table_path: str, index: int) -> tuple[str, str] | None:
         entries = self.entries.get(table_path, [])
         return entries[index] if index < len(entries) else None
+
+
+def _rules_located(problems: list[Problem], table: Any, key_path: str) -> list[Problem]:
+    """[[seccomp.rules]] are appended through extends: a problem in rule N of the merged list is
+    named by that rule's own file and position there."""
+    rules = table.get("rules") if isinstance(table, dict) else None
+    if not isinstance(rules, list):
+        return problems
+    prefix = re.compile(re.escape(key_path) + r"\.rules\[(\d+)\]")
+    out = []
+    for problem in problems:
+        match = prefix.match(problem.key)
+        index = int(match.group(1)) if match else -1
+        entry = rules[index].get(ENTRY) if 0 <= index < len(rules) and isinstance(rules[index], dict) else None
+        if entry:
+            problem = dataclasses.replace(problem, file=entry[0], key=_at(entry[1], problem.key[match.end():]))
+        out.append(problem)
+    return out
 
 
 _MISSING = object()
