@@ -34,7 +34,7 @@ import _signal
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
 # including this package, are out of reach.
 from .compiled_dataclass import dataclass
-from . import _libc, capabilities, faults, fds, landlock, mounts, network, protocol, rlimits
+from . import _libc, capabilities, execfail, faults, fds, landlock, mounts, network, protocol, rlimits
 from .profile.model import DEFAULT_PATH
 from .seccomp import load_bpf
 
@@ -123,8 +123,7 @@ def _report(ctx: ChildContext, step_name: str, err: int, message: str, **extra) 
     if ctx.message_fd >= 0:
         protocol.send_error(ctx.message_fd, step_name, err, message, **extra)
         return
-    import errno as _errno_names
-    name = f" ({_errno_names.errorcode.get(err, err)})" if err else ""
+    name = f" ({errno.errorcode.get(err, err)})" if err else ""
     try:
         os.write(2, f"sandbox: {step_name}: {message}{name}\n".encode(errors="replace"))
     except OSError:
@@ -552,5 +551,7 @@ def _exec(ctx: ChildContext):
         os.execvpe(ctx.argv[0], list(ctx.argv), ctx.env)
     except OSError as exc:
         err = exc.errno or errno.ENOEXEC
-        _report(ctx, "exec", err, f"{ctx.argv[0]}: {exc.strerror}")
+        # "bad interpreter /x (not inside the sandbox)" rather than "not found" for a file right there
+        detail = execfail.explain(ctx.argv[0], err, ctx.env.get("PATH")) or ""
+        _report(ctx, "exec", err, f"{ctx.argv[0]}: {detail or exc.strerror}", detail=detail)
         _die(127 if err == errno.ENOENT else 126)

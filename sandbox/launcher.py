@@ -28,7 +28,7 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, faults, mounts, namespaces, protocol, terminal
+from . import _libc, child, faults, mounts, namespaces, protocol, rlimits, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .plan import LaunchPlan, build_env, cgroup_limits, landlock_rules, plan_for, with_terminal_type  # noqa: F401
 from .profile.model import Profile
@@ -209,6 +209,7 @@ class Launch:
         self._capture_names: dict[int, str] = {}
         self._started = 0.0
         self._waited = False
+        self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
 
     # ------------------------------------------------------------ the four steps
 
@@ -329,6 +330,10 @@ class Launch:
             cgroups.gc()
             self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
         self.warnings += list(getattr(cgroup, "warnings", ()))
+        # What the cgroup could not apply, enforced by rlimits where an unprivileged user can.
+        unapplied = {n: v for n, v in cgroup.limits.requested().items() if n not in cgroup.applied}
+        self._rlimits, notes = rlimits.cgroup_fallback(unapplied, plan.rlimits, own_user_namespace=plan.new_user_ns)
+        self.warnings += notes
         faults.checkpoint("cgroup created")
         self._trees = trees = _IdmappedTrees()
         with _ParentStep("idmapped mount"):
@@ -401,7 +406,7 @@ class Launch:
         return child.ChildContext(
             argv=self.argv, env=plan.env, cwd=plan.cwd, uid=plan.uid, gid=plan.gid, hostname=plan.hostname,
             new_user_ns=plan.new_user_ns, unshare_flags=plan.unshare_flags, new_cgroup_ns=plan.new_cgroup_ns,
-            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=plan.rlimits,
+            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=self._rlimits,
             umask=plan.umask, keep_caps=plan.keep_caps, new_session=plan.new_session,
             landlock_rules=plan.landlock_rules, landlock_best_effort=plan.landlock_best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
