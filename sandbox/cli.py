@@ -42,55 +42,85 @@ def main():
     """Run untrusted code in a minimal container built from Linux primitives."""
 
 
+_RUN_OPTIONS = (
+    click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro|rw]]",
+                 help="Bind a host path (read-only unless :rw; a relative SRC is the current directory's)."),
+    click.option("--env", multiple=True, metavar="NAME[=VALUE]",
+                 help="Set a variable inside; NAME alone passes the host's variable through."),
+    click.option("--cwd", metavar="DIR", help="Working directory inside (relative: below the profile's)."),
+    click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m."),
+    click.option("--kill-after", metavar="DURATION",
+                 help="At the timeout, SIGTERM first and SIGKILL after this grace period (default 3s)."),
+    click.option("--network", metavar="MODE", help="The network mode: none or host."),
+    click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M."),
+    click.option("--cpus", metavar="N", help="CPU bandwidth in cores, e.g. 0.5."),
+    click.option("--pids", metavar="N", help="Maximum number of processes and threads."),
+    click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                 help="Any profile key, dotted (limits.nofile...), VALUE as TOML (a bare word is a string)."),
+)
+_RUN_OPTION_NAMES = ("binds", "env", "cwd", "timeout", "kill_after", "network", "memory", "cpus", "pids", "settings")
+
+
+def run_options(command):
+    """The options that change the profile, shared by run, check, lint and verify, so that check
+    and lint show what will actually run. They reach the command as one `options` dict."""
+    import functools
+
+    @functools.wraps(command)
+    def with_options(*args, **kwargs):
+        options = {name: kwargs.pop(name) for name in _RUN_OPTION_NAMES}
+        return command(*args, options=options, **kwargs)
+    for option in reversed(_RUN_OPTIONS):
+        with_options = option(with_options)
+    return with_options
+
+
+def _load(profile: str, options: dict):
+    """The profile with the run options, every problem on its own line (exit 125)."""
+    from .cli_run import load_with_options, report_problems
+    from .errors import ProfileError, SandboxError
+    try:
+        loaded, notes = load_with_options(profile, options)
+    except ProfileError as exc:
+        report_problems(exc)
+    except SandboxError as exc:
+        _fail(exc)
+    for note in notes:
+        _warn(note)
+    return loaded
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro|rw]]", help="Bind a host path (read-only unless :rw).")
-@click.option("--env", "envs", multiple=True, metavar="NAME=VALUE", help="Set a variable inside.")
-@click.option("--cwd", metavar="DIR", help="Working directory inside.")
-@click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m.")
-@click.option("--kill-after", metavar="DURATION", help="Grace between SIGTERM and SIGKILL at the timeout (default 3s).")
-@click.option("--network", type=click.Choice(["none", "host"]), help="Override the network mode.")
-@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M.")
-@click.option("--cpus", type=float, metavar="N", help="CPU bandwidth in cores, e.g. 0.5.")
-@click.option("--pids", type=int, metavar="N", help="Maximum number of processes and threads.")
+@run_options
 @click.option("--tty", is_flag=True, help="Give the workload a fresh pseudo-terminal.")
 @click.option("--stats", is_flag=True, help="Print what the run used, on stderr.")
-@click.option("--result-json", type=click.Path(dir_okay=False, writable=True), help="Write the result as JSON.")
+@click.option("--result-json", metavar="FILE",
+              help="Write the result (or the error) as JSON; - for standard output, the workload's then going "
+                   "to standard error.")
 @click.option("--verify", "verify_first", is_flag=True, help="Verify the isolation first; refuse to run on a failure.")
 @click.option("--report-violations", is_flag=True, help="Report denied system calls after the run.")
+@click.option("--strict", is_flag=True, help="Refuse to run a profile with `sandbox lint` dangers.")
 @click.option("-q", "--quiet", is_flag=True, help="No warnings.")
-def run(profile, command, binds, envs, cwd, timeout, kill_after, network, memory, cpus, pids, tty, stats, result_json,
-        verify_first, report_violations, quiet):
+def run(profile, command, options, tty, stats, result_json, verify_first, report_violations, strict, quiet):
     """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name).
 
     Options go before `--`; everything after it is the command."""
     from . import cgprime
     cgprime.start()  # the cgroup-migration grace period, paid behind the imports (see cgprime.py)
     from .cli_run import execute
-    limits = {name: value for name, value in (("memory", memory), ("cpus", cpus), ("pids", pids),
-                                              ("kill_after", kill_after)) if value is not None}
-    execute(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
-            report_violations, quiet, limits=limits)
+    execute(profile, command, options, tty=tty, stats=stats, result_json=result_json, verify_first=verify_first,
+            report_violations=report_violations, quiet=quiet, strict=strict)
 
 
 @main.command()
 @click.argument("profile")
-def check(profile):
-    """Validate PROFILE and print it fully resolved, as TOML."""
-    from .api import load_profile
-    from .errors import SandboxError
+@run_options
+def check(profile, options):
+    """Validate PROFILE (with the run options given) and print it fully resolved, as TOML."""
     from .profile.dump import to_toml
-    from .errors import ProfileError
-    try:
-        loaded = load_profile(profile)
-    except ProfileError as exc:  # every problem, one line each
-        for problem in exc.problems:
-            click.echo(f"sandbox: {problem}", err=True)
-        sys.exit(exc.exit_code)
-    except SandboxError as exc:
-        _fail(exc)
-    click.echo(to_toml(loaded), nl=False)
+    click.echo(to_toml(_load(profile, options)), nl=False)
 
 
 @main.command()
@@ -108,17 +138,14 @@ def profiles():
 
 @main.command()
 @click.argument("profile")
+@run_options
 @click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on dangers.")
-def lint(profile, as_json, strict):
-    """Report every relaxation of the secure defaults in PROFILE, and risky choices."""
-    from .api import load_profile
-    from .errors import SandboxError
+def lint(profile, options, as_json, strict):
+    """Report every relaxation of the secure defaults in PROFILE (with the run options given), and
+    risky choices."""
     from .lint import lint as lint_profile
-    try:
-        loaded = load_profile(profile)
-    except SandboxError as exc:
-        _fail(exc)
+    loaded = _load(profile, options)
     findings = lint_profile(loaded)
     if as_json:
         click.echo(json.dumps([f.__dict__ for f in findings], indent=2))
@@ -161,20 +188,22 @@ def audit(log_file, tail, as_json):
 
 @main.command()
 @click.argument("profile")
+@run_options
 @click.option("--json", "as_json", is_flag=True, help="The full results as JSON.")
 @click.option("--stress", is_flag=True, help="Also allocate and fork past the limits (in the sandbox).")
 @click.option("--against", metavar="PROFILE", help="Judge by another profile's promises (e.g. untrusted).")
-def verify(profile, as_json, stress, against):
-    """Launch PROFILE with a probe and check, one by one, that its isolation holds.
+def verify(profile, options, as_json, stress, against):
+    """Launch PROFILE (with the run options given) with a probe and check, one by one, that its
+    isolation holds.
 
     Exit 0 when every expectation holds, 1 when any fails, 125 when it could not run."""
     from .api import load_profile
     from .errors import SandboxError
     from .verify import verify_profile
     from .verify.report import use_colour
+    loaded = _load(profile, options)
     try:
-        outcome = verify_profile(load_profile(profile), stress=stress,
-                                 against=load_profile(against) if against else None)
+        outcome = verify_profile(loaded, stress=stress, against=load_profile(against) if against else None)
     except SandboxError as exc:
         _fail(exc)
     for warning in outcome.warnings:
@@ -245,18 +274,38 @@ def import_(kind, file, output, base):
         import_oci_command(file, output)
         return
     import tomli_w
+    from .lint import seccomp_findings
     from .seccomp import import_docker, policy_to_profile_toml
-    skipped: list = []
+    reasons: dict = {}
     try:
-        policy = import_docker(file, skipped=skipped)
+        policy = import_docker(file, reasons=reasons)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.UsageError(f"{file}: not a Docker seccomp profile: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"{file}: not a Docker seccomp profile: invalid JSON: {exc}") from None
     document = {"name": os.path.splitext(os.path.basename(output or file))[0],
                 "description": f"Imported from {os.path.basename(file)} (Docker seccomp)"}
     document.update(policy_to_profile_toml(policy, base=base))
     _write_or_print(tomli_w.dumps(document), output)
-    for note in skipped:
-        _warn(f"not imported: {note}")
+    by_reason: dict = {}
+    for name, why in reasons.items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        _warn(f"not imported: {', '.join(names)}: {why}")
+    _print_widenings(seccomp_findings(policy))
+
+
+def _print_widenings(findings) -> None:
+    """What `sandbox lint` says about a policy's widenings, on stderr (stdout may hold the profile)."""
+    from .cli_run import echo
+    if not findings:
+        echo("sandbox: the policy allows nothing the default policy denies")
+        return
+    counts = {s: sum(f.severity == s for f in findings) for s in ("danger", "warning")}
+    echo(f"sandbox: the policy allows more than the default policy ({counts['danger']} danger, "
+         f"{counts['warning']} warnings; `sandbox lint` reports the same):")
+    for finding in findings:
+        echo(f"sandbox:   {finding}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -335,8 +384,11 @@ def learn(command, output, base):
 def gc():
     """Remove cgroups left behind by launchers that were killed."""
     from .cgroups import gc as collect
-    for path in collect():
+    removed = collect()
+    for path in removed:
         click.echo(f"removed {path}")
+    if not removed:
+        click.echo("nothing to collect: no cgroup of a dead launcher is left")
 
 
 @main.command()

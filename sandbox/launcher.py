@@ -28,7 +28,7 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, mounts, namespaces, protocol, terminal
+from . import _libc, child, faults, mounts, namespaces, protocol, rlimits, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .plan import LaunchPlan, build_env, cgroup_limits, landlock_rules, plan_for, with_terminal_type  # noqa: F401
 from .profile.model import Profile
@@ -209,6 +209,7 @@ class Launch:
         self._capture_names: dict[int, str] = {}
         self._started = 0.0
         self._waited = False
+        self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
 
     # ------------------------------------------------------------ the four steps
 
@@ -325,34 +326,44 @@ class Launch:
     def _create(self, start: bool, cgprime) -> None:
         from . import cgroups
         plan = self.plan
-        cgroups.gc()
-        self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+        with _ParentStep("cgroup"):
+            cgroups.gc()
+            self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
         self.warnings += list(getattr(cgroup, "warnings", ()))
+        # What the cgroup could not apply, enforced by rlimits where an unprivileged user can.
+        unapplied = {n: v for n, v in cgroup.limits.requested().items() if n not in cgroup.applied}
+        self._rlimits, notes = rlimits.cgroup_fallback(unapplied, plan.rlimits, own_user_namespace=plan.new_user_ns)
+        self.warnings += notes
+        faults.checkpoint("cgroup created")
         self._trees = trees = _IdmappedTrees()
-        if self.profile is not None and plan.id_map is not None:
-            trees.open(self.profile, plan.id_map)
+        with _ParentStep("idmapped mount"):
+            if self.profile is not None and plan.id_map is not None:
+                trees.open(self.profile, plan.id_map)
         self.warnings += trees.warnings
-        message_r, message_w = self._pipe()
-        go_r, go_w = self._pipe()
-        placed_r, placed_w = self._pipe()
-        if self.detached:
-            gate_r = self.start_gate
-        else:
-            gate_r, self._gate_w = self._pipe()
-            if start:  # the byte waits in the pipe: the workload passes the gate without a round trip
-                os.write(self._gate_w, protocol.GO)
-                self._close(self._gate_w)
-                self._gate_w = -1
-        self._go_w, self._placed_w = go_w, placed_w
-        stdio = self._stdio_pipes()
-        channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
+        with _ParentStep("pipes"):
+            message_r, message_w = self._pipe()
+            go_r, go_w = self._pipe()
+            placed_r, placed_w = self._pipe()
+            if self.detached:
+                gate_r = self.start_gate
+            else:
+                gate_r, self._gate_w = self._pipe()
+                if start:  # the byte waits in the pipe: the workload passes the gate without a round trip
+                    os.write(self._gate_w, protocol.GO)
+                    self._close(self._gate_w)
+                    self._gate_w = -1
+            self._go_w, self._placed_w = go_w, placed_w
+            stdio = self._stdio_pipes()
+            channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
         ctx = self._context(trees, message_w, go_r, placed_r, gate_r, stdio,
                             channel_child.fileno() if channel_child else -1)
         if not self.tty and not self.detached:
             self._terminals = terminal.saved_states(fd if fd is not None else n for n, fd in enumerate(stdio))
         cgprime.stop()  # no thread may be running at fork
-        pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w), cgroup)
+        with _ParentStep("fork"):
+            pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w), cgroup)
         self.child_pid = pid
+        faults.checkpoint("spawned")
         release_error = None
         if self._cloned:
             # Init waits for nothing else, and every page we touch before this is a
@@ -372,10 +383,11 @@ class Launch:
         self._placer = _Placer(cgroup, pid, unified=not self._in_cgroup)
         self._previous_handlers = self._install_signal_forwarding()
         if self._cloned:  # in its user namespace from birth: released right after the clone
-            self._error = release_error
             if release_error is None:
                 self.init_pid = pid
                 self._place()
+            else:
+                self._aside(release_error)
         self._pump(until=protocol.CREATED)
         if self._error is not None:
             raise self._error
@@ -394,12 +406,13 @@ class Launch:
         return child.ChildContext(
             argv=self.argv, env=plan.env, cwd=plan.cwd, uid=plan.uid, gid=plan.gid, hostname=plan.hostname,
             new_user_ns=plan.new_user_ns, unshare_flags=plan.unshare_flags, new_cgroup_ns=plan.new_cgroup_ns,
-            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=plan.rlimits,
+            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=self._rlimits,
             umask=plan.umask, keep_caps=plan.keep_caps, new_session=plan.new_session,
             landlock_rules=plan.landlock_rules, landlock_best_effort=plan.landlock_best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             gate_fd=gate_fd, parent_pid=os.getpid(), pass_fds=self.pass_fds, tty=self.tty, stdio=stdio,
-            channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached)
+            channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached,
+            faults=tuple(faults.INJECTED.items()))
 
     def _filter_policy(self):
         policy = self.plan.seccomp
@@ -460,6 +473,8 @@ class Launch:
     def _release(self, pid: int) -> SandboxError | None:
         """Write the first process's id maps, then let it go on."""
         try:
+            if faults.INJECTED:
+                faults.fail_if_injected("id map")
             if self.plan.new_user_ns:
                 namespaces.write_id_maps(pid, self.plan.id_map)
             os.write(self._go_w, protocol.GO)
@@ -478,17 +493,25 @@ class Launch:
             placer.join()
             if placer.error is not None:
                 raise placer.error
+            if faults.INJECTED:
+                faults.fail_if_injected("cgroup placement")
             if self.init_pid != placer.pid:
                 self._cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
             os.write(self._placed_w, protocol.GO)
         except OSError as exc:
-            self._placement_error = SetupError("cgroup", exc.errno or 0, exc.strerror or str(exc))
+            self._aside(SetupError("cgroup placement", exc.errno or 0, exc.strerror or str(exc)))
         except SandboxError as exc:
-            self._placement_error = exc
+            self._aside(exc)
         finally:
             self._close(self._placed_w)
 
-    _placement_error: SandboxError | None = None
+    _aside_error: SandboxError | None = None
+
+    def _aside(self, error: SandboxError | None) -> None:
+        """Keep the launcher's own failure (writing the id maps, placing in the cgroup) until the
+        message pipe ends: the child it concerns usually fails too, and its own report says more."""
+        if self._aside_error is None:
+            self._aside_error = error
 
     # ------------------------------------------------------------ supervision
 
@@ -507,13 +530,15 @@ class Launch:
                 continue
             self._handle(message)
         if reader.eof:
-            self._error = self._error or self._placement_error
+            self._error = self._error or self._aside_error
 
     def _handle(self, message: dict) -> None:
         kind = message["kind"]
         self._seen.add(kind)
+        if faults.KILL_AT:
+            faults.checkpoint(kind)
         if kind == protocol.READY:  # A is in its user namespace
-            self._error = self._error or self._release(self.child_pid)
+            self._aside(self._release(self.child_pid))
         elif kind == protocol.INIT_PID:
             self.init_pid = message["pid"]
             self._place()
@@ -798,6 +823,29 @@ class Launch:
             signal.signal(signum, handler)
 
 
+class _ParentStep:
+    """``with _ParentStep(name):`` the launcher's own steps: an OSError becomes a SetupError naming
+    the step and the errno (a machine at its limits, not a bug), and tests can make it fail."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        if faults.INJECTED:
+            try:
+                faults.fail_if_injected(self.name)
+            except OSError as exc:
+                self.__exit__(OSError, exc, None)
+
+    def __exit__(self, kind, exc, _traceback) -> bool:
+        if kind is not None and issubclass(kind, OSError) and not isinstance(exc, SandboxError):
+            where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
+            raise SetupError(self.name, exc.errno or 0, where + (exc.strerror or str(exc))) from None
+        return False
+
+
 class _Placer:
     """Writes the first process's pid into the sandbox's cgroup in a thread (started after the
     fork: no thread may run at fork time). join() before touching the cgroup again."""
@@ -811,7 +859,10 @@ class _Placer:
         self._done.acquire()
         # A bare thread: threading.Thread.start() waits until the thread has run, ~1 ms when
         # the child keeps the other core busy, and that delayed the id maps the child waits for.
-        _thread.start_new_thread(self._run, (cgroup, pid, unified))
+        try:
+            _thread.start_new_thread(self._run, (cgroup, pid, unified))
+        except RuntimeError:  # no thread to be had: place it here and now, only slower
+            self._run(cgroup, pid, unified)
 
     def _run(self, cgroup, pid: int, unified: bool) -> None:
         try:

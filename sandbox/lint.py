@@ -75,12 +75,7 @@ def _specific(profile: Profile) -> Iterator[Finding]:
     for cap in profile.capabilities.keep:
         if cap in DANGEROUS_CAPS:
             yield Finding("danger", "capabilities.keep", f"{cap} is broad enough to weaken the sandbox itself")
-    if profile.seccomp is None:
-        yield Finding("danger", "seccomp", "no system call filter: the whole kernel interface is exposed")
-    else:
-        mode = getattr(profile.seccomp, "mode", "")
-        if mode == "denylist":
-            yield Finding("warning", "seccomp", "a denylist policy allows every system call it does not name")
+    yield from seccomp_findings(profile.seccomp)
     for pattern in profile.process.env_passthrough:
         if pattern.endswith("*") or any(hint in pattern.upper() for hint in SECRET_HINTS):
             yield Finding("warning", "process.env_passthrough",
@@ -96,6 +91,33 @@ def _specific(profile: Profile) -> Iterator[Finding]:
         yield Finding("info", "process.user", "the workload is root inside its namespace (never host root)")
     if profile.filesystem.root != "tmpfs":
         yield Finding("info", "filesystem.root", f"the host directory {profile.filesystem.root} is the root")
+
+
+_WIDENING_KEYS = {"default-action": "seccomp.default_action", "architecture": "seccomp.architectures"}
+
+
+def seccomp_findings(policy) -> list[Finding]:
+    """Every way `policy` is wider than the built-in default policy (sandbox.seccomp.diff), as
+    findings: calls allowed for one reason are one finding (`@mount` is eleven calls, one risk)."""
+    from .seccomp.builtin import BUILTINS
+    if policy is not None and any(policy is make() or policy == make() for make in BUILTINS.values()):
+        return []  # the built-in policies widen nothing (tests/test_seccomp_diff.py): no import
+    from .seccomp.diff import widenings
+    findings: list[Finding] = []
+    allowed: dict[tuple[str, str], list] = {}
+    for widening in widenings(policy):
+        if widening.kind == "syscall":
+            allowed.setdefault((widening.risk, widening.reason), []).append(widening)
+        else:
+            findings.append(Finding(widening.risk, _WIDENING_KEYS.get(widening.kind, "seccomp"), widening.message))
+    for (risk, reason), group in allowed.items():
+        if len(group) == 1:
+            findings.append(Finding(risk, "seccomp", group[0].message))
+            continue
+        names = ", ".join(w.subject for w in group)
+        findings.append(Finding(risk, "seccomp", f"{names} are allowed; the default policy denies them"
+                                + (f": {reason}" if reason else "")))
+    return sorted(findings, key=lambda f: f.severity != "danger")
 
 
 def lint(profile: Profile) -> list[Finding]:

@@ -21,6 +21,7 @@ from dataclasses import field
 
 from .compiled_dataclass import dataclass
 from . import _libc
+from . import faults as _faults
 from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
 
 STAGE = "/tmp"  # hidden by the staging tmpfs only inside our own mount namespace
@@ -347,8 +348,9 @@ def describe(op) -> str:
     return f"{kind} {source} -> {op.target}" if source else f"{kind} {op.target}"
 
 
-def enter_new_root(plan: MountPlan) -> None:
-    """Build the root from the plan and pivot into it. Raises MountError naming the operation."""
+def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
+    """Build the root from the plan and pivot into it. Raises MountError naming the operation.
+    `faults`: tests only (sandbox/faults.py), "mount:<kind>" or "pivot_root" fail as injected."""
     _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
     _libc.mount("tmpfs", STAGE, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "size=1M,mode=0755")
     os.mkdir(STAGE + NEWROOT)
@@ -371,6 +373,8 @@ def enter_new_root(plan: MountPlan) -> None:
     try:
         for op in plan.operations:
             try:
+                if faults:
+                    _faults.fail_if_injected(f"mount:{type(op).__name__.lower()}", faults)
                 _apply_one(root_fd, op)
             except OSError as exc:
                 raise MountError(exc.errno or errno.EIO, f"{describe(op)}: {exc.strerror or exc}") from None
@@ -384,6 +388,11 @@ def enter_new_root(plan: MountPlan) -> None:
         _libc.mount_setattr(-100, NEWROOT + "/dev", 0, attr_set=_libc.MOUNT_ATTR_RDONLY)
     _libc.umount2(OLDROOT, _libc.MNT_DETACH)
     os.chdir(NEWROOT)
+    if faults:
+        try:
+            _faults.fail_if_injected("pivot_root", faults)
+        except OSError as exc:
+            raise MountError(exc.errno, f"pivot_root: {exc.strerror}") from None
     _libc.pivot_root(".", ".")
     _libc.umount2(".", _libc.MNT_DETACH)
     os.chdir("/")

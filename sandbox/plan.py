@@ -112,8 +112,9 @@ def _profile_plan(profile: Profile) -> LaunchPlan:
     return LaunchPlan(
         name=profile.name, argv=profile.process.command, env=build_env(profile), cwd=profile.process.cwd,
         uid=profile.process.user, gid=profile.process.group, umask=profile.process.umask, id_map=id_map,
-        new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
-        new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
+        new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns, profile.network.mode),
+        new_cgroup_ns=ns.cgroup, new_pid_ns=ns.pid,
+        new_net_ns=namespaces.creates_network_namespace(ns, profile.network.mode),
         mounts=None,
         hostname=profile.process.hostname if ns.uts else None, rlimits=profile.limits.rlimits,
         keep_caps=profile.capabilities.keep, new_session=profile.process.new_session,

@@ -347,10 +347,11 @@ def test_cli_malformed_bind_is_one_line_125(sandbox_cli, spec):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
-def test_cli_malformed_env_is_one_line_125(sandbox_cli):
-    proc = sandbox_cli("run", "--env", "NOEQUALS", "untrusted", "--", "/bin/true")
+@pytest.mark.parametrize("spec", ["=x", "BAD-NAME=x"])
+def test_cli_malformed_env_is_one_line_125(sandbox_cli, spec):
+    proc = sandbox_cli("run", "--env", spec, "untrusted", "--", "/bin/true")
     assert proc.returncode == 125
-    assert proc.stderr.startswith("sandbox: ") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"sandbox: --env {spec}: ") and proc.stderr.count("\n") == 1
 
 
 def test_bad_working_directory_names_the_path(sandbox_cli):

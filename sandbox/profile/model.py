@@ -207,6 +207,10 @@ class Limits:
         doc="Grace period between SIGTERM and SIGKILL when the timeout passes (0: kill at once).")
     required: tuple[str, ...] = spec((), kind="limitnames",
                                      doc="Limits that must be enforced: the launch fails when they cannot be.")
+    optional: tuple[str, ...] = spec((), kind="limitnames",
+                                     doc="Limits this profile accepts going unenforced where the machine cannot "
+                                         "apply them (no delegated cgroup): `sandbox verify` reports them as WARN "
+                                         "rather than FAIL. Every other limit set is a promise verify holds it to.")
     rlimits: tuple[tuple[str, int, int], ...] = spec((("core", 0, 0),), kind="rlimits",
         doc="Resource limits: name = value, [soft, hard] or \"unlimited\" (names as in setrlimit, "
             "lower case without RLIMIT_). Core dumps are off by default.")

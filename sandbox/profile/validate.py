@@ -64,13 +64,18 @@ def check_required_limits(profile: Profile, file: str) -> Iterator[Problem]:
     for name in profile.limits.required:
         if getattr(profile.limits, name) in (None, ()):
             yield Problem(file, "limits.required", f"limits.{name} to be set when it is required", "unset")
+    for name in profile.limits.optional:
+        if name in profile.limits.required:
+            yield Problem(file, "limits.optional", "limits that are not also required", repr(name),
+                          "a limit is either required (refuse to run without it) or optional")
 
 
 def check_namespace_consistency(profile: Profile, file: str) -> Iterator[Problem]:
     ns, fs = profile.namespaces, profile.filesystem
-    if profile.network.mode == "none" and not ns.network:
-        yield Problem(file, "namespaces.network", "true when network.mode is 'none'", "false",
-                      "set network.mode = \"host\" to share the host network")
+    if profile.network.mode != "host" and not ns.network:
+        # A network mode other than "host" lives in a namespace of its own (namespaces.py).
+        yield Problem(file, "namespaces.network", f"true when network.mode is '{profile.network.mode}'",
+                      "false", "set network.mode = \"host\" to share the host network")
     if not ns.mount and (fs.mounts or fs.tmpfs or fs.files or fs.symlinks or fs.root != "tmpfs"):
         yield Problem(file, "namespaces.mount", "true when [filesystem] builds a root", "false")
     if fs.proc and not ns.pid and ns.mount:
