@@ -32,7 +32,7 @@ RELAXED = {  # a profile that moves off most defaults, to see each key carried o
                    "dev_shm_size": "8M"},
     "limits": {"memory": "256M", "swap": "64M", "cpus": 0.5, "cpu_weight": 200, "pids": 64,
                "io_weight": 300, "io_max": [{"device": "7:0", "read_bps": "10M", "write_iops": 100}],
-               "timeout": "90s", "kill_after": "1s", "required": ["memory"],
+               "timeout": "90s", "kill_after": "1s", "required": ["memory"], "optional": ["cpus"],
                "rlimits": {"nofile": [256, 512], "fsize": "unlimited"}},
     "capabilities": {"keep": ["CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"]},
     "landlock": {"enabled": False}, "audit": {"enabled": False},

@@ -223,7 +223,8 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
                               "write": list(profile.landlock.write), "best_effort": profile.landlock.best_effort})
     out[f"{p}audit"] = js({"enabled": profile.audit.enabled, "log": profile.audit.log})
     out[f"{p}limits"] = js({"timeout": profile.limits.timeout, "kill_after": profile.limits.kill_after,
-                            "required": list(profile.limits.required), "swap": profile.limits.swap})
+                            "required": list(profile.limits.required),
+                            "optional": list(getattr(profile.limits, "optional", ())), "swap": profile.limits.swap})
     out[f"{p}filesystem"] = js({
         "root_size": profile.filesystem.root_size, "devices": list(profile.filesystem.devices),
         "dev_shm_size": profile.filesystem.dev_shm_size,

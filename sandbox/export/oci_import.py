@@ -429,6 +429,8 @@ def _resources(res: dict, table: dict, warnings: Warnings, annotated: dict) -> N
         limits["kill_after"] = annotated["kill_after"]
     if annotated.get("required"):
         limits["required"] = list(annotated["required"])
+    if annotated.get("optional"):
+        limits["optional"] = list(annotated["optional"])
 
 
 def _seccomp(config: dict, section: dict | None, warnings: Warnings) -> dict:

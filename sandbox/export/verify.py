@@ -138,6 +138,13 @@ def verify_bundle(profile: Profile, runtime: list[str], *, compat: str | None = 
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _cpu_limit(pid: int, expect: dict) -> list[dict]:
+    """The verifier's own outside check of the cpu limit (not part of the standalone probe)."""
+    from ..verify import verifier
+    check = getattr(verifier, "_cpu_limit", None)
+    return check(pid, expect) if check else []
+
+
 def _inspect(runtime, state, cid, process, context, probe) -> list[dict]:
     deadline = time.monotonic() + PROBE_TIMEOUT
     init = child = None
@@ -148,7 +155,7 @@ def _inspect(runtime, state, cid, process, context, probe) -> list[dict]:
             child = _child_of(init)
         if child is not None and _is_stopped(child):
             try:
-                return probe.outside_checks(child, context)
+                return probe.outside_checks(child, context) + _cpu_limit(child, context.get("expect") or {})
             finally:
                 os.kill(child, signal.SIGCONT)
         time.sleep(0.02)
