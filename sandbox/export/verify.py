@@ -79,13 +79,23 @@ def _state_pid(runtime: list[str], state: str, cid: str) -> int | None:
     return pid
 
 
-def _child_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            children = handle.read().split()
-        return int(children[0]) if children else None
-    except (OSError, ValueError):
-        return None
+def _stopped_descendant(pid: int) -> int | None:
+    """The stopped probe below the container's first process: its child under runc (our init is
+    the container's pid 1), a grandchild under a runtime with an init of its own (sandbox-runtime)."""
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        if current != pid and _is_stopped(current):
+            return current
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                todo += [int(child) for child in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _is_stopped(pid: int) -> bool:
@@ -147,13 +157,12 @@ def _cpu_limit(pid: int, expect: dict) -> list[dict]:
 
 def _inspect(runtime, state, cid, process, context, probe) -> list[dict]:
     deadline = time.monotonic() + PROBE_TIMEOUT
-    init = child = None
+    init = None
     while process.poll() is None and time.monotonic() < deadline:
         if init is None:
             init = _state_pid(runtime, state, cid)
-        if init is not None and child is None:
-            child = _child_of(init)
-        if child is not None and _is_stopped(child):
+        child = _stopped_descendant(init) if init is not None else None
+        if child is not None:
             try:
                 return probe.outside_checks(child, context) + _cpu_limit(child, context.get("expect") or {})
             finally:
