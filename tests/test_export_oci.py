@@ -204,10 +204,17 @@ def _bundle_vs_verify(profile, runtime):
     return compare(ours.results, bundle["results"], known_differences(bundle["warnings"]))
 
 
-RUNTIMES = [["runc"]] + ([["sandbox-runtime"]] if shutil.which("sandbox-runtime") else [])
+def _sandbox_runtime() -> list[list[str]]:
+    """sandbox-runtime once it is installed with the package (beside this interpreter, or on PATH)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "sandbox-runtime")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("sandbox-runtime")
+    return [[found]] if found else []
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: r[0])
+RUNTIMES = [["runc"]] + _sandbox_runtime()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: os.path.basename(r[0]))
 @pytest.mark.parametrize("name", ["untrusted", "ci"])
 def test_bundle_under_runtime_probes_like_sandbox_verify(name, runtime, tmp_path, monkeypatch):
     require("root", "userns", "seccomp", "system_python", *(["runc"] if runtime == ["runc"] else []))
