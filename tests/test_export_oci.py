@@ -258,10 +258,21 @@ def _same_profile(a, b):
     assert norm(a) == norm(b)
 
 
-@pytest.mark.parametrize("name", ["untrusted", "ci", "relaxed"])
+OTHERS = {
+    "relaxed": RELAXED,
+    "host-network": {"extends": "ci", "network": {"mode": "host"}},
+    "host-network-no-ns": {"extends": "untrusted", "network": {"mode": "host"}, "namespaces": {"network": False}},
+    "minimal": {"extends": "untrusted", "filesystem": {"dev": False, "proc": False},
+                "namespaces": {"pid": False, "time": False}, "seccomp": {"policy": "strict"},
+                "limits": {"memory": "unlimited", "pids": "unlimited", "rlimits": {"core": "unlimited"}}},
+    "unconfined": {"extends": "untrusted", "seccomp": {"policy": "unconfined"}, "process": {"user": 0, "group": 0}},
+}
+
+
+@pytest.mark.parametrize("name", ["untrusted", "ci", *OTHERS])
 def test_export_then_import_gives_an_equivalent_profile(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    profile = profile_from_dict(RELAXED) if name == "relaxed" else sandbox.load_profile(name)
+    profile = profile_from_dict({"name": name, **OTHERS[name]}) if name in OTHERS else sandbox.load_profile(name)
     back, warnings, findings = _round_trip(profile, tmp_path)
     _same_profile(profile, back)
     assert sorted(map(str, findings)) == sorted(map(str, lint(profile)))

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 
+from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, Profile
 from . import ExportError, Warnings, prepare_output, write_file
 from .oci import env_list
@@ -96,7 +97,7 @@ def _warn_lost(profile: Profile, warnings: Warnings) -> None:
     if ns.time:
         warnings.add("namespaces.time", "Kubernetes has no time namespace setting: the runtime's default "
                      "applies")
-    if not ns.uts and not (profile.network.mode == "host"):
+    if not ns.uts and creates_network_namespace(ns, profile.network.mode):
         warnings.add("namespaces.uts", "false: a Pod shares the node's UTS namespace only with hostNetwork")
     if not ns.cgroup:
         warnings.add("namespaces.cgroup", "false: the runtime decides (a cgroup namespace on cgroup v2)")
@@ -157,7 +158,8 @@ def pod_manifest(profile: Profile, argv=None, *, image: str | None = None,
     spec: dict = {
         "runtimeClassName": RUNTIME_CLASS, "restartPolicy": "Never",
         "automountServiceAccountToken": False, "enableServiceLinks": False,
-        "hostUsers": not ns.user, "hostNetwork": profile.network.mode == "host",
+        "hostUsers": not ns.user,
+        "hostNetwork": not creates_network_namespace(ns, profile.network.mode),
         "hostPID": not ns.pid, "hostIPC": not ns.ipc,
         "securityContext": {"runAsNonRoot": profile.process.user != 0, "runAsUser": profile.process.user,
                             "runAsGroup": profile.process.group,

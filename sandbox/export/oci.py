@@ -34,6 +34,7 @@ import os
 import stat
 
 from .. import mounts
+from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, NOBODY, Profile
 from . import ExportError, Warnings, prepare_output, write_file
 
@@ -219,6 +220,8 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
                              "host_user": profile.process.host_user, "host_group": profile.process.host_group,
                              "env_passthrough": list(profile.process.env_passthrough),
                              "new_session": profile.process.new_session})
+    # Only for the way back: with the host's network, namespaces.network may say it or not.
+    out[f"{p}namespaces"] = js({"network": profile.namespaces.network})
     out[f"{p}landlock"] = js({"enabled": profile.landlock.enabled, "read": list(profile.landlock.read),
                               "write": list(profile.landlock.write), "best_effort": profile.landlock.best_effort})
     out[f"{p}audit"] = js({"enabled": profile.audit.enabled, "log": profile.audit.log})
@@ -374,7 +377,7 @@ def oci_config(profile: Profile, argv=None, *, rootless: bool = False, compat: s
     for key, kind in NAMESPACE_TYPES:
         wanted = getattr(ns, key)
         if key == "network":
-            wanted = wanted and profile.network.mode == "none"
+            wanted = creates_network_namespace(ns, profile.network.mode)
         if not wanted:
             continue
         if kind == "time" and compat == "runc-1.1":

@@ -156,7 +156,11 @@ def profile_table(config: dict, bundle_dir: str, warnings: Warnings) -> dict:
     if "mount" not in present:
         raise ImportError_("linux.namespaces: no mount namespace: a profile always builds its own root")
     if "network" not in present:
+        # The host's network: network.mode = "host" says it (namespaces.network = false may say it
+        # again; the exporter's annotation tells which the profile had).
         table["network"]["mode"] = "host"
+        annotated_ns = _annotation(config, "namespaces") or {}
+        table["namespaces"]["network"] = bool(annotated_ns.get("network", False))
     # -- process
     user = process.get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
 from . import Warnings, prepare_output, write_file
 from .oci import oci_config, write_layout
@@ -228,7 +229,7 @@ def unit_text(profile: Profile, argv=None, *, root_directory: str, rootless: boo
                      "by ProtectSystem=strict")
     # kernel and namespaces
     service.append("# Namespaces and kernel interfaces")
-    if profile.network.mode == "none" and ns.network:
+    if creates_network_namespace(ns, profile.network.mode):
         service.append("PrivateNetwork=yes")
     if ns.ipc:
         service.append("PrivateIPC=yes")
