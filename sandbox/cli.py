@@ -265,7 +265,7 @@ def _write_or_print(text: str, output: str | None) -> None:
 @click.argument("kind", type=click.Choice(["docker-seccomp", "oci"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the profile here (default: stdout).")
-@click.option("--base", default="untrusted", show_default=True, help="Profile the new one extends.")
+@click.option("--base", default="untrusted", show_default=True, help="docker-seccomp: the profile the new one extends (an oci import stands alone).")
 def import_(kind, file, output, base):
     """Turn a Docker/OCI seccomp JSON profile (docker-seccomp), or an OCI bundle's config.json (oci),
     into a sandbox profile. What a profile cannot express is listed as warnings on stderr."""
