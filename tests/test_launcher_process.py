@@ -123,7 +123,7 @@ def test_non_executable_is_126(sandbox_cli):
     assert "/etc/passwd: not executable (mode 0644)" in str(info.value)  # what the file is, not just the errno
     proc = sandbox_cli("run", "untrusted", "--", "/etc/passwd")
     assert proc.returncode == 126
-    assert proc.stderr.startswith("sandbox: /etc/passwd: cannot execute") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("sandbox: /etc/passwd: not executable (mode 0644)") and proc.stderr.count("\n") == 1
 
 
 def test_timeout_kills_the_whole_tree_including_daemons():
