@@ -17,7 +17,7 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, landlock, mounts, namespaces, protocol, terminal
+from . import _libc, child, landlock, mounts, namespaces, protocol, sources, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .profile.model import DEFAULT_PATH, Profile
 
@@ -89,55 +89,6 @@ def landlock_rules(profile: Profile) -> tuple | None:
     return tuple(rules)
 
 
-class _IdmappedTrees:
-    """Detached, idmapped copies of rw bind sources, made while we are still host root."""
-
-    def __init__(self):
-        self.fds: dict[str, int] = {}
-        self.warnings: list[str] = []
-
-    def open(self, profile: Profile, idmap: namespaces.IdMap) -> None:
-        if os.geteuid() != 0 or not profile.namespaces.user:
-            return
-        for mount in profile.filesystem.mounts:
-            if mount.mode != "rw" or mount.idmap == "no" or not os.path.isdir(mount.source):
-                continue
-            info = os.stat(mount.source)
-            if info.st_uid == idmap.host_uid and mount.idmap == "auto":
-                continue
-            try:
-                self.fds[mount.target] = self._idmapped_tree(mount.source, info.st_uid, info.st_gid, idmap)
-            except OSError as exc:
-                if mount.idmap == "yes":
-                    raise SetupError("idmapped mount", exc.errno or 0, f"{mount.source}: {exc.strerror}") from None
-                self.warnings.append(f"{mount.source}: idmapped mount unavailable ({exc.strerror}); files "
-                                     f"written there belong to host uid {idmap.host_uid}")
-
-    @staticmethod
-    def _idmapped_tree(source: str, owner_uid: int, owner_gid: int, idmap: namespaces.IdMap) -> int:
-        # On disk owner -> the sandbox user's host id, so the workload may write and what it writes
-        # lands on disk as the owner's.
-        userns = namespaces.MappingUserNamespace(f"{owner_uid} {idmap.host_uid} 1\n",
-                                                 f"{owner_gid} {idmap.host_gid} 1\n")
-        try:
-            tree = _libc.open_tree(_libc.AT_FDCWD, source, _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC
-                                   | _libc.AT_RECURSIVE)
-            try:
-                _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
-                                    attr_set=_libc.MOUNT_ATTR_IDMAP | mounts.SECURE_ATTRS, userns_fd=userns.fd)
-            except OSError:
-                os.close(tree)
-                raise
-            return tree
-        finally:
-            userns.close()
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
 class Launch:
     """One run of a profile. Use sandbox.run() unless you need the pieces."""
 
@@ -203,7 +154,7 @@ class Launch:
             gid=profile.process.group, hostname=profile.process.hostname if ns.uts else None,
             new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
             new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
-            plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
+            plan=mounts.build_plan(profile, trees) if ns.mount else None,
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
             landlock_best_effort=profile.landlock.best_effort,
@@ -234,7 +185,7 @@ class Launch:
         cgroups.gc()
         cgroup = cgroups.create(_cgroup_limits(profile))
         self.warnings += list(getattr(cgroup, "warnings", ()))
-        trees = _IdmappedTrees()
+        trees = sources.SourceTrees()
         # Every fd we open is closed exactly once: with concurrent launches from threads, a second
         # close would hit whatever another thread has opened under the same number meanwhile.
         self._owned: set[int] = set()
