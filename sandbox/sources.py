@@ -215,11 +215,16 @@ def logical_path(source: str, cwd: str | None = None, pwd: str | None = None) ->
 def writable_by(info: os.stat_result, uid: int, gid: int) -> bool:
     """Whether host uid/gid (no supplementary groups: the sandbox has none) may create files in
     a directory with this owner and mode, by its mode bits (ACLs are not considered)."""
+    return _permitted(info, uid, gid, 0o2)
+
+
+def _permitted(info: os.stat_result, uid: int, gid: int, bit: int) -> bool:
+    """Mode-bit check of `bit` (4 read, 2 write, 1 search) for uid/gid without other groups."""
     if info.st_uid == uid:
-        return bool(info.st_mode & 0o200)
+        return bool(info.st_mode & (bit << 6))
     if info.st_gid == gid:
-        return bool(info.st_mode & 0o020)
-    return bool(info.st_mode & 0o002)
+        return bool(info.st_mode & (bit << 3))
+    return bool(info.st_mode & bit)
 
 
 # ---------------------------------------------------------------- the launcher's side
@@ -264,8 +269,8 @@ class SourceTrees:
             try:
                 self._check_system_path(profile, index, mount, opened)
                 self.resolved[mount.target] = (opened.path, opened.info.st_dev, opened.info.st_ino)
-                mapping = self._id_mapping(mount, opened, idmap) if root_launch and profile.namespaces.user \
-                    else None
+                mapping = self._id_mapping(profile, mount, opened, idmap) \
+                    if root_launch and profile.namespaces.user else None
                 if not clone:
                     if mapping is not None:
                         self.idmaps[mount.target] = mapping
@@ -310,30 +315,39 @@ class SourceTrees:
                          f"{self._where(profile, index, mount)}{really}: {reason}; refusing to bind it {mode}; "
                          f"{fix}, or name this exact path in a profile mount with allow_system_path = true")
 
-    def _id_mapping(self, mount, opened: Opened, idmap) -> tuple[int, int] | None:
+    def _id_mapping(self, profile, mount, opened: Opened, idmap) -> tuple[int, int] | None:
         """(disk uid, disk gid) that the sandbox user's host ids become on the disk of this bind,
-        or None for no idmapped mount. Never 0: a root-owned source is bound as it is."""
+        or None for no idmapped mount. Never 0: a source that belongs to root (uid or gid 0) is
+        bound as it is. (Mapping only the uid would not do: the kernel refuses writes to an inode
+        whose uid or gid the mount does not map, the bind's own root included.)"""
         info = opened.info
         if mount.mode != "rw" or mount.idmap == "no" or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
             return None
-        if info.st_uid == 0:
+        if info.st_uid == 0 or info.st_gid == 0:
+            whose = "root" if info.st_uid == 0 else "group root (gid 0)"
+            fix = (f"give it to a build user (chown -R USER:GROUP {opened.path}) or set "
+                   "process.host_user/host_group to its owner")
             if mount.idmap == "yes":
                 raise SetupError("idmapped mount", errno.EPERM,
-                                 f"{opened.path} (read-write at {mount.target}) belongs to root, and an idmapped "
-                                 "mount of it would make every file the sandbox writes there root's on the host "
-                                 "(setuid-root files included); give it to a build user (chown -R USER "
-                                 f"{opened.path}) or set process.host_user/host_group to its owner")
+                                 f"{opened.path} (read-write at {mount.target}) belongs to {whose}, and an idmapped "
+                                 "mount of it would make the files the sandbox writes there root's on the host "
+                                 f"(setuid-root files included); {fix}")
+            cwd = profile.process.cwd
+            if stat.S_ISDIR(info.st_mode) and not _permitted(info, idmap.host_uid, idmap.host_gid, 0o1) \
+                    and (cwd == mount.target or cwd.startswith(mount.target.rstrip("/") + "/")):
+                raise SetupError("bind source", errno.EACCES,
+                                 f"{opened.path} (read-write at {mount.target}, the working directory) belongs to "
+                                 f"{whose}, so it is bound without an id mapping, and the sandbox's host uid "
+                                 f"{idmap.host_uid} cannot enter it; {fix}")
             if not writable_by(info, idmap.host_uid, idmap.host_gid):
                 self.warnings.append(
-                    f"{opened.path} (read-write at {mount.target}) belongs to root, so it is bound without an "
-                    f"id mapping and the sandbox writes there as host uid {idmap.host_uid}, which may not "
-                    f"write to it; give it to a build user (chown -R USER {opened.path}) or set "
-                    "process.host_user/host_group to its owner")
+                    f"{opened.path} (read-write at {mount.target}) belongs to {whose}, so it is bound without "
+                    f"an id mapping and the sandbox writes there as host uid {idmap.host_uid}, which may not "
+                    f"write to it; {fix}")
             return None
-        if mount.idmap == "auto" and info.st_uid == idmap.host_uid:
+        if mount.idmap == "auto" and (info.st_uid, info.st_gid) == (idmap.host_uid, idmap.host_gid):
             return None
-        # A root group is not mapped either: the sandbox's files then get its own host gid.
-        return info.st_uid, info.st_gid if info.st_gid != 0 else idmap.host_gid
+        return info.st_uid, info.st_gid
 
     def _tree(self, mount, opened: Opened, idmap, mapping: tuple[int, int] | None) -> int | None:
         try:
