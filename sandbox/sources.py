@@ -47,13 +47,14 @@ MAX_SYMLINKS = 40  # as the kernel's own limit on nested links
 
 # Never bound read-write unless the profile names the exact path with allow_system_path = true.
 # Trees: the directory and everything below it. Exact: only the directory itself (a project in
-# /home/alice/src or /srv/build is fine; /home, the one holding every user's files, is not).
+# /home/alice/src or /srv/build is fine; /home, the one holding every user's files, is not; a
+# volume in /var/lib/docker/volumes is fine, the engine's whole state is not).
 SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/boot", "/dev", "/proc", "/sys", "/run",
-                "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet",
-                "/var/lib/lxd", "/var/spool/cron")
+                "/var/spool/cron")
 SYSTEM_TREE_PREFIXES = ("/lib",)  # /lib32, /lib64, /libx32, /libexec... as trees too
 SYSTEM_DIRS = ("/", "/var", "/root", "/home", "/tmp", "/var/tmp", "/var/lib", "/srv", "/opt", "/mnt",
-               "/media")
+               "/media", "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet",
+               "/var/lib/lxd")
 # Whoever can talk to one of these is host root: never bound, in any mode, unless allowed by name.
 RUNTIME_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock", "crio.sock", "cri-dockerd.sock",
                    "buildkitd.sock", "dockershim.sock", "containerd-shim.sock", "lxd.socket")

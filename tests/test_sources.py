@@ -131,7 +131,7 @@ def test_logical_path_is_pwd_when_it_names_the_current_directory(root_tree):
 
 @pytest.mark.parametrize("path, refused", [
     ("/", True), ("/etc", True), ("/etc/ssl", True), ("/usr/local/src", True), ("/lib64", True),
-    ("/libx32/x", True), ("/var", True), ("/var/lib", True), ("/var/lib/docker/volumes", True),
+    ("/libx32/x", True), ("/var", True), ("/var/lib", True), ("/var/lib/docker", True), ("/var/lib/docker/volumes/v/_data", False),
     ("/home", True), ("/root", True), ("/tmp", True), ("/run/user/1000", True), ("/proc/1", True),
     ("/home/alice/src", False), ("/var/lib/build", False), ("/srv/ci/ws", False), ("/tmp/ws", False),
     ("/root/build", False), ("/data/docker.sock", True), ("/opt/app", False),

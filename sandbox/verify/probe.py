@@ -11,7 +11,11 @@ It never performs a harmful operation for real: dangerous syscalls are called
 with deliberately invalid arguments (bad pointer 1, fd -1, unknown flags) in a
 forked child, so "allowed" shows up as EFAULT/EINVAL/EBADF and "denied" as
 EPERM/ENOSYS or death by SIGSYS; kernel knobs are opened for writing and
-closed at once, never written; device nodes are listed, never opened.
+closed at once, never written; device nodes are listed, never opened. In
+each writable mount it creates scratch files (.sandbox-probe-*), tries to make
+them setuid/setgid or give them a file capability, and removes them; with a
+verifier's context it leaves one empty marker per rw bind until the verifier
+has looked at it from the host.
 
 Result
 ------
@@ -955,11 +959,11 @@ def _check_unexpected_mounts(ctx, mounts):
 # The launcher's rule (sandbox/sources.py; tests check the copies agree). Trees: the directory and
 # everything below; dirs: only the directory itself.
 SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/boot", "/dev", "/proc", "/sys", "/run",
-                "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet",
-                "/var/lib/lxd", "/var/spool/cron")
+                "/var/spool/cron")
 SYSTEM_TREE_PREFIXES = ("/lib",)
 SYSTEM_DIRS = ("/", "/var", "/root", "/home", "/tmp", "/var/tmp", "/var/lib", "/srv", "/opt", "/mnt",
-               "/media")
+               "/media", "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet",
+               "/var/lib/lxd")
 RUNTIME_SOCKET_NAMES = ("docker.sock", "containerd.sock", "podman.sock", "crio.sock", "cri-dockerd.sock",
                         "buildkitd.sock", "dockershim.sock", "containerd-shim.sock", "lxd.socket")
 PSEUDO_FS = {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "debugfs",
