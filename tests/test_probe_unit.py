@@ -267,8 +267,8 @@ def test_a_system_directory_bound_rw_fails():
 
 def test_setid_routes_in_a_directory_we_cannot_protect(tmp_path):
     """Outside any sandbox (root, no filter) every route works: the check must see it."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (the file capability)")
+    from conftest import require
+    require("root")  # (the file capability)
     worked, seen = probe._setid_routes(str(tmp_path))
     assert {"chmod 4755", "fchmod 4755", "openat(O_CREAT, 04755)", "security.capability"} <= set(worked), seen
     assert list(tmp_path.iterdir()) == []  # cleaned up

@@ -107,7 +107,16 @@ def _refused(proc: subprocess.CompletedProcess, link: Path, owner: int, real: Pa
 
 @pytest.fixture(params=[False, True], ids=["root", "rootless"])
 def tree(request):
-    rootless = request.param
+    yield from _tree(rootless=request.param)
+
+
+@pytest.fixture
+def root_launch_tree():
+    """For what only a root launch decides (id mapping, root-owned workspaces)."""
+    yield from _tree(rootless=False)
+
+
+def _tree(rootless: bool):
     require("userns", "system_python", *(("rootless",) if rootless else ("root",)))
     base = Path(tempfile.mkdtemp(prefix="sbxtest-ws-", dir="/tmp"))
     os.chmod(base, 0o755)
@@ -160,13 +169,12 @@ def test_cd_into_a_directory_a_run_replaced_by_a_symlink(tree):
     tree.untouched()
 
 
-def test_cd_physical_into_a_root_directory_gives_no_access(tree):
+def test_cd_physical_into_a_root_directory_gives_no_access(root_launch_tree):
     """`cd -P pkg` loses the trace of the symlink: the launch sees only the real directory. As
     root that is the root-owned secret, which is never idmapped: the sandbox user cannot even
     enter it. (Rootless, the real directory is the caller's own, which the caller chose to bind:
     docs/threat-model.md says what a CI system must do about that.)"""
-    if tree.rootless:
-        pytest.skip("rootless, a physical cd lands in a directory of the caller's: its own choice")
+    tree = root_launch_tree
     tree.plant([("pkg", str(tree.secret))])
     proc = tree.run("run", "ci", "--", "/bin/sh", "-c", "cat secret; cp /usr/bin/id s; chmod 4755 s",
                     shell='cd -P pkg && exec "$@"')
@@ -239,16 +247,13 @@ def test_symlinks_in_a_sticky_directory(tree):
 def test_a_system_directory_as_the_workspace_is_refused(tree, where):
     """Issue 20: `cd /etc && sandbox run ci` would give the workload /etc read-write. The workload
     here is /bin/true (were the launch to go ahead, nothing is written)."""
-    if not os.path.isdir(where):
-        pytest.skip(f"no {where} here")
-    if tree.rootless and where == "/root":
-        pytest.skip("the rootless caller cannot enter /root")
-    proc = tree.run("run", "ci", "--", "/bin/true", cwd=Path(where))
-    assert proc.returncode == 125, proc.stderr
-    line, = proc.stderr.strip().splitlines()
-    assert line.startswith("sandbox: bind source: ") and "(the current directory)" in line, line
-    assert "system directory" in line or "root directory" in line, line
-    assert "allow_system_path" in line, line
+    if not (tree.rootless and where == "/root"):  # (a rootless caller cannot even cd there)
+        proc = tree.run("run", "ci", "--", "/bin/true", cwd=Path(where))
+        assert proc.returncode == 125, proc.stderr
+        line, = proc.stderr.strip().splitlines()
+        assert line.startswith("sandbox: bind source: ") and "(the current directory)" in line, line
+        assert "system directory" in line or "root directory" in line, line
+        assert "allow_system_path" in line, line
     proc = tree.run("run", "--bind", f"{where}:/x:rw", "untrusted", "--", "/bin/true")
     assert proc.returncode == 125 and "refusing to bind it read-write" in proc.stderr, proc.stderr
 
@@ -285,11 +290,11 @@ def test_a_runtime_socket_is_refused_unless_allowed_by_name(tree):
         listener.close()
 
 
-def test_a_root_owned_workspace_is_not_idmapped(tree):
+def test_a_root_owned_workspace_is_not_idmapped(root_launch_tree):
     """Issue 20's first case: root launches in a root-owned workspace. No id mapping: the sandbox
-    writes as host 65534 where host permissions allow, never as root; the launch says how to fix."""
-    if tree.rootless:
-        pytest.skip("rootless launches never idmap, and cannot own root's directories")
+    writes as host 65534 where host permissions allow, never as root; the launch says how to fix.
+    (Rootless launches never idmap.)"""
+    tree = root_launch_tree
     workspace = tree.base / "rootws"
     workspace.mkdir(mode=0o755)
     plant = "cp /bin/sh /workspace/rootsh && chmod 4755 /workspace/rootsh"
