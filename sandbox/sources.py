@@ -299,7 +299,7 @@ class SourceTrees:
         try:
             return open_path(logical_path(mount.source))
         except SourceError as exc:
-            if exc.errno == errno.ENOENT and mount.optional:
+            if exc.errno in (errno.ENOENT, errno.EACCES) and mount.optional:  # as unreachable as missing
                 self.missing.add(mount.target)
                 return None
             raise SetupError("bind source", exc.errno or 0, f"{exc} (for {self._where(profile, index, mount)})") \

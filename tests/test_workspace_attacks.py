@@ -34,6 +34,17 @@ SANDBOX = str(ROOT / ".venv" / "bin" / "sandbox")
 NOBODY = 65534
 SECRET = "root only"
 RUN2 = "cat /out/secret; cp /usr/bin/id /out/s; chmod 4755 /out/s"
+RUN2_IN_PKG = "cat secret; cp /usr/bin/id s; chmod 4755 s"
+
+
+def gated(shell: str) -> list[str]:
+    """`-- sh -c SHELL`, but only after the isolation gate (needs --env SBX_HOST_NS, see HOST_NS):
+    should a launch that must be refused go ahead, the attack still runs only in a checked sandbox."""
+    return ["--", PY, "-c", GATE + f"import subprocess\nsys.exit(subprocess.run(['/bin/sh', '-c', {shell!r}]).returncode)"]
+
+
+def host_ns() -> list[str]:
+    return ["--env", f"SBX_HOST_NS={_host_ns()}"]
 
 PLANT = textwrap.dedent(r"""
     import shutil
@@ -146,7 +157,7 @@ def _tree(rootless: bool):
 def test_a_planted_symlink_is_not_followed_by_a_later_bind(tree, first, second):
     """Issue 22 part 1 as written: run 1 plants out -> the secret; run 2 `--bind ./out:/out:rw`."""
     tree.plant([("out", str(tree.secret))], first)
-    proc = tree.run("run", "--bind", "./out:/out:rw", *SECOND_RUN[second], "--", "/bin/sh", "-c", RUN2)
+    proc = tree.run("run", *host_ns(), "--bind", "./out:/out:rw", *SECOND_RUN[second], *gated(RUN2))
     _refused(proc, tree.workspace / "out", tree.owner, tree.secret)
     tree.untouched()
     # read-only is no different: the link is not the caller's to follow either way
@@ -158,12 +169,11 @@ def test_cd_into_a_directory_a_run_replaced_by_a_symlink(tree):
     """Issue 22 part 1, `cd pkg` variant: run 1 replaces pkg by a symlink; a CI step's `cd pkg &&
     sandbox run ci` must not make the link's target the workspace."""
     tree.plant([("pkg", str(tree.secret))])
-    proc = tree.run("run", "ci", "--", "/bin/sh", "-c", "cat secret; cp /usr/bin/id s; chmod 4755 s",
-                    shell='cd pkg && exec "$@"')
+    proc = tree.run("run", *host_ns(), "ci", *gated(RUN2_IN_PKG), shell='cd pkg && exec "$@"')
     _refused(proc, tree.workspace / "pkg", tree.owner, tree.secret)
     tree.untouched()
     # The same through a relative --bind from inside pkg.
-    proc = tree.run("run", "--bind", ".:/out:rw", "untrusted", "--", "/bin/sh", "-c", RUN2,
+    proc = tree.run("run", *host_ns(), "--bind", ".:/out:rw", "untrusted", *gated(RUN2),
                     shell='cd pkg && exec "$@"')
     _refused(proc, tree.workspace / "pkg", tree.owner, tree.secret)
     tree.untouched()
@@ -176,8 +186,7 @@ def test_cd_physical_into_a_root_directory_gives_no_access(root_launch_tree):
     docs/threat-model.md says what a CI system must do about that.)"""
     tree = root_launch_tree
     tree.plant([("pkg", str(tree.secret))])
-    proc = tree.run("run", "ci", "--", "/bin/sh", "-c", "cat secret; cp /usr/bin/id s; chmod 4755 s",
-                    shell='cd -P pkg && exec "$@"')
+    proc = tree.run("run", *host_ns(), "ci", *gated(RUN2_IN_PKG), shell='cd -P pkg && exec "$@"')
     assert proc.returncode == 125, proc.stderr
     assert SECRET not in proc.stdout
     assert "belongs to root" in proc.stderr and "cannot enter it" in proc.stderr, proc.stderr
@@ -188,7 +197,7 @@ def test_a_planted_symlink_as_a_parent_component(tree):
     """lib -> the secret's parent; `--bind ./lib/secret:/out:rw` walks through it."""
     tree.plant([("lib", str(tree.secret.parent))])
     for second in SECOND_RUN.values():
-        proc = tree.run("run", "--bind", "./lib/secret:/out:rw", *second, "--", "/bin/sh", "-c", RUN2)
+        proc = tree.run("run", *host_ns(), "--bind", "./lib/secret:/out:rw", *second, *gated(RUN2))
         _refused(proc, tree.workspace / "lib", tree.owner, tree.secret)
     tree.untouched()
 
@@ -196,7 +205,7 @@ def test_a_planted_symlink_as_a_parent_component(tree):
 def test_planted_relative_and_chained_symlinks(tree):
     """up -> .., then out -> up/../secret: relative links and chains are judged link by link."""
     tree.plant([("up", ".."), ("out", "up/secret")])
-    proc = tree.run("run", "--bind", "./out:/out:rw", "ci", "--", "/bin/sh", "-c", RUN2)
+    proc = tree.run("run", *host_ns(), "--bind", "./out:/out:rw", "ci", *gated(RUN2))
     _refused(proc, tree.workspace / "out", tree.owner, tree.secret)
     tree.untouched()
 
@@ -298,13 +307,13 @@ def test_a_root_owned_workspace_is_not_idmapped(root_launch_tree):
     workspace = tree.base / "rootws"
     workspace.mkdir(mode=0o755)
     plant = "cp /bin/sh /workspace/rootsh && chmod 4755 /workspace/rootsh"
-    proc = tree.run("run", "ci", "--", "/bin/sh", "-c", plant, cwd=workspace)
-    assert proc.returncode != 0
+    proc = tree.run("run", *host_ns(), "ci", *gated(plant), cwd=workspace)
+    assert proc.returncode not in (0, NOT_ISOLATED), proc.stdout
     assert "belongs to root" in proc.stderr and "host_user" in proc.stderr, proc.stderr
     assert os.listdir(workspace) == []
     # World-writable (as a shared scratch directory may be): written as 65534, never setuid.
     os.chmod(workspace, 0o777)
-    proc = tree.run("run", "ci", "--", "/bin/sh", "-c", plant, cwd=workspace)
+    proc = tree.run("run", *host_ns(), "ci", *gated(plant), cwd=workspace)
     assert proc.returncode == 1 and "Operation not permitted" in proc.stderr, proc.stderr
     info = (workspace / "rootsh").stat()
     assert (info.st_uid, info.st_gid) == (NOBODY, NOBODY) and not info.st_mode & 0o6000
