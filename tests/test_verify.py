@@ -38,6 +38,28 @@ def test_every_builtin_profile_passes_its_own_verification(name, tmp_path, monke
     assert len(report.results) > 100
     # inside and outside views both present
     assert any(r["id"].startswith("outside.") for r in report.results)
+    assert _statuses(report, "fs.setid.") == {"PASS"}  # /tmp, /dev/shm (and ci's /workspace)
+    if name == "ci":
+        for check in ("fs.setid./workspace", "fs.write_owner./workspace", "mount.system_rw",
+                      "outside.fs.write_owner./workspace"):
+            assert _statuses(report, check) == {"PASS"}, check
+        assert os.listdir(tmp_path) == []  # the probe's marker is gone
+
+
+def test_a_writable_bind_where_setuid_bits_can_be_set_fails(tmp_path):
+    """Without the filter the kernel lets a file's owner set its setuid bit: measured against the
+    same profile with the default policy, the writable host mount FAILs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        os.chown(data, BUILD_USER, BUILD_USER)
+    bind = f'[[filesystem.mounts]]\nsource = "{data}"\ntarget = "/data"\nmode = "rw"\n'
+    weak = _weak(tmp_path, "nofilter", '[seccomp]\npolicy = "unconfined"\n' + bind)
+    report = verify_profile(weak, against=_weak(tmp_path, "filtered", bind))
+    assert _statuses(report, "fs.setid./data") == {"FAIL"}
+    assert _statuses(report, "fs.setid./tmp") == {"WARN"}  # a tmpfs that dies with the sandbox
+    assert _statuses(verify_profile(weak), "fs.setid./data") == {"WARN"}  # the profile's own choice
+    assert os.listdir(data) == []
 
 
 def test_kept_capabilities_fail_against_untrusted_and_skip_against_themselves(tmp_path):
