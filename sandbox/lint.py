@@ -76,11 +76,13 @@ def _system_path(mount) -> str | None:
     return None
 
 
-def _owner(path: str) -> int | None:
+def _owner(path: str) -> tuple[int, ...]:
+    """(uid, gid) of path as it resolves here, or () when it cannot be looked at."""
     try:
-        return os.stat(path).st_uid
+        info = os.stat(path)
     except OSError:
-        return None
+        return ()
+    return info.st_uid, info.st_gid
 
 
 def _specific(profile: Profile) -> Iterator[Finding]:
@@ -95,10 +97,14 @@ def _specific(profile: Profile) -> Iterator[Finding]:
                 yield Finding("danger", f"filesystem.mounts[{index}]",
                               f"{mount.source} would be bound {mode}: {reason}; the launch refuses it "
                               "unless the mount sets allow_system_path = true")
-        elif mount.mode == "rw" and mount.idmap == "yes" and _owner(mount.source) == 0:
+        elif mount.mode == "rw" and mount.idmap == "yes" and 0 in _owner(mount.source):
             yield Finding("warning", f"filesystem.mounts[{index}].idmap",
                           f"'yes' for {mount.source}, which belongs to root: a root launch refuses it (an "
                           "idmapped mount never maps the sandbox to host uid 0); give it to a build user")
+        elif mount.mode == "rw" and mount.idmap == "auto" and 0 in _owner(mount.source):
+            yield Finding("info", f"filesystem.mounts[{index}]",
+                          f"{mount.source} belongs to root: a root launch binds it without an id mapping, "
+                          "so the sandbox writes there only as its own host uid may (give it to a build user)")
     for cap in profile.capabilities.keep:
         if cap in DANGEROUS_CAPS:
             yield Finding("danger", "capabilities.keep", f"{cap} is broad enough to weaken the sandbox itself")
