@@ -121,19 +121,22 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, sources=None) -> MountPlan:
-    """Profile -> ordered operations. `sources` is the launcher's sources.SourceTrees (opened
+def build_plan(profile: Profile, opened=None) -> MountPlan:
+    """Profile -> ordered operations. `opened` is the launcher's sources.SourceTrees (opened
     trees, resolved paths, missing optional sources); without it (the verifier's expectations)
-    optional sources are looked up by name."""
+    optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)"""
     fs = profile.filesystem
-    trees = getattr(sources, "fds", None) or {}
-    resolved = getattr(sources, "resolved", None) or {}
-    missing = getattr(sources, "missing", None)
+    if isinstance(opened, dict):
+        trees, resolved, missing = opened, {}, None
+    else:
+        trees = getattr(opened, "fds", None) or {}
+        resolved = getattr(opened, "resolved", None) or {}
+        missing = getattr(opened, "missing", None)
     mounts: list = []
     for mount in fs.mounts:
         if missing is not None and mount.target in missing:
             continue
-        if sources is None and mount.optional and not os.path.lexists(mount.source):
+        if missing is None and mount.optional and not os.path.lexists(mount.source):
             continue
         path, dev, ino = resolved.get(mount.target, (mount.source, None, None))
         mounts.append(Bind(path, mount.target, readonly=mount.mode == "ro", noexec=mount.noexec,
