@@ -19,7 +19,8 @@ creat, mknod, mknodat, and open/openat with O_CREAT or O_TMPFILE: EPERM when the
 mode carries S_ISUID or S_ISGID); openat2 reports ENOSYS (its mode is out of
 BPF's reach), so callers fall back to openat. File capabilities
 (security.capability) need CAP_SETFCAP, which a workload holds only when its
-profile keeps it (see docs/threat-model.md); strict denies setxattr outright.
+profile keeps it (see docs/threat-model.md); strict denies setxattr outright
+(EOPNOTSUPP, as a file system without xattrs would).
 
 Both deny with EPERM by default; calls from a foreign ABI kill the process.
 """
@@ -190,7 +191,10 @@ def strict_policy() -> SeccompPolicy:
     rules = [
         Rule(_STRICT_ALLOWED, ALLOW, comment="local computation, files, pipes, unix sockets"),
         *_common_restrictions((AF_UNIX,), (0x0, 0xFFFFFFFF)),
-        Rule(XATTR_SETTERS, EPERM, comment="no extended attributes set (security.capability among them)"),
+        # EOPNOTSUPP, as on a file system without xattrs: cp -a, tar and shutil then go on (with EPERM,
+        # cp -a fails on every file, since it sets POSIX ACLs through fsetxattr).
+        Rule(XATTR_SETTERS, errno_action("EOPNOTSUPP"),
+             comment="no extended attributes set (security.capability among them)"),
         *_only_values("ioctl", 1, STRICT_IOCTLS, errno_action("ENOTTY"),
                       "terminal and file basics only"),
         *_only_values("prctl", 0, STRICT_PRCTLS, EPERM, "harmless prctl options only"),
