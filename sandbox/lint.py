@@ -6,14 +6,14 @@ differs from the default is reported. Specific checks add what a reviewer would 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
+from . import sources
 from .compiled_dataclass import dataclass
 from .profile.model import Profile
 
 SEVERITIES = ("info", "warning", "danger")
-SENSITIVE_RW = ("/", "/etc", "/root", "/home", "/boot", "/proc", "/sys", "/dev", "/usr", "/var", "/run",
-                "/var/run/docker.sock", "/run/docker.sock", "/run/containerd", "/var/lib/docker")
 DANGEROUS_CAPS = {"CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO", "CAP_DAC_READ_SEARCH",
                   "CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON", "CAP_SYS_BOOT", "CAP_MAC_ADMIN", "CAP_SYS_TIME",
                   "CAP_SETFCAP", "CAP_MKNOD", "CAP_CHECKPOINT_RESTORE", "CAP_SYSLOG"}
@@ -64,14 +64,47 @@ def _show(value) -> str:
     return repr(value)
 
 
+def _system_path(mount) -> str | None:
+    """The launcher's own rule (sandbox.sources), on the source as written and as it resolves
+    here and now (the launch resolves it again, without following symlinks a sandbox could have
+    planted)."""
+    check = sources.system_path_reason if mount.mode == "rw" else sources.runtime_socket_reason
+    for path in dict.fromkeys((mount.source, os.path.realpath(mount.source))):
+        reason = check(path)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _owner(path: str) -> tuple[int, ...]:
+    """(uid, gid) of path as it resolves here, or () when it cannot be looked at."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ()
+    return info.st_uid, info.st_gid
+
+
 def _specific(profile: Profile) -> Iterator[Finding]:
     for index, mount in enumerate(profile.filesystem.mounts):
-        if mount.mode == "rw" and (mount.source in SENSITIVE_RW or mount.target in SENSITIVE_RW):
-            yield Finding("danger", f"filesystem.mounts[{index}]",
-                          f"{mount.source} is bound read-write: the workload can change the host system")
-        if "docker.sock" in mount.source or "containerd" in mount.source:
-            yield Finding("danger", f"filesystem.mounts[{index}]",
-                          f"{mount.source} gives control of the container engine, i.e. host root")
+        reason = _system_path(mount)
+        if reason is not None:
+            mode = "read-write" if mount.mode == "rw" else "into the sandbox"
+            if mount.allow_system_path:
+                yield Finding("danger", f"filesystem.mounts[{index}]",
+                              f"{mount.source} is bound {mode} by allow_system_path = true: {reason}")
+            else:
+                yield Finding("danger", f"filesystem.mounts[{index}]",
+                              f"{mount.source} would be bound {mode}: {reason}; the launch refuses it "
+                              "unless the mount sets allow_system_path = true")
+        elif mount.mode == "rw" and mount.idmap == "yes" and 0 in _owner(mount.source):
+            yield Finding("warning", f"filesystem.mounts[{index}].idmap",
+                          f"'yes' for {mount.source}, which belongs to root: a root launch refuses it (an "
+                          "idmapped mount never maps the sandbox to host uid 0); give it to a build user")
+        elif mount.mode == "rw" and mount.idmap == "auto" and 0 in _owner(mount.source):
+            yield Finding("info", f"filesystem.mounts[{index}]",
+                          f"{mount.source} belongs to root: a root launch binds it without an id mapping, "
+                          "so the sandbox writes there only as its own host uid may (give it to a build user)")
     for cap in profile.capabilities.keep:
         if cap in DANGEROUS_CAPS:
             yield Finding("danger", "capabilities.keep", f"{cap} is broad enough to weaken the sandbox itself")

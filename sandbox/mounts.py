@@ -20,7 +20,7 @@ import stat
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc
+from . import _libc, sources
 from . import faults as _faults
 from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
 
@@ -32,14 +32,25 @@ SECURE_ATTRS = _libc.MOUNT_ATTR_NOSUID | _libc.MOUNT_ATTR_NODEV
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path bound at target; read-only unless readonly is False."""
+    """A host path bound at target; read-only unless readonly is False.
+
+    When root launches, the parent has already opened the source (sources.SourceTrees) and
+    tree_fd is its detached copy (maybe idmapped). Otherwise the child walks `source` (the real
+    path the parent resolved) under /oldroot following no symlink, and, given `identity`, checks
+    it found the inode the parent checked."""
 
     source: str
     target: str
     readonly: bool = True
     noexec: bool = False
     devices: bool = False  # device nodes must stay usable (binds into /dev)
-    idmap_fd: int = -1  # a detached idmapped tree made by the parent (root launches only)
+    tree_fd: int = -1  # a detached tree made by the parent (root launches only)
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) the parent found at source
+
+    @property
+    def idmap_fd(self) -> int:
+        """The name child.needed_fds() knows tree_fd by (it was only for idmapped trees once)."""
+        return self.tree_fd
 
 
 @dataclass(frozen=True)
@@ -112,16 +123,26 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> MountPlan:
-    """Profile -> ordered operations. Pure apart from checking which optional sources exist."""
+def build_plan(profile: Profile, opened=None) -> MountPlan:
+    """Profile -> ordered operations. `opened` is the launcher's sources.SourceTrees (opened
+    trees, resolved paths, missing optional sources); without it (the verifier's expectations)
+    optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)"""
     fs = profile.filesystem
-    idmap_fds = idmap_fds or {}
+    if isinstance(opened, dict):
+        trees, resolved, missing = opened, {}, None
+    else:
+        trees = getattr(opened, "fds", None) or {}
+        resolved = getattr(opened, "resolved", None) or {}
+        missing = getattr(opened, "missing", None)
     mounts: list = []
     for mount in fs.mounts:
-        if mount.optional and not os.path.lexists(mount.source):
+        if missing is not None and mount.target in missing:
             continue
-        mounts.append(Bind(mount.source, mount.target, readonly=mount.mode == "ro", noexec=mount.noexec,
-                           idmap_fd=idmap_fds.get(mount.target, -1)))
+        if missing is None and mount.optional and not os.path.lexists(mount.source):
+            continue
+        path, dev, ino = resolved.get(mount.target, (mount.source, None, None))
+        mounts.append(Bind(path, mount.target, readonly=mount.mode == "ro", noexec=mount.noexec,
+                           tree_fd=trees.get(mount.target, -1), identity=(dev, ino) if dev is not None else None))
     for tmpfs in fs.tmpfs:
         mounts.append(Tmpfs(tmpfs.target, tmpfs.size, tmpfs.mode, tmpfs.noexec))
     if fs.proc:
@@ -150,7 +171,7 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
 def with_trees(plan: MountPlan, tree_fds: dict[str, int]) -> MountPlan:
     """The plan with each bind whose target is in tree_fds attached from that detached tree (an
     idmapped copy the parent made) instead of its source path."""
-    operations = tuple(dataclasses.replace(op, idmap_fd=tree_fds[op.target])
+    operations = tuple(dataclasses.replace(op, tree_fd=tree_fds[op.target])
                        if isinstance(op, Bind) and op.target in tree_fds else op for op in plan.operations)
     return dataclasses.replace(plan, operations=operations)
 
@@ -206,13 +227,9 @@ def _attach_tree(tree_fd: int, target_fd: int) -> None:
 
 
 def _bind(root_fd: int, op: Bind) -> None:
-    if op.idmap_fd >= 0:
-        tree = op.idmap_fd
-        is_dir = True
-    else:
-        tree = _open_host_tree(op.source)
-        is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
+    tree = op.tree_fd if op.tree_fd >= 0 else _open_host_tree(op.source, op.identity)
     try:
+        is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
         attrs = _libc.MOUNT_ATTR_NOSUID if op.devices else SECURE_ATTRS  # device nodes need dev
         attrs |= _libc.MOUNT_ATTR_RDONLY if op.readonly else 0
         attrs |= _libc.MOUNT_ATTR_NOEXEC if op.noexec else 0
@@ -224,21 +241,24 @@ def _bind(root_fd: int, op: Bind) -> None:
         finally:
             os.close(target)
     finally:
-        if tree != op.idmap_fd:
+        if tree != op.tree_fd:
             os.close(tree)
 
 
-def _open_host_tree(source: str) -> int:
-    """A detached copy of a host path, resolved as the host sees it (absolute symlinks included)."""
+def _open_host_tree(source: str, identity: tuple[int, int] | None = None) -> int:
+    """A detached copy of a host path, walked under /oldroot without following any symlink (the
+    launcher resolved the path and judged its links already; a link here now is a swap since)."""
     old_root = os.open(OLDROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = _libc.openat2(old_root, source.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC, _libc.RESOLVE_IN_ROOT)
+        opened = sources.open_path(source, old_root, follow_root_links=False, hint_root=False)
     finally:
         os.close(old_root)
     try:
-        return _clone_tree(fd)
+        if identity is not None and (opened.info.st_dev, opened.info.st_ino) != tuple(identity):
+            raise MountError(errno.ESTALE, f"{source} was replaced after the launcher checked it")
+        return _clone_tree(opened.fd)
     finally:
-        os.close(fd)
+        os.close(opened.fd)
 
 
 def _clone_tree(fd: int) -> int:

@@ -302,7 +302,8 @@ def test_cli_env_bind_cwd(sandbox_cli, world_dir):
     (data / "file").write_text("bound content")
     os.chmod(data / "file", 0o644)
     rw = world_dir / f"rw-{uuid.uuid4().hex[:8]}"
-    rw.mkdir(mode=0o777)
+    rw.mkdir()
+    os.chmod(rw, 0o777)  # root's, without an id mapping: the sandbox writes as others may
     proc = sandbox_cli("run", "-q", "--env", "FOO=bar baz", "--bind", f"{data}:/data", "--bind", f"{rw}:/out:rw",
                        "--cwd", "/data", "untrusted", "--", "/bin/sh", "-c",
                        'echo "$FOO"; pwd; cat file; echo; echo x > file 2>/dev/null || echo ro; '

@@ -107,7 +107,16 @@ class Mount:
     noexec: bool = spec(False, kind="bool", doc="Forbid executing files from this mount.")
     idmap: str = spec("auto", kind="enum", choices=("auto", "yes", "no"),
                       doc="For rw binds when root launches: an idmapped mount so files written inside "
-                          "belong to the source's owner. auto = when the kernel and filesystem allow it.")
+                          "belong to the source's owner. auto = when the kernel and filesystem allow it "
+                          "and the owner is not root (a root-owned source is bound without a mapping; "
+                          "yes on one is refused). Never maps to host uid or gid 0.")
+    allow_system_path: bool = spec(False, kind="bool",
+                                   doc="Allow this exact source although it is a system path: /, /etc, /usr, "
+                                       "/var, /home, /root, /tmp... read-write, or a container runtime socket "
+                                       "(docker.sock...) in any mode. Without it such a bind is refused at "
+                                       "launch, after symlinks are resolved.",
+                                   relaxes="the workload can change host system files or drive a container "
+                                           "runtime (host root)")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,31 @@ PROBE_SOURCE = Path(probe.__file__)
 PROBE_TIMEOUT = 120.0
 
 
+def _sources(profile: Profile) -> dict:
+    """What the launch will bind read-write, from the launcher's own decisions (sources.py):
+    each rw bind's real host path, and the host ids files written there will have."""
+    from .. import namespaces, sources
+    from ..errors import SandboxError
+    if not profile.namespaces.mount:
+        return {}
+    trees = sources.SourceTrees()
+    try:
+        idmap = namespaces.id_map_for(profile.process)
+        trees.open(profile, idmap, clone=False)
+    except (SandboxError, ValueError):
+        return {}  # the launch refuses it, with the reason
+    rw = {m.target for m in profile.filesystem.mounts if m.mode == "rw" and m.target in trees.resolved}
+    if profile.namespaces.user:
+        default_owner = [idmap.host_uid, idmap.host_gid]
+    else:
+        default_owner = [profile.process.user, profile.process.group]
+    return {
+        "rw_sources": {t: trees.resolved[t][0] for t in sorted(rw)},
+        "write_owner": {t: list(trees.idmaps.get(t, default_owner)) for t in sorted(rw)},
+        "allowed_system_paths": sorted(m.source for m in profile.filesystem.mounts if m.allow_system_path),
+    }
+
+
 def expectations(profile: Profile) -> dict:
     from .. import mounts, namespaces
     ns, fs = profile.namespaces, profile.filesystem
@@ -60,6 +85,7 @@ def expectations(profile: Profile) -> dict:
         "cpu_limit": profile.limits.cpus,
         "optional_limits": list(profile.limits.optional),
         "stress": False,
+        **_sources(profile),
     }
 
 
