@@ -17,7 +17,7 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, landlock, mounts, namespaces, protocol, terminal
+from . import _libc, child, execlist, landlock, mounts, namespaces, protocol, secrets, terminal
 from .errors import ExecError, SandboxError, SetupError
 from .profile.model import DEFAULT_PATH, Profile
 
@@ -58,9 +58,10 @@ class Result:
 def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     env = {"PATH": DEFAULT_PATH, "HOME": profile.process.cwd}
+    hidden = secrets.environment_names(profile)  # [[secrets]] env = "VAR": a file, never a variable
     for pattern in profile.process.env_passthrough:
         for name, value in environ.items():
-            if fnmatch.fnmatchcase(name, pattern):
+            if fnmatch.fnmatchcase(name, pattern) and name not in hidden:
                 env[name] = value
     env.update(profile.process.env)
     return env
@@ -72,21 +73,6 @@ def _with_terminal_type(env: dict[str, str], tty: bool) -> dict[str, str]:
     if "TERM" not in env:
         env["TERM"] = os.environ.get("TERM", "dumb") if tty else "dumb"
     return env
-
-
-def landlock_rules(profile: Profile) -> tuple | None:
-    if not profile.landlock.enabled:
-        return None
-    fs = profile.filesystem
-    writable = [m.target for m in fs.mounts if m.mode == "rw"] + [t.target for t in fs.tmpfs]
-    if fs.dev:
-        writable.append("/dev")
-    if not fs.readonly_root:
-        writable.append("/")
-    rules = [("/", landlock.READ)]
-    rules += [(path, landlock.READ | landlock.WRITE) for path in writable + list(profile.landlock.write)]
-    rules += [(path, landlock.READ) for path in profile.landlock.read]
-    return tuple(rules)
 
 
 class _IdmappedTrees:
@@ -179,6 +165,8 @@ class Launch:
         if self.seccomp_mode == "learn":
             from .seccomp.learn import learning_policy
             return learning_policy(policy.architectures if policy is not None else ("native",))
+        if self.profile.exec.allow is not None:  # no executable memfd past the exec allowlist
+            policy = execlist.memfd_hardened(policy)
         if self.seccomp_mode == "report":
             from .seccomp.notify import reporting_policy
             return reporting_policy(policy)
@@ -203,9 +191,9 @@ class Launch:
             gid=profile.process.group, hostname=profile.process.hostname if ns.uts else None,
             new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
             new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
-            plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
+            plan=mounts.build_plan(profile, trees.fds, secrets.read_values(profile)) if ns.mount else None,
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
-            new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
+            new_session=profile.process.new_session, landlock_rules=landlock.rules_for(profile),
             landlock_best_effort=profile.landlock.best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             parent_pid=os.getpid(),

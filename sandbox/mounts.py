@@ -20,7 +20,7 @@ from dataclasses import field
 
 from .compiled_dataclass import dataclass
 from . import _libc
-from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
+from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, SECRET_DIR, Profile
 
 STAGE = "/tmp"  # hidden by the staging tmpfs only inside our own mount namespace
 NEWROOT = "/newroot"
@@ -75,10 +75,11 @@ class Symlink:
 
 @dataclass(frozen=True)
 class File:
-    """A small file written into the new root (passwd, group, hosts...)."""
+    """A small file written into the new root (passwd, group, hosts...), or a secret: content is
+    then a secrets.SecretValue (bytes that print as <secret NAME>) and mode 0400."""
 
     target: str
-    content: str
+    content: str | bytes
     mode: int = 0o644
 
 
@@ -110,8 +111,10 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> MountPlan:
-    """Profile -> ordered operations. Pure apart from checking which optional sources exist."""
+def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None, secrets: dict | None = None) -> MountPlan:
+    """Profile -> ordered operations. Pure apart from checking which optional sources exist.
+    `secrets` holds the [[secrets]] values read for this launch (secrets.read_values); without it
+    the secret files are planned empty (for the verifier's expectations, say)."""
     fs = profile.filesystem
     idmap_fds = idmap_fds or {}
     mounts: list = []
@@ -128,12 +131,14 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
         mounts.append(Bind("/sys", "/sys", readonly=True, noexec=True))
     if fs.dev:
         mounts.append(Tmpfs("/dev", 1 << 20, 0o755, noexec=True))
+    mounts += _secret_mounts(profile, secrets)
     # Parents before children; stable, so the profile's order breaks ties.
     operations: list = sorted(mounts, key=lambda op: _depth(op.target))
     if fs.dev:
         operations += _dev_operations(fs.devices, fs.dev_shm_size)
     operations += [Symlink(s.target, s.points_to) for s in fs.symlinks]
     operations += [File(f.target, f.content, f.mode) for f in fs.files]
+    operations += _secret_files(profile, secrets)
     if fs.proc:
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/proc/")]
         operations += [ReadOnly(p) for p in READONLY_PROC_PATHS]
@@ -143,6 +148,25 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
     operations += [ReadOnly(p) for p in fs.readonly_paths]
     root = None if fs.root == "tmpfs" else fs.root
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
+
+
+def _secret_mounts(profile: Profile, values: dict | None) -> list:
+    """[[secrets]]: a small tmpfs at /run/secrets, only the sandbox user may list it."""
+    if not profile.secrets:
+        return []
+    values = values or {}
+    size = sum(4096 + len(values.get(s.name, b"")) for s in profile.secrets) + 4096
+    return [Tmpfs(SECRET_DIR, max(size, 64 << 10), 0o500, noexec=True)]
+
+
+def _secret_files(profile: Profile, values: dict | None) -> list:
+    """Each secret as a 0400 file of the sandbox user (init writes it as that user), then the
+    tmpfs read-only: the workload can read its secrets and change nothing there."""
+    if not profile.secrets:
+        return []
+    values = values or {}
+    files: list = [File(f"{SECRET_DIR}/{s.name}", values.get(s.name, b""), 0o400) for s in profile.secrets]
+    return files + [ReadOnly(SECRET_DIR)]
 
 
 def _dev_operations(devices: tuple[str, ...], shm_size: int) -> list:
@@ -294,7 +318,7 @@ def _write_file(root_fd: int, op: File) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, op.mode,
                      dir_fd=parent_fd)
         try:
-            os.write(fd, op.content.encode())
+            os.write(fd, op.content if isinstance(op.content, bytes) else op.content.encode())
             os.fchmod(fd, op.mode)
         finally:
             os.close(fd)
