@@ -147,7 +147,37 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None, secret
     operations += [Mask(p) for p in fs.masked_paths]
     operations += [ReadOnly(p) for p in fs.readonly_paths]
     root = None if fs.root == "tmpfs" else fs.root
+    operations += _audit_masks(profile, [op for op in mounts if isinstance(op, Bind)], root)
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
+
+
+def _audit_masks(profile: Profile, binds: list, root: str | None) -> list:
+    """The audit trail is never visible inside: a bind of a directory above an audit log gets the
+    log's directory (or, where the directory holds other things too, each audit file) masked; a
+    bind of the log, or of anything inside its own directory, is refused."""
+    from .audit import protected_paths
+    sources = [(os.path.realpath(op.source), op.target, op.source) for op in binds]
+    if root is not None:
+        sources.append((os.path.realpath(root), "/", root))
+    if not sources:
+        return []
+    directories, files = protected_paths(profile)
+    masks: list = []
+    for real, target, source in sources:
+        for directory in directories:
+            if real == directory or real.startswith(directory + "/"):
+                from .errors import SetupError
+                raise SetupError("audit", errno.EPERM, f"{source} is the audit log's directory {directory} or in it: "
+                                 "the audit trail is never visible inside a sandbox")
+        for path in files:
+            if real == path:
+                from .errors import SetupError
+                raise SetupError("audit", errno.EPERM, f"{source} is the audit file {path}: the audit trail is "
+                                 "never visible inside a sandbox")
+        for path in directories + [f for f in files if os.path.dirname(f) not in directories]:
+            if path.startswith(real.rstrip("/") + "/"):
+                masks.append(Mask(os.path.join(target, os.path.relpath(path, real))))
+    return masks
 
 
 def _secret_mounts(profile: Profile, values: dict | None) -> list:
@@ -285,8 +315,8 @@ def _remount_readonly(root_fd: int, target: str) -> None:
 def _mask(root_fd: int, target: str) -> None:
     try:
         fd = _resolve(root_fd, target)
-    except FileNotFoundError:
-        return  # nothing to hide
+    except (FileNotFoundError, PermissionError):
+        return  # nothing to hide, or out of reach: init, with its capabilities, could not get there
     try:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             _libc.mount("tmpfs", _fd_path(fd), "tmpfs", _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV

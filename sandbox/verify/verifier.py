@@ -53,6 +53,7 @@ def expectations(profile: Profile, cgroup_limits: bool = True) -> dict:
         "new_session": profile.process.new_session,
         "memory_limit": profile.limits.memory if cgroup_limits else None,
         "pids_limit": profile.limits.pids if cgroup_limits else None,
+        "exec_allow": list(profile.exec.allow) if profile.exec.allow is not None else None,
         "stress": False,
     }
 
@@ -100,8 +101,11 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
     from .. import cgroups
     from ..launcher import Launch
     limits_possible = cgroups.detect().kind != "none"
+    profile, probe_needs = _with_probe_executables(profile)
     expect = expectations(against or profile, cgroup_limits=limits_possible)
     expect["stress"] = stress
+    if expect["exec_allow"] is not None:
+        expect["exec_allow"] += probe_needs  # the probe must not pick one of these as "unlisted"
     verdict = VerifyReport(profile.name)
     with Canaries(expect=expect) as context:
         argv = ["python3", "-I", "-", "--json", "--context", json.dumps(context), "--stop-when-done"]
@@ -138,6 +142,9 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
         raise outcome["error"]
     result = outcome["result"]
     verdict.warnings = result.warnings
+    if probe_needs:
+        verdict.warnings = verdict.warnings + [f"exec.allow: the probe's own {', '.join(probe_needs)} added for "
+                                               "this run"]
     try:
         inside = json.loads(result.stdout or b"{}").get("results", [])
     except ValueError:
@@ -147,6 +154,22 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
                                       "above); the profile needs python3 inside (e.g. /usr bound)")
     verdict.results = inside + outside
     return verdict
+
+
+def _with_probe_executables(profile: Profile) -> tuple[Profile, list[str]]:
+    """An [exec] allow list must let the probe itself (python3 and its loader) run: add what is
+    missing, as named on this host, and say so."""
+    allow = profile.exec.allow
+    if allow is None:
+        return profile, []
+    from .. import execlist
+    python = "/usr/bin/python3"
+    needed = [python] + execlist.interpreter_chain(os.path.realpath(python))
+    missing = [path for path in needed if not execlist.covered(allow, path)]
+    if not missing:
+        return profile, []
+    from ..profile.model import Exec
+    return profile.replace(exec=Exec(allow + tuple(missing))), missing
 
 
 def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> list[dict]:
