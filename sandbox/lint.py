@@ -303,8 +303,9 @@ _CODE_RUNNERS = re.compile(r"^(sh|bash|dash|zsh|ksh|mksh|fish|busybox|env|python
 def untrusted_class(profile: Profile) -> bool:
     """A profile for untrusted code: `untrusted` itself or one that extends it."""
     import os
+    chain = [profile.extends or ""] + list(profile.lineage)
     return profile.name == "untrusted" or any(os.path.splitext(os.path.basename(p))[0] == "untrusted"
-                                              for p in profile.lineage)
+                                              for p in chain)
 
 
 def _writable_targets(profile: Profile) -> list[str]:
