@@ -296,11 +296,15 @@ def protected_paths(profile: Profile) -> tuple[list[str], list[str]]:
     """(directories, files) a sandbox must never see: the audit logs this launch could write
     (the profile's and this user's default), their rotated files and head. A directory counts
     only when it holds nothing but audit files (the default ~/.local/state/sandbox and
-    /var/log/sandbox); elsewhere the files are protected one by one."""
+    /var/log/sandbox); elsewhere the files are protected one by one. Called only when the
+    launch binds host paths."""
     directories, files = [], []
     for path in dict.fromkeys((log_path(profile), log_path(None))):
         log = AuditLog(os.path.realpath(path))
         try:
+            # Made now if missing (the next audited launch would make it anyway): a directory
+            # that does not exist cannot be masked, and a workload could make it.
+            os.makedirs(log.directory, mode=0o750, exist_ok=True)
             names = os.listdir(log.directory)
         except OSError:
             continue

@@ -295,6 +295,13 @@ def test_the_audit_log_is_never_visible_inside(world_dir, sandbox_cli):
     for source in (logs, logs / "audit.jsonl"):
         done = sandbox_cli("run", "--bind", f"{source}:/x", "untrusted", "--", "/bin/true", env=env)
         assert done.returncode == 125 and "never visible inside a sandbox" in done.stderr, done.stderr
+    # A log directory that does not exist yet is made and hidden before the workload could make it.
+    fresh = {"SANDBOX_AUDIT_LOG": str(world_dir / "fresh" / "sandbox" / "audit.jsonl")}
+    quiet = world_dir / "quiet.toml"
+    quiet.write_text('extends = "untrusted"\n[audit]\nenabled = false\n')
+    done = sandbox_cli("run", "--bind", f"{world_dir}:/host:rw", str(quiet), "--", "/bin/sh", "-c",
+                       "mkdir /host/fresh/sandbox/planted", env=fresh)
+    assert done.returncode == 1 and "Read-only file system" in done.stderr, done.stderr
     # A log in a directory it shares: the files are hidden one by one.
     shared = world_dir / "shared"
     shared.mkdir(mode=0o755)

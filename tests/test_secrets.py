@@ -206,3 +206,19 @@ def test_a_secret_value_prints_as_its_name():
         ("<secret db>", "<secret db>", "<secret db>", "<secret db>", '{"v": "<secret db>"}')
     again = pickle.loads(pickle.dumps(value))
     assert bytes(again) == b"hunter2" and again.name == "db"
+
+
+def test_the_examples_in_the_docs_load(tmp_path):
+    """The [exec] and [[secrets]] examples of docs/monitoring.md and docs/profiles.md stay valid."""
+    import re
+    blocks = []
+    for doc in ("docs/monitoring.md", "docs/profiles.md"):
+        text = (ROOT / doc).read_text()
+        blocks += [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[exec]" in b or "[[secrets]]" in b]
+    assert len(blocks) >= 3
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"example{index}.toml"
+        path.write_text(block if "extends" in block else 'extends = "untrusted"\n' + block)
+        # example paths need not exist on this machine: only their form is checked here
+        path.write_text(path.read_text().replace('file = "/etc/ci/deploy_key"', f'file = "{path}"'))
+        sandbox.load_profile(str(path))
