@@ -222,22 +222,24 @@ _CREDENTIAL_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "KEY
 _CREDENTIAL_PREFIXES = ("AWS_", "AZURE_CLIENT", "GOOGLE_APPLICATION", "GITHUB_", "GITLAB_", "NPM_", "PYPI_",
                         "TWINE_", "DOCKER_AUTH", "VAULT_", "SSH_AUTH_SOCK")
 _NOT_CREDENTIALS = ("PWD", "OLDPWD", "KEYMAP", "XKB_DEFAULT_KEYMAP")
-# Well-known token formats (no value is ever shown, only which format it has).
+# Well-known token formats (no value is ever shown, only which format it has). Compiled on first
+# use: lint runs at every launch (the audit record lists relaxations), most values are short.
 _TOKEN_FORMATS = (
-    (re.compile(r"^(AKIA|ASIA)[0-9A-Z]{16}$"), "an AWS access key id"),
-    (re.compile(r"^gh[pousr]_[A-Za-z0-9]{30,}$"), "a GitHub token"),
-    (re.compile(r"^github_pat_[A-Za-z0-9_]{30,}$"), "a GitHub token"),
-    (re.compile(r"^glpat-[A-Za-z0-9_-]{20,}$"), "a GitLab token"),
-    (re.compile(r"^xox[abposr]-[A-Za-z0-9-]{10,}$"), "a Slack token"),
-    (re.compile(r"^sk-[A-Za-z0-9_-]{20,}$"), "an API secret key"),
-    (re.compile(r"^AIza[0-9A-Za-z_-]{35}$"), "a Google API key"),
-    (re.compile(r"^npm_[A-Za-z0-9]{30,}$"), "an npm token"),
-    (re.compile(r"^pypi-[A-Za-z0-9_-]{30,}$"), "a PyPI token"),
-    (re.compile(r"^eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*$"), "a JSON web token"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"), "a URL with a password"),
+    (r"^(AKIA|ASIA)[0-9A-Z]{16}$", "an AWS access key id"),
+    (r"^gh[pousr]_[A-Za-z0-9]{30,}$", "a GitHub token"),
+    (r"^github_pat_[A-Za-z0-9_]{30,}$", "a GitHub token"),
+    (r"^glpat-[A-Za-z0-9_-]{20,}$", "a GitLab token"),
+    (r"^xox[abposr]-[A-Za-z0-9-]{10,}$", "a Slack token"),
+    (r"^sk-[A-Za-z0-9_-]{20,}$", "an API secret key"),
+    (r"^AIza[0-9A-Za-z_-]{35}$", "a Google API key"),
+    (r"^npm_[A-Za-z0-9]{30,}$", "an npm token"),
+    (r"^pypi-[A-Za-z0-9_-]{30,}$", "a PyPI token"),
+    (r"^eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*$", "a JSON web token"),
+    (r"-----BEGIN [A-Z ]*PRIVATE KEY-----", "a private key"),
+    (r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", "a URL with a password"),
 )
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_UUID = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+SHORTEST_TOKEN = 15  # below this length, and without an '@', no format above can match
 
 
 def credential_name(name: str) -> bool:
@@ -253,11 +255,13 @@ def credential_name(name: str) -> bool:
 
 def credential_value(value: str) -> str | None:
     """What a value looks like when it looks like a credential (never the value itself), else None."""
+    if len(value) < SHORTEST_TOKEN and "@" not in value:
+        return None
     for pattern, what in _TOKEN_FORMATS:
-        if pattern.search(value):
+        if re.search(pattern, value):  # re caches compiled patterns
             return what
     text = value.strip()
-    if len(text) < 20 or any(c.isspace() for c in text) or "/" in text.rstrip("=") or _UUID.match(text):
+    if len(text) < 20 or any(c.isspace() for c in text) or "/" in text.rstrip("=") or re.match(_UUID, text):
         return None
     classes = sum((any(c.islower() for c in text), any(c.isupper() for c in text), any(c.isdigit() for c in text),
                    any(c in "+/=_-.~" for c in text)))
@@ -296,8 +300,8 @@ def _credentials(profile: Profile) -> Iterator[Finding]:
 
 # ---------------------------------------------------------------- executables
 
-_CODE_RUNNERS = re.compile(r"^(sh|bash|dash|zsh|ksh|mksh|fish|busybox|env|python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|"
-                           r"node|nodejs|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|java|gdb|make|xargs|find)$")
+_CODE_RUNNERS = (r"^(sh|bash|dash|zsh|ksh|mksh|fish|busybox|env|python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|"
+                 r"node|nodejs|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|java|gdb|make|xargs|find)$")
 
 
 def untrusted_class(profile: Profile) -> bool:
@@ -345,7 +349,7 @@ def _exec(profile: Profile) -> Iterator[Finding]:
                               "it can write new programs there and run them")
                 break
         name = pattern.rsplit("/", 1)[-1]
-        if not execlist.beneath(pattern) and _CODE_RUNNERS.match(name.rstrip("*")):
+        if not execlist.beneath(pattern) and re.match(_CODE_RUNNERS, name.rstrip("*")):
             yield finding("SBX-EXEC-002", key, f"{pattern} runs any code it is given: the list limits which "
                           "programs start, not what code they run")
         if not execlist.has_magic(pattern):
