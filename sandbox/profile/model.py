@@ -222,7 +222,8 @@ class Landlock:
 
     enabled: bool = spec(True, kind="bool", doc="Restrict file access with Landlock, derived from the mounts.",
                          relaxes="no Landlock file-access rules beneath the mount layout")
-    read: tuple[str, ...] = spec((), kind="targets", doc="Extra paths readable (and executable).")
+    read: tuple[str, ...] = spec((), kind="targets",
+                                 doc="Extra paths readable (and executable, unless an [exec] allow list decides).")
     write: tuple[str, ...] = spec((), kind="targets", doc="Extra paths writable.")
     best_effort: bool = spec(True, kind="bool", doc="Run without Landlock, with a warning, on kernels without it.")
 
