@@ -186,6 +186,9 @@ def interpreter_chain(path: str, opener=None) -> list[str]:
 
 # ---------------------------------------------------------------- seccomp (memfd)
 
+_hardened: "weakref.WeakKeyDictionary" = None  # policy -> hardened policy, for repeated launches
+
+
 def memfd_hardened(policy):
     """`policy` with memfd_create allowed only with MFD_NOEXEC_SEAL, so no memfd can ever be
     executed. Landlock does not cover memfds (they live on an internal mount it lets through),
@@ -193,6 +196,23 @@ def memfd_hardened(policy):
     narrows: a policy that already denies memfd_create, or restricts it by argument, is kept."""
     if policy is None:
         return None
+    global _hardened
+    if _hardened is None:
+        import weakref
+        _hardened = weakref.WeakKeyDictionary()
+    try:
+        return _hardened[policy]
+    except (KeyError, TypeError):
+        pass
+    hardened = _memfd_hardened(policy)
+    try:
+        _hardened[policy] = hardened
+    except TypeError:
+        pass
+    return hardened
+
+
+def _memfd_hardened(policy):
     from .seccomp.model import ArgCondition, EPERM, Rule
     from .seccomp.plan import build_plan
     plan = build_plan(policy).get("memfd_create")
