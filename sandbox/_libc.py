@@ -260,3 +260,13 @@ def openat2(dirfd: int, path, flags: int, resolve: int, mode: int = 0) -> int:
     if ret < 0:
         raise _fail("openat2", (dirfd, path))
     return ret
+
+
+def overwrite(address: int, length: int, data: bytes) -> None:
+    """Write data, then zeros, over length bytes of this process's memory at address (its own
+    argv and environment strings: see child._shed_caller_identity)."""
+    if length <= 0:
+        return
+    data = data[:length]
+    ctypes.memset(ctypes.c_void_p(address), 0, length)
+    ctypes.memmove(ctypes.c_void_p(address), data, len(data))

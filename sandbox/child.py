@@ -6,10 +6,12 @@
                        (skipped when the forking process has one thread and no supplementary
                        groups to drop: it then makes init with clone3() straight into the new
                        namespaces, and init does A's remaining steps, see run_cloned_init)
-    init (B)           pid 1 of the new pid namespace: build the root and pivot_root into it,
-                       hostname, loopback, rlimits, fork the workload, then reap and forward signals
+    init (B)           pid 1 of the new pid namespace: a neutral command line, build the root and
+                       pivot_root into it, hostname, loopback, rlimits, fork the workload, drop
+                       its own capabilities, then reap and forward signals
     workload (C)       close inherited fds, new session, ids, capabilities, no_new_privs,
-                       Landlock, seccomp (last: it may forbid everything after it), exec
+                       Landlock, "created", wait at the start gate, seccomp (last: it may forbid
+                       everything after it), exec
 
 Each step runs inside `step(name)`: any exception becomes an (step, errno, message) report to the
 parent and the process exits 125 at once, skipping Python's clean-up (os._exit), as every child here
@@ -32,11 +34,14 @@ import _signal
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
 # including this package, are out of reach.
 from .compiled_dataclass import dataclass
-from . import _libc, capabilities, fds, landlock, mounts, network, protocol, rlimits
+from . import _libc, capabilities, faults, fds, landlock, mounts, network, protocol, rlimits
+from .profile.model import DEFAULT_PATH
 from .seccomp import load_bpf
 
 SETUP_FAILED = 125
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
+INIT_TITLE = b"sandbox-init"  # what /proc/1/cmdline shows inside
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGCONT, signal.SIGWINCH)
 _RESET_SIGNALS = tuple(int(s) for s in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ))
@@ -75,6 +80,9 @@ class ChildContext:
     stdio: tuple = (None, None, None)  # fds to become 0, 1, 2; None keeps the launcher's
     seccomp_listener: bool = False  # report or learn: hand the notification fd to the parent
     channel_fd: int = -1  # unix socket to pass fds to the parent: b"T" pty master, b"L" seccomp listener
+    gate_fd: int = -1  # the start gate: the workload execs once one byte can be read from it
+    detached: bool = False  # the launcher leaves after "created" (OCI runtime): no parent-death signal
+    faults: tuple = ()  # tests only: (step, errno) pairs from sandbox.faults, made to fail
 
 
 class _StepFailed(Exception):
@@ -92,7 +100,11 @@ class step:
         self._ctx, self._name = ctx, name
 
     def __enter__(self) -> None:
-        return None
+        if self._ctx.faults:  # tests only (sandbox/faults.py): this step fails as the kernel would
+            try:
+                faults.fail_if_injected(self._name, self._ctx.faults)
+            except OSError as exc:
+                self.__exit__(OSError, exc, None)  # reports it and raises _StepFailed
 
     def __exit__(self, kind, exc, _traceback) -> bool:
         if kind is None or kind is _StepFailed or not issubclass(kind, Exception):
@@ -100,10 +112,23 @@ class step:
         if isinstance(exc, OSError):
             # Name the path when there is one ("working directory: /nope: No such file or directory").
             where = f"{exc.filename}: " if exc.filename else ""
-            protocol.send_error(self._ctx.message_fd, self._name, exc.errno or 0, where + (exc.strerror or str(exc)))
+            _report(self._ctx, self._name, exc.errno or 0, where + (exc.strerror or str(exc)))
         else:  # a bug must still reach the parent as a message, not a hang
-            protocol.send_error(self._ctx.message_fd, self._name, 0, f"{kind.__name__}: {exc}")
+            _report(self._ctx, self._name, 0, f"{kind.__name__}: {exc}")
         raise _StepFailed from None
+
+
+def _report(ctx: ChildContext, step_name: str, err: int, message: str, **extra) -> None:
+    """An error to the parent; after a detached launch's parent has gone, to stderr instead."""
+    if ctx.message_fd >= 0:
+        protocol.send_error(ctx.message_fd, step_name, err, message, **extra)
+        return
+    import errno as _errno_names
+    name = f" ({_errno_names.errorcode.get(err, err)})" if err else ""
+    try:
+        os.write(2, f"sandbox: {step_name}: {message}{name}\n".encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def _die(code: int = SETUP_FAILED):
@@ -222,6 +247,8 @@ def run_intermediate(ctx: ChildContext):
         protocol.send(ctx.message_fd, protocol.INIT_PID, pid=pid)
         os.close(ctx.message_fd)
         os.close(ctx.placed_fd)
+        if ctx.detached:
+            _die(0)  # init is left to whoever reaps orphans here (the engine's monitor), as with runc
         _, status = os.waitpid(pid, 0)
         _die(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else SETUP_FAILED)
     except _StepFailed:
@@ -273,7 +300,10 @@ def _take_sandbox_ids(ctx: ChildContext) -> None:
 def _arm_parent_death_signal(ctx: ChildContext) -> None:
     """SIGKILL when our parent (launcher or fork server) dies, and exit now if it already has.
     A asks getppid(); a cloned init's parent is outside its pid namespace (getppid() is 0), so
-    it asks the parent's pidfd instead (readable once it has exited)."""
+    it asks the parent's pidfd instead (readable once it has exited). A detached sandbox (the
+    OCI runtime) outlives the process that created it: nothing to arm."""
+    if ctx.detached:
+        return
     capabilities.set_parent_death_signal(signal.SIGKILL)
     if ctx.parent_pidfd >= 0:
         gone = bool(select.select([ctx.parent_pidfd], [], [], 0)[0])
@@ -285,7 +315,8 @@ def _arm_parent_death_signal(ctx: ChildContext) -> None:
 
 def needed_fds(ctx: ChildContext) -> set[int]:
     """The descriptors A keeps: the standard ones and every one ctx names."""
-    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, ctx.parent_pidfd, *ctx.pass_fds}
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.gate_fd, ctx.channel_fd, ctx.parent_pidfd,
+              *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
@@ -295,8 +326,10 @@ def needed_fds(ctx: ChildContext) -> set[int]:
 def run_init(ctx: ChildContext):
     """Process B: pid 1 inside. Builds the root, then stays as the reaper."""
     try:
-        with step(ctx, "parent-death signal"):
-            capabilities.set_parent_death_signal(signal.SIGKILL)
+        with step(ctx, "init"):
+            if not ctx.detached:
+                capabilities.set_parent_death_signal(signal.SIGKILL)
+            _shed_caller_identity()
         children_fd = -1
         if not ctx.new_pid_ns:
             with step(ctx, "child subreaper"):
@@ -306,9 +339,9 @@ def run_init(ctx: ChildContext):
         if ctx.plan is not None:
             with step(ctx, "mount"):
                 try:
-                    mounts.enter_new_root(ctx.plan)
+                    mounts.enter_new_root(ctx.plan, ctx.faults)
                 except mounts.MountError as exc:
-                    protocol.send_error(ctx.message_fd, "mount", exc.errno or 0, exc.strerror or str(exc))
+                    _report(ctx, "mount", exc.errno or 0, exc.strerror or str(exc))
                     raise _StepFailed from None
         if ctx.hostname is not None:
             with step(ctx, "hostname"):
@@ -333,6 +366,17 @@ def run_init(ctx: ChildContext):
             workload = _libc.fork_single_threaded()
         if workload == 0:
             run_workload(ctx)
+        with step(ctx, "init"):
+            if ctx.gate_fd >= 0:
+                os.close(ctx.gate_fd)
+            if ctx.detached:  # the launcher leaves after "created": our status is our exit code
+                os.close(ctx.message_fd)
+                ctx = dataclasses.replace(ctx, message_fd=-1)
+            if ctx.new_user_ns:
+                # Init only reaps and forwards signals to a process of its own uid: it keeps no
+                # capability (in the user namespace it had them all) for the life of the sandbox.
+                capabilities.prepare(())
+                capabilities.finish(())
         _reap_until(ctx, workload, children_fd)
     except _StepFailed:
         _die()
@@ -355,11 +399,27 @@ def _reap_until(ctx: ChildContext, workload: int, children_fd: int = -1):
         except ChildProcessError:
             _die(SETUP_FAILED)
         if pid == workload:
-            protocol.send(ctx.message_fd, protocol.EXIT, status=status)
+            if ctx.message_fd >= 0:
+                protocol.send(ctx.message_fd, protocol.EXIT, status=status)
             if children_fd >= 0:
                 _kill_descendants(children_fd)
-            # Leaving pid 1 makes the kernel kill everything else in the namespace.
-            _die(0)
+            # Leaving pid 1 makes the kernel kill everything else in the namespace. The workload's
+            # status is also our exit status (what an engine's monitor sees of a detached sandbox).
+            _die(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
+
+
+def _shed_caller_identity() -> None:
+    """Init is a copy of the launching process: blank the command line and environment its
+    memory still holds (what /proc/1/cmdline and /proc/1/environ show; a caller's arguments may
+    carry tokens), and make it non-dumpable, so that no process of the sandbox can read the rest
+    of that copy through /proc/1/mem or ptrace, whatever its ids. See docs/threat-model.md."""
+    _libc.prctl(PR_SET_DUMPABLE, 0)
+    with open("/proc/self/stat", "rb") as handle:  # the host's /proc: the root is not built yet
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    # Fields 48-51 of proc(5) (arg_start, arg_end, env_start, env_end); fields[0] is field 3.
+    arg_start, arg_end, env_start, env_end = (int(value) for value in fields[45:49])
+    _libc.overwrite(arg_start, arg_end - arg_start, INIT_TITLE)
+    _libc.overwrite(env_start, env_end - env_start, b"")
 
 
 def _kill_descendants(children_fd: int) -> None:
@@ -408,7 +468,7 @@ def run_workload(ctx: ChildContext):
             for target, fd in enumerate(stdio):
                 if fd is not None and fd != target:
                     os.dup2(fd, target)
-            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, *ctx.pass_fds})
+            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, ctx.gate_fd, *ctx.pass_fds})
             for fd in ctx.pass_fds:
                 os.set_inheritable(fd, True)
         if ctx.new_session:
@@ -432,7 +492,17 @@ def run_workload(ctx: ChildContext):
             with step(ctx, "landlock"):
                 for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort) or ():
                     protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
-        protocol.send(ctx.message_fd, protocol.EXEC)
+        if ctx.detached:
+            with step(ctx, "exec"):  # found now, as runc does: `create` reports a missing command
+                _find_executable(ctx)
+        protocol.send(ctx.message_fd, protocol.CREATED)
+        with step(ctx, "start gate"):
+            if ctx.detached:  # the launcher has gone: later errors go to our stderr
+                os.close(ctx.message_fd)
+                ctx = dataclasses.replace(ctx, message_fd=-1)
+            _wait_at_gate(ctx.gate_fd)
+        if ctx.message_fd >= 0:
+            protocol.send(ctx.message_fd, protocol.EXEC)
         if ctx.seccomp_bpf is not None:
             with step(ctx, "seccomp"):
                 listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener)
@@ -448,10 +518,39 @@ def run_workload(ctx: ChildContext):
         _die()
 
 
+def _wait_at_gate(gate_fd: int) -> None:
+    """Block until one byte can be read from the gate (a pipe, or a FIFO opened O_NONBLOCK whose
+    writer may not exist yet: select() waits for one); its end without a byte means abort."""
+    while True:
+        select.select([gate_fd], [], [])
+        try:
+            byte = os.read(gate_fd, 1)
+        except BlockingIOError:
+            continue
+        if byte == protocol.GO:
+            os.close(gate_fd)
+            return
+        if not byte:
+            _die()
+
+
+def _find_executable(ctx: ChildContext) -> None:
+    """Raise what execvpe would for a command that cannot be found or run."""
+    name = ctx.argv[0]
+    candidates = [name] if "/" in name else [
+        os.path.join(directory or ".", name) for directory in ctx.env.get("PATH", DEFAULT_PATH).split(":")]
+    for path in candidates:
+        if os.path.isfile(path):
+            if os.access(path, os.X_OK):
+                return
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
 def _exec(ctx: ChildContext):
     try:
         os.execvpe(ctx.argv[0], list(ctx.argv), ctx.env)
     except OSError as exc:
         err = exc.errno or errno.ENOEXEC
-        protocol.send_error(ctx.message_fd, "exec", err, f"{ctx.argv[0]}: {exc.strerror}")
+        _report(ctx, "exec", err, f"{ctx.argv[0]}: {exc.strerror}")
         _die(127 if err == errno.ENOENT else 126)

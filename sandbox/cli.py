@@ -49,6 +49,7 @@ def main():
 @click.option("--env", "envs", multiple=True, metavar="NAME=VALUE", help="Set a variable inside.")
 @click.option("--cwd", metavar="DIR", help="Working directory inside.")
 @click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m.")
+@click.option("--kill-after", metavar="DURATION", help="Grace between SIGTERM and SIGKILL at the timeout (default 3s).")
 @click.option("--network", type=click.Choice(["none", "host"]), help="Override the network mode.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M.")
 @click.option("--cpus", type=float, metavar="N", help="CPU bandwidth in cores, e.g. 0.5.")
@@ -59,7 +60,7 @@ def main():
 @click.option("--verify", "verify_first", is_flag=True, help="Verify the isolation first; refuse to run on a failure.")
 @click.option("--report-violations", is_flag=True, help="Report denied system calls after the run.")
 @click.option("-q", "--quiet", is_flag=True, help="No warnings.")
-def run(profile, command, binds, envs, cwd, timeout, network, memory, cpus, pids, tty, stats, result_json,
+def run(profile, command, binds, envs, cwd, timeout, kill_after, network, memory, cpus, pids, tty, stats, result_json,
         verify_first, report_violations, quiet):
     """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name).
 
@@ -67,8 +68,8 @@ def run(profile, command, binds, envs, cwd, timeout, network, memory, cpus, pids
     from . import cgprime
     cgprime.start()  # the cgroup-migration grace period, paid behind the imports (see cgprime.py)
     from .cli_run import execute
-    limits = {name: value for name, value in (("memory", memory), ("cpus", cpus), ("pids", pids))
-              if value is not None}
+    limits = {name: value for name, value in (("memory", memory), ("cpus", cpus), ("pids", pids),
+                                              ("kill_after", kill_after)) if value is not None}
     execute(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
             report_violations, quiet, limits=limits)
 

@@ -68,8 +68,10 @@ class LimitsUnavailable(SetupError):
 
 
 class ExecError(SandboxError):
-    def __init__(self, argv0: str, err: int):
+    def __init__(self, argv0: str, err: int, detail: str = ""):
+        """detail: why, when the child could tell more than the errno (a missing interpreter)."""
         self.errno = err
         self.exit_code = 127 if err == _errno.ENOENT else 126
-        what = "command not found" if err == _errno.ENOENT else "cannot execute"
+        self.detail = detail
+        what = detail or ("command not found" if err == _errno.ENOENT else "cannot execute")
         super().__init__(f"{argv0}: {what} ({_errno.errorcode.get(err, err)})")

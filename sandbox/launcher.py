@@ -1,14 +1,25 @@
-"""The parent side of a launch: prepare, fork, map ids, place in the cgroup, supervise, clean up.
+"""The parent side of a launch, as a lifecycle: create, start, wait, delete.
 
-Everything that can fail without the child is done before the fork (profile checked, seccomp filter
-compiled, mount plan built, cgroup created, idmapped trees opened), so most errors are reported
-before any process exists. See protocol.py for the message sequence and child.py for the steps.
+    launch = Launch(profile_or_plan, argv)
+    launch.create()     every process set up; the workload holds just before exec (the start gate)
+    launch.start()      the gate opens: the workload execs
+    result = launch.wait()   supervise until it is gone (output, terminal, timeout, signals)
+    launch.delete()     what is left is killed and removed (cgroup, descriptors, idmapped trees)
+
+`run()` is the four in one go (and `create(start=True)` opens the gate before the workload gets
+there, so a plain run pays no extra round trip). The OCI runtime (`sandbox-runtime`) uses the
+same steps from separate processes: `create(...)` with `detached=True` and a FIFO as the start
+gate, after which the runtime process exits and the engine's monitor reaps init; `start` opens
+the FIFO from another process.
+
+Everything that can fail without the child is done before the fork (plan computed, seccomp
+filter compiled, cgroup created, idmapped trees opened), so most errors are reported before any
+process exists. See protocol.py for the message sequence and child.py for the steps.
 """
 from __future__ import annotations
 
 import _thread
 import errno
-import fnmatch
 import os
 import select
 import signal
@@ -17,13 +28,18 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, execlist, landlock, mounts, namespaces, protocol, secrets, terminal
+from . import _libc, child, faults, mounts, namespaces, protocol, terminal
 from .errors import ExecError, SandboxError, SetupError
-from .profile.model import DEFAULT_PATH, Profile
+from .plan import LaunchPlan, build_env, cgroup_limits, plan_for, with_terminal_type  # noqa: F401
+from .profile.model import Profile
 
 SETUP_TIMEOUT = 30.0  # seconds for the child to get from fork to exec; a hang here is a bug
 EXIT_TIMEOUT = 124
 EXIT_SETUP = 125
+# Captured output is kept in the launcher's memory, which no limit of the sandbox bounds: keep
+# at most this much of each stream unless the caller says otherwise (max_output=None: no cap).
+DEFAULT_MAX_OUTPUT = 16 << 20
+OUTPUT_LIMIT_ACTIONS = ("truncate", "kill")
 
 
 @dataclass
@@ -34,6 +50,7 @@ class Result:
     signal: int | None = None
     timed_out: bool = False
     oom_killed: bool = False
+    pids_limit_hit: bool = False  # a fork failed because limits.pids was reached
     wall_time: float = 0.0
     cpu_user: float | None = None
     cpu_system: float | None = None
@@ -45,6 +62,8 @@ class Result:
     argv: tuple[str, ...] = ()
     stdout: bytes | None = None
     stderr: bytes | None = None
+    stdout_truncated: bool = False  # more than max_output was written; the rest was dropped
+    stderr_truncated: bool = False
     violations: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -53,26 +72,6 @@ class Result:
         data.pop("stderr")
         data["argv"] = list(self.argv)
         return data
-
-
-def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
-    environ = os.environ if environ is None else environ
-    env = {"PATH": DEFAULT_PATH, "HOME": profile.process.cwd}
-    hidden = secrets.environment_names(profile)  # [[secrets]] env = "VAR": a file, never a variable
-    for pattern in profile.process.env_passthrough:
-        for name, value in environ.items():
-            if fnmatch.fnmatchcase(name, pattern) and name not in hidden:
-                env[name] = value
-    env.update(profile.process.env)
-    return env
-
-
-def _with_terminal_type(env: dict[str, str], tty: bool) -> dict[str, str]:
-    """With --tty the caller's terminal is the workload's: its TERM describes it (unless the
-    profile says otherwise); without one, programs are told there is no capable terminal."""
-    if "TERM" not in env:
-        env["TERM"] = os.environ.get("TERM", "dumb") if tty else "dumb"
-    return env
 
 
 class _IdmappedTrees:
@@ -125,48 +124,299 @@ class _IdmappedTrees:
 
 
 class Launch:
-    """One run of a profile. Use sandbox.run() unless you need the pieces."""
+    """One sandbox's life (see the module's docstring). Use sandbox.run() unless you need the pieces.
 
-    def __init__(self, profile: Profile, argv: list[str] | tuple[str, ...] | None = None, *,
-                 timeout: float | None = None, stdin=None, stdout=None, stderr=None, capture_output=False,
-                 tty: bool = False, pass_fds: tuple[int, ...] = (), forward_signals: bool = True,
-                 seccomp_mode: str | None = None, fork_server=None):
-        self.profile = profile
-        self.argv = tuple(argv) if argv else profile.process.command
+    `profile` is a Profile (compiled with `argv` into a LaunchPlan) or a LaunchPlan. Options:
+    timeout and kill_after (seconds; default the plan's), stdin/stdout/stderr (fds or files),
+    capture_output (True, "stdout" or "stderr"), max_output (bytes kept of each captured stream;
+    None: no cap) and on_output_limit ("truncate": drop the rest and say so in the Result;
+    "kill": end the sandbox), tty, pass_fds, forward_signals, seccomp_mode (None, "report" or
+    "learn"), fork_server, and for the OCI runtime detached, start_gate (see create()) and
+    cgroup_name (a name cgroups.gc() does not collect; the default is sandbox-<our pid>-<random>).
+    """
+
+    def __init__(self, profile: Profile | LaunchPlan, argv: list[str] | tuple[str, ...] | None = None, *,
+                 timeout: float | None = None, kill_after: float | None = None, stdin=None, stdout=None,
+                 stderr=None, capture_output=False, max_output: int | None = DEFAULT_MAX_OUTPUT,
+                 on_output_limit: str = "truncate", tty: bool = False, pass_fds: tuple[int, ...] = (),
+                 forward_signals: bool = True, seccomp_mode: str | None = None, fork_server=None,
+                 detached: bool = False, start_gate: int | None = None, cgroup_name: str | None = None):
+        if isinstance(profile, LaunchPlan):
+            plan = profile.replace(argv=tuple(argv)) if argv else profile
+        else:
+            try:
+                plan = plan_for(profile, argv, tty=tty)
+            except ValueError as exc:  # the ids would map the sandbox to host root
+                raise SetupError("id map", errno.EPERM, str(exc)) from None
+        self.plan = plan
+        self.profile = plan.profile
+        self.argv = plan.argv
         if not self.argv:
             raise SetupError("command", errno.EINVAL, "no command given and the profile has no process.command")
-        self.timeout = timeout if timeout is not None else profile.limits.timeout
+        if on_output_limit not in OUTPUT_LIMIT_ACTIONS:
+            raise ValueError(f"on_output_limit must be one of {OUTPUT_LIMIT_ACTIONS}, not {on_output_limit!r}")
+        if seccomp_mode not in (None, "report", "learn"):
+            raise ValueError(f"seccomp_mode must be None, 'report' or 'learn', not {seccomp_mode!r}")
+        if seccomp_mode == "report" and plan.seccomp is None:
+            seccomp_mode = None  # nothing is denied, so nothing to report
+        if detached and (seccomp_mode or capture_output or fork_server is not None or start_gate is None
+                         or cgroup_name is None):
+            raise ValueError("a detached launch needs a start gate and a cgroup name of its own, and has "
+                             "nobody to report to or capture for")
+        self.timeout = timeout if timeout is not None else plan.timeout
+        self.kill_after = kill_after if kill_after is not None else plan.kill_after
         self.capture_output = capture_output
+        self.max_output = max_output
+        self.on_output_limit = on_output_limit
         self.stdio = tuple(_fileno(s) for s in (stdin, stdout, stderr))
         self.tty = tty
         self.pass_fds = tuple(pass_fds)
-        self.forward_signals = forward_signals
-        if seccomp_mode not in (None, "report", "learn"):
-            raise ValueError(f"seccomp_mode must be None, 'report' or 'learn', not {seccomp_mode!r}")
-        if seccomp_mode == "report" and profile.seccomp is None:
-            seccomp_mode = None  # nothing is denied, so nothing to report
+        self.forward_signals = forward_signals and not detached
         self.seccomp_mode = seccomp_mode
+        self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
+        self.detached = detached
+        self.start_gate = start_gate
+        # A detached sandbox outlives its creator: its cgroup needs a name that cgroups.gc(),
+        # which collects sandbox-<dead launcher pid>-* cgroups, leaves alone.
+        self.cgroup_name = cgroup_name
+        self.status = "new"  # new -> created -> running -> stopped -> deleted
         self.recorded: list = []
         self.warnings: list[str] = []
-        self.init_pid: int | None = None
-        self._terminal = None
-        self._channel = None
-        self.child_pid: int | None = None
-        self.fork_server = fork_server  # a forkserver.ForkServer, or None: fork from this process
+        self.result = Result(exit_code=EXIT_SETUP)
+        self.child_pid: int | None = None  # the first process: A, or init itself when cloned
+        self.init_pid: int | None = None  # the sandbox's init (pid 1 inside), as the host sees it
+        self.terminal_master = -1  # with tty and detached: the pty master, for the caller to keep
+        self._owned: set[int] = set()  # every fd we opened, closed exactly once (see _close)
         self._pidfd = -1  # the first process's, when the fork server made it (then not our child)
         self._cloned = False  # the first process is init itself (child.spawn)
         self._in_cgroup = False  # and was cloned into the sandbox's v2 cgroup
-        self._release_error: SandboxError | None = None
+        self._cgroup = None
+        self._trees = None
+        self._channel = None
+        self._relay = None
+        self._terminals = None  # the caller's terminals' state, restored at the end
+        self._previous_handlers = None
+        self._placer = None
+        self._reader = None
+        self._go_w = self._placed_w = self._gate_w = -1
+        self._seen: set[str] = set()
+        self._error: SandboxError | None = None
+        self._status_word: int | None = None
+        self._deadline: float | None = None
+        self._deadline_kind: str | None = None  # "setup", "timeout" (TERM), "kill"
+        self._outputs: dict[int, bytearray] = {}  # captured pipes still open -> their buffers
+        self._collected: dict[str, bytearray] = {}  # stream name -> everything kept of it
+        self._capture_names: dict[int, str] = {}
+        self._started = 0.0
+        self._waited = False
 
-    # ------------------------------------------------------------ preparation (no child yet)
+    # ------------------------------------------------------------ the four steps
+
+    def run(self) -> Result:
+        """create, start, wait and delete: the whole run, as `sandbox run` does it."""
+        self.create(start=True)
+        try:
+            self.wait()
+        finally:
+            self.delete()
+        return self.result
+
+    def create(self, *, start: bool = False) -> None:
+        """Build the sandbox: cgroup, namespaces, root, every process; return when the workload
+        is held at the start gate, just before it execs (or, start=True, already past it).
+
+        Raises SandboxError (setup failed; nothing is left behind). Detached (the OCI runtime):
+        `start_gate` is the read end of a FIFO opened O_NONBLOCK, which the workload waits on
+        until another process writes a byte into it; nothing of the sandbox depends on this
+        process after create() returns (no parent-death signal), and init's host pid is
+        `init_pid`."""
+        if self.status != "new":
+            raise RuntimeError(f"create() on a launch that is {self.status}")
+        # The CLI starts cgroup priming before its imports (see cgprime.py); it is stopped before
+        # the fork. Not started here: a warm API launch reaches the placement too soon to gain.
+        from . import cgprime
+        self._started = time.monotonic()
+        try:
+            self._create(start, cgprime)
+        except BaseException:
+            if self.child_pid is not None:  # detached too: a sandbox that failed to start never lives on
+                self._kill()
+                self._end_supervision()
+            self.delete()
+            raise
+        finally:
+            cgprime.stop()  # idempotent; normally already stopped before the fork
+        self.status = "running" if start else "created"
+
+    def start(self) -> None:
+        """Let the workload exec (in-process launches; a detached one is started through its FIFO)."""
+        if self.status != "created" or self.detached:
+            raise RuntimeError(f"start() on a launch that is {self.status}")
+        try:
+            os.write(self._gate_w, protocol.GO)
+        finally:
+            self._close(self._gate_w)
+            self._gate_w = -1
+        self.status = "running"
+
+    def wait(self) -> Result:
+        """Supervise until every process of the sandbox is gone; returns the Result, raises the
+        SandboxError of a failed setup. Any exception here (a signal, a bug) kills the sandbox
+        first: it is never left running unsupervised."""
+        if self.status != "running" or self.detached:
+            raise RuntimeError(f"wait() on a launch that is {self.status}")
+        result = self.result
+        try:
+            self._pump(until=None)
+            self._drain()
+        except BaseException:
+            self._kill()
+            raise
+        finally:
+            self._end_supervision()
+        self._waited = True
+        self.status = "stopped"
+        if self._error is not None:
+            raise self._error
+        if result.timed_out:
+            result.exit_code = EXIT_TIMEOUT
+        elif self._status_word is not None:
+            status = self._status_word
+            if os.WIFSIGNALED(status):
+                result.signal = os.WTERMSIG(status)
+                result.exit_code = 128 + result.signal
+            else:
+                result.exit_code = os.waitstatus_to_exitcode(status)
+        else:
+            # init died without a word: killed from outside (OOM, or a signal to the whole tree)
+            result.signal = signal.SIGKILL
+            result.exit_code = 128 + signal.SIGKILL
+        self._finish_result()
+        return result
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        """Send signum to the sandbox: SIGKILL ends every process in it, any other signal goes
+        to init, which passes it on to the workload."""
+        if signum == signal.SIGKILL:
+            self._kill()
+        elif self.init_pid:
+            _signal_pid(self.init_pid, signum)
+
+    def delete(self) -> None:
+        """Kill whatever is left and release everything the launch holds. Idempotent."""
+        if self.status == "deleted":
+            return
+        try:
+            if not self._waited and self.child_pid is not None and not self.detached:
+                self._kill()
+                self._end_supervision()
+        finally:
+            for fd in list(self._owned):
+                self._close(fd)
+            if self._trees is not None:
+                self._trees.close()
+            if self._cgroup is not None and not self.detached:
+                self._cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
+            self._finish_result()
+            self.status = "deleted"
+
+    # ------------------------------------------------------------ create
+
+    def _create(self, start: bool, cgprime) -> None:
+        from . import cgroups
+        plan = self.plan
+        with _ParentStep("cgroup"):
+            cgroups.gc()
+            self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+        self.warnings += list(getattr(cgroup, "warnings", ()))
+        faults.checkpoint("cgroup created")
+        self._trees = trees = _IdmappedTrees()
+        with _ParentStep("idmapped mount"):
+            if self.profile is not None and plan.id_map is not None:
+                trees.open(self.profile, plan.id_map)
+        self.warnings += trees.warnings
+        with _ParentStep("pipes"):
+            message_r, message_w = self._pipe()
+            go_r, go_w = self._pipe()
+            placed_r, placed_w = self._pipe()
+            if self.detached:
+                gate_r = self.start_gate
+            else:
+                gate_r, self._gate_w = self._pipe()
+                if start:  # the byte waits in the pipe: the workload passes the gate without a round trip
+                    os.write(self._gate_w, protocol.GO)
+                    self._close(self._gate_w)
+                    self._gate_w = -1
+            self._go_w, self._placed_w = go_w, placed_w
+            stdio = self._stdio_pipes()
+            channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
+        ctx = self._context(trees, message_w, go_r, placed_r, gate_r, stdio,
+                            channel_child.fileno() if channel_child else -1)
+        if not self.tty and not self.detached:
+            self._terminals = terminal.saved_states(fd if fd is not None else n for n, fd in enumerate(stdio))
+        cgprime.stop()  # no thread may be running at fork
+        with _ParentStep("fork"):
+            pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w), cgroup)
+        self.child_pid = pid
+        faults.checkpoint("spawned")
+        release_error = None
+        if self._cloned:
+            # Init waits for nothing else, and every page we touch before this is a
+            # copy-on-write fault while init shares them: its maps first.
+            release_error = self._release(pid)
+        for fd in [message_w, go_r, placed_r, gate_r if not self.detached else -1] + [
+                fd for fd in stdio if fd is not None and fd in self._capture_names.values()]:
+            self._close(fd)
+        trees.close()
+        if channel_child is not None:
+            channel_child.close()
+        self._channel = channel_parent
+        self._reader = protocol.Reader(message_r)
+        self._deadline, self._deadline_kind = time.monotonic() + SETUP_TIMEOUT, "setup"
+        # The first process's placement starts at once, beside its own set-up: a cgroup.procs
+        # write may wait for an RCU grace period, and this way the wait overlaps init's root.
+        self._placer = _Placer(cgroup, pid, unified=not self._in_cgroup)
+        self._previous_handlers = self._install_signal_forwarding()
+        if self._cloned:  # in its user namespace from birth: released right after the clone
+            if release_error is None:
+                self.init_pid = pid
+                self._place()
+            else:
+                self._aside(release_error)
+        self._pump(until=protocol.CREATED)
+        if self._error is not None:
+            raise self._error
+        if self.detached:
+            self._reader = None  # the children have closed their ends: nothing more will come
+            self._close(message_r)
+            if not self._cloned:
+                self._wait_first_process(pid)  # A, which left init to the engine's reaper
+            self.child_pid = None
+
+    def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1) -> child.ChildContext:
+        plan = self.plan
+        mount_plan = plan.mounts
+        if mount_plan is not None and trees.fds:
+            mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if mount_plan is not None and self.profile is not None and self.profile.secrets:
+            from .secrets import read_values  # read now, at launch: never held by a profile or a plan
+            mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))
+        return child.ChildContext(
+            argv=self.argv, env=plan.env, cwd=plan.cwd, uid=plan.uid, gid=plan.gid, hostname=plan.hostname,
+            new_user_ns=plan.new_user_ns, unshare_flags=plan.unshare_flags, new_cgroup_ns=plan.new_cgroup_ns,
+            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=plan.rlimits,
+            umask=plan.umask, keep_caps=plan.keep_caps, new_session=plan.new_session,
+            landlock_rules=plan.landlock_rules, landlock_best_effort=plan.landlock_best_effort,
+            seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
+            gate_fd=gate_fd, parent_pid=os.getpid(), pass_fds=self.pass_fds, tty=self.tty, stdio=stdio,
+            channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached,
+            faults=tuple(faults.INJECTED.items()))
 
     def _filter_policy(self):
-        policy = self.profile.seccomp
+        policy = self.plan.seccomp
         if self.seccomp_mode == "learn":
             from .seccomp.learn import learning_policy
             return learning_policy(policy.architectures if policy is not None else ("native",))
-        if self.profile.exec.allow is not None:  # no executable memfd past the exec allowlist
-            policy = execlist.memfd_hardened(policy)
         if self.seccomp_mode == "report":
             from .seccomp.notify import reporting_policy
             return reporting_policy(policy)
@@ -182,100 +432,6 @@ class Launch:
         except (OSError, ValueError) as exc:
             raise SetupError("seccomp", getattr(exc, "errno", 0) or 0, f"cannot compile the filter: {exc}") from None
 
-    def _context(self, idmap, trees, message_fd, go_fd, placed_fd, stdio, channel_fd=-1) -> child.ChildContext:
-        profile = self.profile
-        ns = profile.namespaces
-        return child.ChildContext(
-            argv=self.argv, env=_with_terminal_type(build_env(profile), self.tty), cwd=profile.process.cwd,
-            uid=profile.process.user,
-            gid=profile.process.group, hostname=profile.process.hostname if ns.uts else None,
-            new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
-            new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
-            plan=mounts.build_plan(profile, trees.fds, secrets.read_values(profile)) if ns.mount else None,
-            rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
-            new_session=profile.process.new_session, landlock_rules=landlock.rules_for(profile),
-            landlock_best_effort=profile.landlock.best_effort,
-            seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
-            parent_pid=os.getpid(),
-            pass_fds=self.pass_fds, tty=self.tty, stdio=stdio, channel_fd=channel_fd,
-            seccomp_listener=self.seccomp_mode is not None)
-
-    # ------------------------------------------------------------ the run
-
-    def run(self) -> Result:
-        # The CLI starts cgroup priming before its imports (see cgprime.py); it is stopped before
-        # the fork. Not started here: a warm API launch reaches the placement too soon to gain.
-        from . import cgprime
-        try:
-            return self._run(cgprime)
-        finally:
-            cgprime.stop()  # idempotent; normally already stopped before the fork
-
-    def _run(self, cgprime) -> Result:
-        from . import cgroups
-        started = time.monotonic()
-        profile = self.profile
-        try:
-            idmap = namespaces.id_map_for(profile.process)
-        except ValueError as exc:
-            raise SetupError("id map", errno.EPERM, str(exc)) from None
-        cgroups.gc()
-        cgroup = cgroups.create(_cgroup_limits(profile))
-        self.warnings += list(getattr(cgroup, "warnings", ()))
-        trees = _IdmappedTrees()
-        # Every fd we open is closed exactly once: with concurrent launches from threads, a second
-        # close would hit whatever another thread has opened under the same number meanwhile.
-        self._owned: set[int] = set()
-        try:
-            trees.open(profile, idmap)
-            self.warnings += trees.warnings
-            message_r, message_w = self._pipe()
-            go_r, go_w = self._pipe()
-            placed_r, placed_w = self._pipe()
-            stdio, capture = self._stdio_pipes()
-            channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
-            ctx = self._context(idmap, trees, message_w, go_r, placed_r, stdio,
-                                channel_child.fileno() if channel_child else -1)
-            cgprime.stop()  # no thread may be running at fork
-            pid = self._start_first_process(ctx, (message_r, go_w, placed_w), cgroup)
-            self.child_pid = pid
-            if self._cloned:
-                # Init waits for nothing else, and every page we touch before this is a
-                # copy-on-write fault while init shares them: its maps first.
-                self._release_error = self._release(pid, idmap, go_w)
-            for fd in [message_w, go_r, placed_r] + [fd for fd in stdio if fd is not None and fd in capture.values()]:
-                self._close(fd)
-            trees.close()
-            if channel_child is not None:
-                channel_child.close()
-            self._channel = channel_parent
-            try:
-                result = self._supervise(pid, idmap, cgroup, protocol.Reader(message_r), go_w, placed_w, capture)
-            finally:
-                if channel_parent is not None:
-                    channel_parent.close()
-        finally:
-            for fd in list(self._owned):
-                self._close(fd)
-            trees.close()
-            cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
-            try:
-                stats = cgroup.stats()
-                oom = cgroup.oom_killed()
-            except Exception:
-                stats, oom = None, False
-        result.wall_time = time.monotonic() - started
-        result.oom_killed = result.oom_killed or oom
-        if stats is not None:
-            result.cpu_user = getattr(stats, "cpu_user_s", None)
-            result.cpu_system = getattr(stats, "cpu_system_s", None)
-            result.memory_peak = getattr(stats, "memory_peak_bytes", None)
-            result.pids_peak = getattr(stats, "pids_peak", None)
-        result.warnings = self.warnings
-        result.profile_name = profile.name
-        result.argv = self.argv
-        return result
-
     def _start_first_process(self, ctx: child.ChildContext, parent_ends: tuple[int, ...], cgroup) -> int:
         """Start the launch's first process, A or (self._cloned) init itself, maybe already in
         the sandbox's v2 cgroup (self._in_cgroup): see child.spawn."""
@@ -284,7 +440,7 @@ class Launch:
             cgroup_fd = os.open(cgroup.v2.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self._owned.add(cgroup_fd)
         try:
-            return self._spawn(ctx, parent_ends, cgroup_fd)
+            return self._spawn(ctx, tuple(fd for fd in parent_ends if fd >= 0), cgroup_fd)
         finally:
             self._close(cgroup_fd)
 
@@ -312,7 +468,247 @@ class Launch:
             self._cloned = True
         return pid
 
-    def _signal_intermediate(self, pid: int, signum: int) -> None:
+    def _release(self, pid: int) -> SandboxError | None:
+        """Write the first process's id maps, then let it go on."""
+        try:
+            if faults.INJECTED:
+                faults.fail_if_injected("id map")
+            if self.plan.new_user_ns:
+                namespaces.write_id_maps(pid, self.plan.id_map)
+            os.write(self._go_w, protocol.GO)
+            return None
+        except OSError as exc:
+            return SetupError("id map", exc.errno or 0, exc.strerror or str(exc))
+        finally:
+            self._close(self._go_w)
+
+    def _place(self) -> None:
+        """Once the first process is placed, move B (init) too unless it was B, then release B:
+        it forks the workload only after this, so nothing of the workload runs outside the cgroup.
+        A failure is kept aside: when init failed meanwhile, its own report says more."""
+        placer = self._placer
+        try:
+            placer.join()
+            if placer.error is not None:
+                raise placer.error
+            if faults.INJECTED:
+                faults.fail_if_injected("cgroup placement")
+            if self.init_pid != placer.pid:
+                self._cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
+            os.write(self._placed_w, protocol.GO)
+        except OSError as exc:
+            self._aside(SetupError("cgroup placement", exc.errno or 0, exc.strerror or str(exc)))
+        except SandboxError as exc:
+            self._aside(exc)
+        finally:
+            self._close(self._placed_w)
+
+    _aside_error: SandboxError | None = None
+
+    def _aside(self, error: SandboxError | None) -> None:
+        """Keep the launcher's own failure (writing the id maps, placing in the cgroup) until the
+        message pipe ends: the child it concerns usually fails too, and its own report says more."""
+        if self._aside_error is None:
+            self._aside_error = error
+
+    # ------------------------------------------------------------ supervision
+
+    def _pump(self, until: str | None) -> None:
+        """Handle the child side's messages, relay captured output and enforce the deadlines,
+        until the message `until` has come (with no error before it), or until every writer of
+        the message pipe is gone."""
+        reader = self._reader
+        while until is None or until not in self._seen or self._error is not None:
+            message = self._next_event(reader, self._deadline)
+            if message is None:
+                if reader.eof:
+                    break
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._deadline_passed()
+                continue
+            self._handle(message)
+        if reader.eof:
+            self._error = self._error or self._aside_error
+
+    def _handle(self, message: dict) -> None:
+        kind = message["kind"]
+        self._seen.add(kind)
+        if faults.KILL_AT:
+            faults.checkpoint(kind)
+        if kind == protocol.READY:  # A is in its user namespace
+            self._aside(self._release(self.child_pid))
+        elif kind == protocol.INIT_PID:
+            self.init_pid = message["pid"]
+            self._place()
+        elif kind == protocol.CREATED:
+            self._deadline, self._deadline_kind = None, None  # the gate may stay closed for long
+            if self.tty:
+                master = self._receive_fd(b"T")
+                if self.detached:
+                    self.terminal_master = master  # the caller's (the OCI console socket's)
+                elif master >= 0:
+                    self._relay = terminal.Relay(master)
+                    self._relay.start()
+        elif kind == protocol.EXEC:
+            if self.timeout:
+                self._deadline, self._deadline_kind = time.monotonic() + self.timeout, "timeout"
+            if self.seccomp_mode:
+                self._start_recorder()
+        elif kind == protocol.EXIT:
+            self._status_word = message["status"]
+        elif kind == protocol.WARNING:
+            self.warnings.append(message["message"])
+        elif kind == protocol.ERROR:
+            if self._error is None:
+                self._error = _error_from(message, self.argv[0])
+
+    def _deadline_passed(self) -> None:
+        kind = self._deadline_kind
+        if kind == "setup":
+            self._error = self._error or SetupError("setup", errno.ETIMEDOUT, "the sandbox did not start in time")
+            self._kill()
+            self._deadline = None
+        elif kind == "timeout":
+            self.result.timed_out = True
+            if self.kill_after > 0:
+                # A chance to flush output and clean up, as `timeout` and systemd give it.
+                self._terminate_all()
+                self._deadline, self._deadline_kind = time.monotonic() + self.kill_after, "kill"
+            else:
+                self._kill()
+                self._deadline = None
+        else:
+            self._kill()
+            self._deadline = None
+
+    def _terminate_all(self) -> None:
+        """SIGTERM to every process of the sandbox but init (which passes it to the workload)."""
+        if self.init_pid:
+            _signal_pid(self.init_pid, signal.SIGTERM)
+        try:
+            pids = self._cgroup.pids() if self._cgroup is not None else []
+        except OSError:
+            pids = []
+        for pid in pids:
+            if pid not in (self.init_pid, self.child_pid):
+                _signal_pid(pid, signal.SIGTERM)
+
+    def _next_event(self, reader, limit):
+        """A protocol message, relaying captured output while waiting; None at EOF or the limit."""
+        while True:
+            if b"\n" in reader.buffer or reader.eof:
+                return reader.next(limit)
+            watch = [reader.fd] + list(self._outputs)
+            timeout = None if limit is None else max(0.0, limit - time.monotonic())
+            try:
+                ready, _, _ = select.select(watch, [], [], timeout)
+            except InterruptedError:
+                continue
+            if not ready:
+                return None
+            for fd in ready:
+                if fd == reader.fd:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        reader.buffer += chunk
+                    else:
+                        reader.eof = True
+                else:
+                    self._read_output(fd)
+
+    def _read_output(self, fd: int) -> bool:
+        """Read what a captured stream has (False at its end), keeping at most max_output."""
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            del self._outputs[fd]
+            return False
+        kept = self._outputs[fd]
+        room = len(chunk) if self.max_output is None else self.max_output - len(kept)
+        if room >= len(chunk):
+            kept += chunk
+            return True
+        if room > 0:
+            kept += chunk[:room]
+        name = self._capture_names_by_read[fd]
+        if not getattr(self.result, f"{name}_truncated"):
+            setattr(self.result, f"{name}_truncated", True)
+            from .profile.units import format_size
+            if self.on_output_limit == "kill":
+                self.warnings.append(f"killed: captured {name} exceeded max_output ({format_size(self.max_output)})")
+                self._kill()
+            else:
+                self.warnings.append(f"captured {name} truncated at max_output ({format_size(self.max_output)}); "
+                                     "the rest was read and dropped")
+        return True  # and keep reading: a workload blocked on a full pipe would never end
+
+    def _drain(self) -> None:
+        for fd in list(self._outputs):
+            while select.select([fd], [], [], 5.0)[0] and self._read_output(fd):
+                pass
+        self._outputs.clear()
+
+    def _end_supervision(self) -> None:
+        """Once the message pipe is at its end (or supervision failed): restore the caller's
+        signal handlers and terminals, stop the relay and the recorder, reap the first process."""
+        self._restore_signals(self._previous_handlers)
+        self._previous_handlers = None
+        relay, self._relay = self._relay, None
+        try:
+            if relay is not None:
+                for warning in relay.stop():
+                    self.warnings.append(warning)
+            if self._terminals is not None:
+                for warning in terminal.restore(self._terminals):
+                    self.warnings.append(warning)
+                self._terminals = None
+            if self._error is not None or self.result.timed_out:
+                self._kill()
+            if self._placer is not None:
+                self._placer.join()
+            if self.child_pid is not None:
+                self._wait_first_process(self.child_pid)
+        finally:
+            self._stop_recorder(self.result)
+            for name, kept in self._collected.items():
+                setattr(self.result, name, bytes(kept))
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def _finish_result(self) -> None:
+        result = self.result
+        result.wall_time = time.monotonic() - self._started if self._started else 0.0
+        cgroup = self._cgroup
+        if cgroup is not None and cgroup.active and (self._waited or self.status == "deleted"):
+            try:
+                stats = cgroup.stats()
+                result.oom_killed = result.oom_killed or cgroup.oom_killed()
+            except Exception:
+                stats = None
+            if stats is not None:
+                result.cpu_user = stats.cpu_user_s
+                result.cpu_system = stats.cpu_system_s
+                result.memory_peak = stats.memory_peak_bytes
+                result.pids_peak = stats.pids_peak
+                result.pids_limit_hit = bool(stats.pids_limit_hits)
+        result.warnings = self.warnings
+        result.profile_name = self.plan.name
+        result.argv = self.argv
+
+    # ------------------------------------------------------------ processes and descriptors
+
+    def _kill(self) -> None:
+        if self._cgroup is not None:
+            try:
+                self._cgroup.kill_all()
+            except Exception:
+                pass
+        if self.init_pid:
+            _signal_pid(self.init_pid, signal.SIGKILL)
+        if self.child_pid is not None:
+            self._signal_first_process(self.child_pid, signal.SIGKILL)
+
+    def _signal_first_process(self, pid: int, signum: int) -> None:
         try:
             if self._pidfd >= 0:
                 signal.pidfd_send_signal(self._pidfd, signum)  # not our child: its pid may be reused
@@ -321,13 +717,17 @@ class Launch:
         except ProcessLookupError:
             pass
 
-    def _wait_intermediate(self, pid: int) -> None:
+    def _wait_first_process(self, pid: int) -> None:
         if self._pidfd < 0:
-            os.waitpid(pid, 0)
-            return
-        select.select([self._pidfd], [], [])  # readable once it has exited; the server reaps it
-        self._close(self._pidfd)
-        self._pidfd = -1
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        else:
+            select.select([self._pidfd], [], [])  # readable once it has exited; the server reaps it
+            self._close(self._pidfd)
+            self._pidfd = -1
+        self.child_pid = None
 
     def _pipe(self) -> tuple[int, int]:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -335,13 +735,15 @@ class Launch:
         return read_fd, write_fd
 
     def _close(self, fd: int) -> None:
+        # Every fd we open is closed exactly once: with concurrent launches from threads, a second
+        # close would hit whatever another thread has opened under the same number meanwhile.
         if fd in self._owned:
             self._owned.discard(fd)
             os.close(fd)
 
-    def _stdio_pipes(self):
+    def _stdio_pipes(self) -> tuple:
         stdio = list(self.stdio)
-        capture: dict[str, int] = {}
+        self._capture_names_by_read = {}
         if self.capture_output:
             wanted = ("stdout", "stderr") if self.capture_output is True else (self.capture_output,)
             for index, name in ((1, "stdout"), (2, "stderr")):
@@ -349,138 +751,12 @@ class Launch:
                     continue
                 read_fd, write_fd = self._pipe()
                 stdio[index] = write_fd
-                capture[name] = write_fd
-                capture[name + "_read"] = read_fd
-        return tuple(stdio), capture
+                self._capture_names[name] = write_fd
+                self._capture_names_by_read[read_fd] = name
+                self._outputs[read_fd] = self._collected[name] = bytearray()
+        return tuple(stdio)
 
-    def _supervise(self, pid, idmap, cgroup, reader, go_w, placed_w, capture) -> Result:
-        result = Result(exit_code=EXIT_SETUP)
-        setup_deadline = time.monotonic() + SETUP_TIMEOUT
-        # The first process's placement starts at once, beside its own set-up: a cgroup.procs
-        # write may wait for an RCU grace period, and this way the wait overlaps init's root.
-        placer = _Placer(cgroup, pid, unified=not self._in_cgroup)
-        try:
-            return self._supervise_placed(pid, idmap, cgroup, reader, go_w, placed_w, capture, placer,
-                                          result, setup_deadline)
-        finally:
-            placer.join()
-
-    def _supervise_placed(self, pid, idmap, cgroup, reader, go_w, placed_w, capture, placer, result,
-                          setup_deadline) -> Result:
-        error = None
-        status = None
-        if self._cloned:  # in its user namespace from birth: released right after the clone
-            error = self._release_error
-        else:
-            message = reader.next(setup_deadline)
-            error = _error_from(message) if message is None or message["kind"] != protocol.READY else \
-                self._release(pid, idmap, go_w)
-        placement_error = None
-        if self._cloned and error is None:
-            self.init_pid = pid
-            placement_error = self._place(cgroup, placer, placed_w)
-        outputs = {capture[n + "_read"]: bytearray() for n in ("stdout", "stderr") if n in capture}
-        # _next_event forgets a pipe at its EOF (del outputs[fd]), and that EOF can come before the
-        # message pipe's: keep our own references to the buffers, or the output is lost.
-        collected = dict(outputs)
-        previous = self._install_signal_forwarding()
-        deadline = None
-        exec_seen = False
-        try:
-            while error is None or not reader.eof:
-                now = time.monotonic()
-                if exec_seen and self.timeout and deadline is None:
-                    deadline = now + self.timeout
-                limit = deadline if exec_seen else setup_deadline
-                message = self._next_event(reader, outputs, limit)
-                if message is None:
-                    if reader.eof:
-                        break
-                    if limit is not None and time.monotonic() >= limit:
-                        if exec_seen:
-                            result.timed_out = True
-                        else:
-                            error = error or SetupError("setup", errno.ETIMEDOUT, "the sandbox did not start in time")
-                        self._kill(pid, cgroup)
-                        limit = None
-                        deadline = float("inf")
-                        setup_deadline = None
-                    continue
-                kind = message["kind"]
-                if kind == protocol.INIT_PID:
-                    self.init_pid = message["pid"]
-                    # Kept aside: when init failed meanwhile, its own report (next) says more.
-                    placement_error = self._place(cgroup, placer, placed_w)
-                elif kind == protocol.EXEC:
-                    exec_seen = True
-                    if self.tty:
-                        self._terminal = terminal.Relay(self._receive_fd(b"T"))
-                    if self.seccomp_mode:
-                        self._start_recorder()
-                elif kind == protocol.EXIT:
-                    status = message["status"]
-                elif kind == protocol.WARNING:
-                    self.warnings.append(message["message"])
-                elif kind == protocol.ERROR:
-                    if error is None:
-                        error = _error_from(message, self.argv[0])
-            self._drain(outputs)
-            error = error or placement_error
-        finally:
-            self._restore_signals(previous)
-            if error is not None or result.timed_out:
-                self._kill(pid, cgroup)
-            self._wait_intermediate(pid)
-            self._stop_recorder(result)
-        if "stdout_read" in capture:
-            result.stdout = bytes(collected.get(capture["stdout_read"], b""))
-        if "stderr_read" in capture:
-            result.stderr = bytes(collected.get(capture["stderr_read"], b""))
-        if error is not None:
-            raise error
-        if result.timed_out:
-            result.exit_code = EXIT_TIMEOUT
-        elif status is not None:
-            if os.WIFSIGNALED(status):
-                result.signal = os.WTERMSIG(status)
-                result.exit_code = 128 + result.signal
-            else:
-                result.exit_code = os.waitstatus_to_exitcode(status)
-        else:
-            # init died without a word: killed from outside (OOM, or a signal to the whole tree)
-            result.signal = signal.SIGKILL
-            result.exit_code = 128 + signal.SIGKILL
-        return result
-
-    def _release(self, pid: int, idmap, go_w: int) -> SandboxError | None:
-        """Write the first process's id maps, then let it go on."""
-        try:
-            if self.profile.namespaces.user:
-                namespaces.write_id_maps(pid, idmap)
-            os.write(go_w, protocol.GO)
-            return None
-        except OSError as exc:
-            return SetupError("id map", exc.errno or 0, exc.strerror or str(exc))
-        finally:
-            self._close(go_w)
-
-    def _place(self, cgroup, placer: "_Placer", placed_w: int) -> SandboxError | None:
-        """Once the first process is placed, move B (init) too unless it was B, then release B:
-        it forks the workload only after this, so nothing of the workload runs outside the cgroup."""
-        try:
-            placer.join()
-            if placer.error is not None:
-                raise placer.error
-            if self.init_pid != placer.pid:
-                cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
-            os.write(placed_w, protocol.GO)
-            return None
-        except OSError as exc:
-            return SetupError("cgroup", exc.errno or 0, exc.strerror or str(exc))
-        except SandboxError as exc:
-            return exc
-        finally:
-            self._close(placed_w)
+    # ------------------------------------------------------------ report and learn modes
 
     def _start_recorder(self) -> None:
         """Receive the workload's seccomp listener and serve it in a thread (report/learn modes)."""
@@ -489,7 +765,7 @@ class Launch:
         if listener < 0:
             self.warnings.append("seccomp listener not received: violations are not reported")
             return
-        policy = self._filter_policy() if self.seccomp_mode == "learn" else self.profile.seccomp
+        policy = self._filter_policy() if self.seccomp_mode == "learn" else self.plan.seccomp
         recorder = Recorder(listener, policy, learn=self.seccomp_mode == "learn")
         self._recorder_stop = threading.Event()
         self._recorder_thread = threading.Thread(target=recorder.run_until, args=(self._recorder_stop,),
@@ -514,6 +790,7 @@ class Launch:
         thread = getattr(self, "_recorder_thread", None)
         if thread is None:
             return
+        self._recorder_thread = None
         self._recorder_stop.set()
         thread.join(timeout=5)
         self.recorded = self._recorder.violations()
@@ -521,59 +798,7 @@ class Launch:
                               "first_pid": v.first_pid, "first_args": [hex(a) for a in v.first_args[:6]]}
                              for v in self.recorded]
 
-    def _next_event(self, reader, outputs, limit):
-        """A protocol message, relaying captured output and the terminal while waiting."""
-        while True:
-            if b"\n" in reader.buffer or reader.eof:
-                return reader.next(limit)
-            relay = self._terminal
-            watch = [reader.fd] + list(outputs) + (relay.watched() if relay else [])
-            timeout = None if limit is None or limit == float("inf") else max(0.0, limit - time.monotonic())
-            try:
-                ready, _, _ = select.select(watch, [], [], timeout)
-            except InterruptedError:
-                continue
-            if not ready:
-                return None
-            for fd in ready:
-                if fd == reader.fd:
-                    chunk = os.read(fd, 65536)
-                    if chunk:
-                        reader.buffer += chunk
-                    else:
-                        reader.eof = True
-                elif fd in outputs:
-                    chunk = os.read(fd, 65536)
-                    if chunk:
-                        outputs[fd] += chunk
-                    else:
-                        del outputs[fd]
-                elif relay:
-                    relay.pump(fd)
-
-    def _drain(self, outputs):
-        for fd in list(outputs):
-            while True:
-                ready, _, _ = select.select([fd], [], [], 5.0)
-                chunk = os.read(fd, 65536) if ready else b""
-                if not chunk:
-                    break
-                outputs[fd] += chunk
-        if self._terminal:
-            self._terminal.close()
-            self._terminal = None
-
-    def _kill(self, pid: int, cgroup) -> None:
-        try:
-            cgroup.kill_all()
-        except Exception:
-            pass
-        if self.init_pid:
-            try:
-                os.kill(self.init_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._signal_intermediate(pid, signal.SIGKILL)
+    # ------------------------------------------------------------ signals
 
     def _install_signal_forwarding(self):
         if not self.forward_signals or threading.current_thread() is not threading.main_thread():
@@ -582,12 +807,9 @@ class Launch:
 
         def forward(signum, _frame):
             if self.init_pid:
-                try:
-                    os.kill(self.init_pid, signum)
-                except ProcessLookupError:
-                    pass
+                _signal_pid(self.init_pid, signum)
             elif self.child_pid:
-                self._signal_intermediate(self.child_pid, signum)
+                self._signal_first_process(self.child_pid, signum)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                        signal.SIGUSR2):
             previous[signum] = signal.signal(signum, forward)
@@ -597,6 +819,29 @@ class Launch:
     def _restore_signals(previous) -> None:
         for signum, handler in (previous or {}).items():
             signal.signal(signum, handler)
+
+
+class _ParentStep:
+    """``with _ParentStep(name):`` the launcher's own steps: an OSError becomes a SetupError naming
+    the step and the errno (a machine at its limits, not a bug), and tests can make it fail."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        if faults.INJECTED:
+            try:
+                faults.fail_if_injected(self.name)
+            except OSError as exc:
+                self.__exit__(OSError, exc, None)
+
+    def __exit__(self, kind, exc, _traceback) -> bool:
+        if kind is not None and issubclass(kind, OSError) and not isinstance(exc, SandboxError):
+            where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
+            raise SetupError(self.name, exc.errno or 0, where + (exc.strerror or str(exc))) from None
+        return False
 
 
 class _Placer:
@@ -612,7 +857,10 @@ class _Placer:
         self._done.acquire()
         # A bare thread: threading.Thread.start() waits until the thread has run, ~1 ms when
         # the child keeps the other core busy, and that delayed the id maps the child waits for.
-        _thread.start_new_thread(self._run, (cgroup, pid, unified))
+        try:
+            _thread.start_new_thread(self._run, (cgroup, pid, unified))
+        except RuntimeError:  # no thread to be had: place it here and now, only slower
+            self._run(cgroup, pid, unified)
 
     def _run(self, cgroup, pid: int, unified: bool) -> None:
         try:
@@ -625,6 +873,13 @@ class _Placer:
     def join(self) -> None:
         with self._done:  # held until _run is over; taking it again later returns at once
             pass
+
+
+def _signal_pid(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _socketpair():
@@ -644,7 +899,7 @@ def _error_from(message: dict | None, argv0: str = "") -> SandboxError:
     if message is None:
         return SetupError("setup", 0, "the sandbox process exited before reporting (see above)")
     if message.get("step") == "exec":
-        return ExecError(argv0, message.get("errno") or errno.ENOEXEC)
+        return ExecError(argv0, message.get("errno") or errno.ENOEXEC, message.get("detail", ""))
     step, err = message.get("step", "setup"), message.get("errno") or 0
     text = message.get("message", "")
     hint = SETUP_HINTS.get((step, err))
@@ -664,21 +919,11 @@ SETUP_HINTS = {
 }
 
 
-def _cgroup_limits(profile: Profile):
-    from .cgroups import CgroupLimits
-    limits = profile.limits
-    return CgroupLimits(memory=limits.memory, swap=limits.swap, memory_high=limits.memory_high,
-                        cpus=limits.cpus, cpu_weight=limits.cpu_weight, pids=limits.pids,
-                        io_weight=limits.io_weight, required=frozenset(limits.required),
-                        io_max=tuple((e.device, e.read_bps, e.write_bps, e.read_iops, e.write_iops)
-                                     for e in limits.io_max))
-
-
 def run(profile: Profile | str, argv=None, **options) -> Result:
     """Run `argv` (default: the profile's command) in a sandbox built from `profile`.
 
-    Options: timeout, stdin, stdout, stderr (fds or files), capture_output (True, or "stdout" or
-    "stderr" for one of them), tty, pass_fds,
+    Options: timeout, kill_after, stdin, stdout, stderr (fds or files), capture_output (True, or
+    "stdout" or "stderr" for one of them), max_output and on_output_limit, tty, pass_fds,
     forward_signals, fork_server (a ForkServer, for callers that launch many sandboxes from a big
     process: see sandbox.forkserver). Raises ProfileError, SetupError, ExecError (see sandbox.errors).
     """
@@ -696,6 +941,8 @@ def run(profile: Profile | str, argv=None, **options) -> Result:
         audit.finish(error=exc)
         raise
     result.profile_hash = digest
+    if result.pids_limit_hit:
+        result.warnings.append(f"process limit reached ({profile.limits.pids}): a fork was refused")
     audit.finish(result)
     if audit.warning:
         result.warnings.append(audit.warning)

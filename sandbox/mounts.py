@@ -13,6 +13,7 @@ bound host tree can never redirect a mount to a host path.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -20,6 +21,7 @@ from dataclasses import field
 
 from .compiled_dataclass import dataclass
 from . import _libc
+from . import faults as _faults
 from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, SECRET_DIR, Profile
 
 STAGE = "/tmp"  # hidden by the staging tmpfs only inside our own mount namespace
@@ -111,10 +113,10 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None, secrets: dict | None = None) -> MountPlan:
-    """Profile -> ordered operations. Pure apart from checking which optional sources exist.
-    `secrets` holds the [[secrets]] values read for this launch (secrets.read_values); without it
-    the secret files are planned empty (for the verifier's expectations, say)."""
+def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> MountPlan:
+    """Profile -> ordered operations. Pure apart from checking which optional sources exist (and
+    where the audit log is, to keep it out). [[secrets]] are planned empty: their values are read
+    when a launch starts, and put in by with_secrets()."""
     fs = profile.filesystem
     idmap_fds = idmap_fds or {}
     mounts: list = []
@@ -131,14 +133,14 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None, secret
         mounts.append(Bind("/sys", "/sys", readonly=True, noexec=True))
     if fs.dev:
         mounts.append(Tmpfs("/dev", 1 << 20, 0o755, noexec=True))
-    mounts += _secret_mounts(profile, secrets)
+    mounts += _secret_mounts(profile)
     # Parents before children; stable, so the profile's order breaks ties.
     operations: list = sorted(mounts, key=lambda op: _depth(op.target))
     if fs.dev:
         operations += _dev_operations(fs.devices, fs.dev_shm_size)
     operations += [Symlink(s.target, s.points_to) for s in fs.symlinks]
     operations += [File(f.target, f.content, f.mode) for f in fs.files]
-    operations += _secret_files(profile, secrets)
+    operations += _secret_files(profile)
     if fs.proc:
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/proc/")]
         operations += [ReadOnly(p) for p in READONLY_PROC_PATHS]
@@ -180,23 +182,40 @@ def _audit_masks(profile: Profile, binds: list, root: str | None) -> list:
     return masks
 
 
-def _secret_mounts(profile: Profile, values: dict | None) -> list:
-    """[[secrets]]: a small tmpfs at /run/secrets, only the sandbox user may list it."""
+def _secret_mounts(profile: Profile) -> list:
+    """[[secrets]]: a small tmpfs at /run/secrets, only the sandbox user may list it; its size
+    is a bound (secrets.MAX_SIZE each), not memory taken."""
     if not profile.secrets:
         return []
-    values = values or {}
-    size = sum(4096 + len(values.get(s.name, b"")) for s in profile.secrets) + 4096
-    return [Tmpfs(SECRET_DIR, max(size, 64 << 10), 0o500, noexec=True)]
+    from .secrets import MAX_SIZE
+    return [Tmpfs(SECRET_DIR, len(profile.secrets) * (MAX_SIZE + 4096) + 4096, 0o500, noexec=True)]
 
 
-def _secret_files(profile: Profile, values: dict | None) -> list:
+def _secret_files(profile: Profile) -> list:
     """Each secret as a 0400 file of the sandbox user (init writes it as that user), then the
     tmpfs read-only: the workload can read its secrets and change nothing there."""
     if not profile.secrets:
         return []
-    values = values or {}
-    files: list = [File(f"{SECRET_DIR}/{s.name}", values.get(s.name, b""), 0o400) for s in profile.secrets]
+    files: list = [File(f"{SECRET_DIR}/{s.name}", b"", 0o400) for s in profile.secrets]
     return files + [ReadOnly(SECRET_DIR)]
+
+
+def with_secrets(plan: MountPlan, values: dict) -> MountPlan:
+    """The plan with each secret's file holding its value (secrets.read_values, at launch)."""
+    if not values:
+        return plan
+    operations = tuple(dataclasses.replace(op, content=values[op.target[len(SECRET_DIR) + 1:]])
+                       if isinstance(op, File) and op.target.startswith(SECRET_DIR + "/")
+                       and op.target[len(SECRET_DIR) + 1:] in values else op for op in plan.operations)
+    return dataclasses.replace(plan, operations=operations)
+
+
+def with_trees(plan: MountPlan, tree_fds: dict[str, int]) -> MountPlan:
+    """The plan with each bind whose target is in tree_fds attached from that detached tree (an
+    idmapped copy the parent made) instead of its source path."""
+    operations = tuple(dataclasses.replace(op, idmap_fd=tree_fds[op.target])
+                       if isinstance(op, Bind) and op.target in tree_fds else op for op in plan.operations)
+    return dataclasses.replace(plan, operations=operations)
 
 
 def _dev_operations(devices: tuple[str, ...], shm_size: int) -> list:
@@ -392,8 +411,9 @@ def describe(op) -> str:
     return f"{kind} {source} -> {op.target}" if source else f"{kind} {op.target}"
 
 
-def enter_new_root(plan: MountPlan) -> None:
-    """Build the root from the plan and pivot into it. Raises MountError naming the operation."""
+def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
+    """Build the root from the plan and pivot into it. Raises MountError naming the operation.
+    `faults`: tests only (sandbox/faults.py), "mount:<kind>" or "pivot_root" fail as injected."""
     _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
     _libc.mount("tmpfs", STAGE, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "size=1M,mode=0755")
     os.mkdir(STAGE + NEWROOT)
@@ -416,6 +436,8 @@ def enter_new_root(plan: MountPlan) -> None:
     try:
         for op in plan.operations:
             try:
+                if faults:
+                    _faults.fail_if_injected(f"mount:{type(op).__name__.lower()}", faults)
                 _apply_one(root_fd, op)
             except OSError as exc:
                 raise MountError(exc.errno or errno.EIO, f"{describe(op)}: {exc.strerror or exc}") from None
@@ -429,6 +451,11 @@ def enter_new_root(plan: MountPlan) -> None:
         _libc.mount_setattr(-100, NEWROOT + "/dev", 0, attr_set=_libc.MOUNT_ATTR_RDONLY)
     _libc.umount2(OLDROOT, _libc.MNT_DETACH)
     os.chdir(NEWROOT)
+    if faults:
+        try:
+            _faults.fail_if_injected("pivot_root", faults)
+        except OSError as exc:
+            raise MountError(exc.errno, f"pivot_root: {exc.strerror}") from None
     _libc.pivot_root(".", ".")
     _libc.umount2(".", _libc.MNT_DETACH)
     os.chdir("/")

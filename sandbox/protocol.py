@@ -2,10 +2,15 @@
 docs/architecture.md).
 
     child -> parent, one pipe shared by A, B and C:  ready (A: id maps wanted), init_pid (A: B's
-        host pid), warning, exec (C: about to execve), exit (B: the workload's wait status),
-        error (any: step, errno, message), then EOF once every writer has gone
+        host pid), warning, created (C: everything set up, waiting at the start gate), exec (C:
+        through the gate, about to execve), exit (B: the workload's wait status), error (any:
+        step, errno, message), then EOF once every writer has gone
     parent -> A, the go pipe:       one byte once the id maps are written
     parent -> B, the placed pipe:   one byte once A and B are in the sandbox's cgroup
+    the start gate -> C:            one byte when the workload may exec (launch.start(); a plain
+                                    run writes it before the workload gets there). A detached
+                                    launch's gate is a FIFO that `sandbox-runtime start` writes,
+                                    and its children close the message pipe after "created".
 
 Without A (init cloned straight into the namespaces, see child.spawn) there is no ready and no
 init_pid: the parent knows init's pid from the clone, writes the maps at once, and the go pipe
@@ -23,6 +28,7 @@ import time
 
 READY = "ready"
 INIT_PID = "init_pid"
+CREATED = "created"
 EXEC = "exec"
 EXIT = "exit"
 ERROR = "error"
@@ -56,9 +62,9 @@ def _without_json(kind: str, fields: dict) -> bytes | None:
     return "".join(parts).encode()
 
 
-def send_error(fd: int, step: str, err: int, message: str) -> None:
+def send_error(fd: int, step: str, err: int, message: str, **extra) -> None:
     try:
-        send(fd, ERROR, step=step, errno=err, message=message)
+        send(fd, ERROR, step=step, errno=err, message=message, **extra)
     except OSError:
         pass  # the parent is gone; nobody is left to tell
 

@@ -87,7 +87,3 @@ def _is_regular(fd: int) -> bool:
     import stat
     return stat.S_ISREG(os.fstat(fd).st_mode)
 
-
-def environment_names(profile) -> frozenset[str]:
-    """Launcher variables that hold secrets: never passed through to the workload."""
-    return frozenset(secret.env for secret in profile.secrets if secret.env is not None)

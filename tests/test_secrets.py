@@ -167,8 +167,8 @@ def test_rootless_secrets_work_and_stay_out_of_the_environments():
         seen = json.loads(done.stdout)
         assert {name: f["value"] for name, f in seen["files"].items()} == {"from_env": ENV_VALUE,
                                                                           "from_file": FILE_VALUE}
-        # Without Landlock, what keeps init's environment (the launcher's, with the variable) closed
-        # is init's capabilities: a process without them may not read it.
+        # Init's environment (a copy of the launcher's, with the variable) is blanked and closed,
+        # Landlock or not.
         assert seen["environ"]["1"].startswith("unreadable")
         _assert_no_secret(json.dumps(seen["environ"]), json.dumps(seen["env"]), done.stderr,
                           (home / "audit.jsonl").read_text())

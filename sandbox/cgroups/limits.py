@@ -104,6 +104,7 @@ class CgroupStats:
     memory_current_bytes: int | None = None
     pids_peak: int | None = None
     oom_kills: int | None = None
+    pids_limit_hits: int | None = None  # forks refused because the pids limit was reached
     cpu_throttled_periods: int | None = None
     cpu_throttled_s: float | None = None
 

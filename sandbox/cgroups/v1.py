@@ -189,4 +189,6 @@ class V1Group:
                           memory_current_bytes=memory.usage_in_bytes, oom_kills=self.oom_kills())
         if "pids" in self.dirs:
             values["pids_peak"] = _fs.int_or_none(_fs.read_or_none(self._file("pids", "pids.peak")))
+            events = _fs.read_or_none(self._file("pids", "pids.events"))
+            values["pids_limit_hits"] = None if events is None else _fs.keyed(events).get("max", 0)
         return CgroupStats(**values)

@@ -191,6 +191,8 @@ class V2Group:
             memory_current_bytes=_fs.int_or_none(_fs.read_or_none(self._file("memory.current"))),
             pids_peak=_fs.int_or_none(_fs.read_or_none(self._file("pids.peak"))),
             oom_kills=self.oom_kills(),
+            pids_limit_hits=_fs.keyed(_fs.read_or_none(self._file("pids.events"))).get("max")
+            if self.has_file("pids.events") else None,
             cpu_throttled_periods=cpu.get("nr_throttled"),
             cpu_throttled_s=throttled_us / 1e6 if throttled_us is not None else None,
         )

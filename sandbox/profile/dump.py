@@ -30,7 +30,7 @@ def _value(kind: str, value: Any) -> Any:
         return None
     if kind in ("size", "size?"):
         return format_size(value)
-    if kind == "duration?":
+    if kind in ("duration?", "duration"):
         text = format_duration(value)
         return text if parse_duration(text) == value else value  # e.g. 0.0004 s: as a number
     if kind == "mode":

@@ -46,9 +46,16 @@ VARIABLES_DOC = {
 
 def _profile_dirs() -> list[str]:
     dirs = [p for p in os.environ.get("SANDBOX_PROFILE_PATH", "").split(":") if p]
+    dirs += [os.path.join(os.path.expanduser("~"), ".config/sandbox/profiles"), "/etc/sandbox/profiles"]
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # .../sandbox
-    dirs += [os.path.join(os.path.expanduser("~"), ".config/sandbox/profiles"), "/etc/sandbox/profiles",
-             os.path.join(os.path.dirname(package), "profiles"), os.path.join(package, "builtin_profiles")]
+    shipped = os.path.join(package, "builtin_profiles")  # an install: the wheel maps profiles/ here
+    if os.path.isdir(shipped):
+        dirs.append(shipped)
+    elif os.path.isfile(os.path.join(os.path.dirname(package), "pyproject.toml")):
+        # A source checkout (editable install, or run from the tree): profiles/ is the source, so an
+        # edit shows at once. Only beside a pyproject.toml: an installed package's parent is
+        # site-packages, where a "profiles" directory would belong to some other distribution.
+        dirs.append(os.path.join(os.path.dirname(package), "profiles"))
     return dirs
 
 
@@ -380,6 +387,17 @@ def _optional(convert):
     return inner
 
 
+def _grace(value: Any) -> float:
+    """A duration that may be 0 (a grace period: 0 means none), at most an hour."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc), _show(value)) from None
+    if seconds > 3600:
+        raise _Invalid("a duration from 0 to 1h", _show(value))
+    return seconds
+
+
 def _duration(value: Any) -> float:
     try:
         seconds = parse_duration(value)
@@ -582,6 +600,7 @@ _CONVERTERS = {
     "int?": _optional(lambda v: _integer(v, 1, 1 << 40)), "hostname": _hostname, "mode": _mode,
     "target": _target, "targets": lambda v: tuple(_each(_string_list(v, "paths"), _target)),
     "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
+    "duration": _grace,
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
     "execpatterns": _exec_patterns, "secretname": _secret_name, "envname": _env_name,

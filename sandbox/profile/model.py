@@ -200,7 +200,11 @@ class Limits:
     io_weight: int | None = spec(None, kind="int?", doc="Relative block I/O weight (1-10000).")
     io_max: tuple[IoLimit, ...] = spec((), kind="tables", item=IoLimit,
                                        doc="Block I/O bandwidth and operation limits, per device.")
-    timeout: float | None = spec(None, kind="duration?", doc="Wall-clock limit; the whole tree is killed, exit 124.")
+    timeout: float | None = spec(None, kind="duration?",
+        doc="Wall-clock limit. When it passes every process of the sandbox gets SIGTERM, and after "
+            "kill_after the whole tree is killed; exit 124.")
+    kill_after: float = spec(3.0, kind="duration",
+        doc="Grace period between SIGTERM and SIGKILL when the timeout passes (0: kill at once).")
     required: tuple[str, ...] = spec((), kind="limitnames",
                                      doc="Limits that must be enforced: the launch fails when they cannot be.")
     rlimits: tuple[tuple[str, int, int], ...] = spec((("core", 0, 0),), kind="rlimits",

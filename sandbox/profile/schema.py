@@ -98,6 +98,9 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return _unlimited(json.loads(json.dumps(_SIZE)))
     if kind == "duration?":
         return _unlimited(json.loads(json.dumps(_DURATION)))
+    if kind == "duration":
+        return {"anyOf": [{"type": "number", "minimum": 0, "maximum": 3600},
+                          {"type": "string", "pattern": DURATION_PATTERN}]}
     if kind == "cpus":
         return _unlimited({"type": "number", "minimum": 0.01, "maximum": 4096})
     if kind == "blockdev":
@@ -244,7 +247,7 @@ _KIND_NAMES = {
     "env": "table of strings", "names": "array of variable names", "id": "integer id",
     "id?": "integer id", "int?": "integer or \"unlimited\"", "hostname": "hostname", "mode": "octal mode",
     "target": "path inside", "targets": "array of paths inside", "source": "host path",
-    "size": "size", "size?": "size or \"unlimited\"", "duration?": "duration or \"unlimited\"",
+    "size": "size", "size?": "size or \"unlimited\"", "duration?": "duration or \"unlimited\"", "duration": "duration",
     "cpus": "number or \"unlimited\"", "root": "\"tmpfs\" or host directory",
     "devices": "array of device names", "caps": "array of capabilities",
     "limitnames": "array of limit names", "rlimits": "table of rlimits", "blockdev": "block device", "enum": "one of",

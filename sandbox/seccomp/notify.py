@@ -79,6 +79,7 @@ class Violation:
 
 # The argument that says what a call does: socket families, ioctl requests, clone flags, ...
 # (index, mask); learning mode records each value seen so a learned policy can allow just those.
+MAX_REPORTED_VALUES = 64  # distinct argument values kept per system call outside learn mode
 LEARNED_ARGUMENTS = {"socket": (0, 0xFFFFFFFF), "socketpair": (0, 0xFFFFFFFF), "ioctl": (1, 0xFFFFFFFF),
                      "clone": (0, 0xFFFFFFFF), "personality": (0, 0xFFFFFFFF), "prctl": (0, 0xFFFFFFFF)}
 
@@ -116,8 +117,12 @@ class Recorder:
             v.count += 1
             if name in LEARNED_ARGUMENTS:
                 index, mask = LEARNED_ARGUMENTS[name]
-                v.values.add(args[index] & mask)
-            v.paths.update(executed)
+                # A report keeps a bounded sample: a workload must not grow the launcher at will
+                # (200,000 socket(100+i) calls would otherwise keep 200,000 values). Learning is
+                # for trusted runs, and needs every value.
+                if self.learn or len(v.values) < MAX_REPORTED_VALUES:
+                    v.values.add(args[index] & mask)
+            v.paths.update(executed)  # learning only: see learn.executed_paths
         # ENOENT: the caller died or was interrupted meanwhile; nothing to answer.
         if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_SEND), ctypes.byref(resp)) < 0:
             if ctypes.get_errno() != _errno.ENOENT:

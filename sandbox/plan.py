@@ -1,0 +1,126 @@
+"""The launch plan: everything one launch needs, as plain data, computed before any process exists.
+
+A profile is what people write; a plan is what the launcher runs. `plan_for(profile, argv)` compiles
+a profile into one, and a front end that is not a profile (an OCI bundle's config.json, an image)
+compiles into the same plan, so every front end shares one launcher and one list of child steps:
+
+    profile.toml --load--> Profile --plan_for--> LaunchPlan --Launch(plan)--> create, start, wait, delete
+    config.json  --------------------------------^
+
+The plan holds no descriptors and no pids: those belong to one launch (launcher.Launch), which
+turns the plan into a child.ChildContext when it forks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+from typing import Any
+
+from .compiled_dataclass import dataclass
+from . import landlock, mounts, namespaces
+from .profile.model import DEFAULT_PATH, Profile, per_profile
+
+DEFAULT_KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL on timeout (limits.kill_after)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """One sandbox, as the launcher and its child steps need it (see the module's docstring)."""
+
+    name: str  # the profile's name, or a container's id
+    argv: tuple[str, ...]
+    env: dict
+    cwd: str
+    uid: int  # inside the sandbox
+    gid: int
+    umask: int
+    id_map: Any  # namespaces.IdMap, or None without a user namespace
+    new_user_ns: bool
+    unshare_flags: int  # the namespaces made besides user and cgroup (see namespaces.unshare_flags)
+    new_cgroup_ns: bool
+    new_pid_ns: bool
+    new_net_ns: bool  # and loopback brought up in it
+    mounts: Any  # mounts.MountPlan without descriptors, or None without a mount namespace
+    hostname: str | None  # None: no UTS namespace
+    rlimits: tuple
+    keep_caps: tuple[str, ...]
+    new_session: bool
+    landlock_rules: tuple | None
+    landlock_best_effort: bool
+    seccomp: Any  # seccomp.SeccompPolicy, or None for no filter
+    cgroup_limits: Any  # cgroups.CgroupLimits
+    timeout: float | None
+    kill_after: float
+    profile: Profile | None = None  # what it came from, for the audit trail, lint and idmapped binds
+
+    def replace(self, **changes) -> "LaunchPlan":
+        return dataclasses.replace(self, **changes)
+
+
+def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    env = {"PATH": DEFAULT_PATH, "HOME": profile.process.cwd}
+    hidden = {secret.env for secret in profile.secrets if secret.env}  # [[secrets]]: a file, never a variable
+    for pattern in profile.process.env_passthrough:
+        for name, value in environ.items():
+            if fnmatch.fnmatchcase(name, pattern) and name not in hidden:
+                env[name] = value
+    env.update(profile.process.env)
+    return env
+
+
+def with_terminal_type(env: dict[str, str], tty: bool) -> dict[str, str]:
+    """With --tty the caller's terminal is the workload's: its TERM describes it (unless the
+    profile says otherwise); without one, programs are told there is no capable terminal."""
+    if "TERM" not in env:
+        env["TERM"] = os.environ.get("TERM", "dumb") if tty else "dumb"
+    return env
+
+
+def cgroup_limits(profile: Profile):
+    from .cgroups import CgroupLimits
+    limits = profile.limits
+    return CgroupLimits(memory=limits.memory, swap=limits.swap, memory_high=limits.memory_high,
+                        cpus=limits.cpus, cpu_weight=limits.cpu_weight, pids=limits.pids,
+                        io_weight=limits.io_weight, required=frozenset(limits.required),
+                        io_max=tuple((e.device, e.read_bps, e.write_bps, e.read_iops, e.write_iops)
+                                     for e in limits.io_max))
+
+
+def _seccomp(profile: Profile):
+    """The profile's policy; under an [exec] allow list, with memfd_create limited to
+    MFD_NOEXEC_SEAL (Landlock cannot see memfds: see execlist.memfd_hardened)."""
+    if profile.exec.allow is None:
+        return profile.seccomp
+    from .execlist import memfd_hardened
+    return memfd_hardened(profile.seccomp)
+
+
+@per_profile
+def _profile_plan(profile: Profile) -> LaunchPlan:
+    """The parts of a profile's plan that do not depend on one launch's command or terminal
+    (kept while the profile lives: CI systems launch the same profile many times)."""
+    ns = profile.namespaces
+    id_map = namespaces.id_map_for(profile.process) if ns.user else None
+    return LaunchPlan(
+        name=profile.name, argv=profile.process.command, env=build_env(profile), cwd=profile.process.cwd,
+        uid=profile.process.user, gid=profile.process.group, umask=profile.process.umask, id_map=id_map,
+        new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
+        new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
+        mounts=None,
+        hostname=profile.process.hostname if ns.uts else None, rlimits=profile.limits.rlimits,
+        keep_caps=profile.capabilities.keep, new_session=profile.process.new_session,
+        landlock_rules=landlock.rules_for(profile), landlock_best_effort=profile.landlock.best_effort,
+        seccomp=_seccomp(profile), cgroup_limits=cgroup_limits(profile), timeout=profile.limits.timeout,
+        kill_after=profile.limits.kill_after, profile=profile)
+
+
+def plan_for(profile: Profile, argv=None, *, tty: bool = False) -> LaunchPlan:
+    """The plan that runs `argv` (default: the profile's command) under `profile`.
+
+    Raises ValueError when the profile's ids would map the sandbox to host root."""
+    base = _profile_plan(profile)
+    # The mount plan is made per launch: optional sources may have appeared or gone since.
+    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty),
+                        mounts=mounts.build_plan(profile) if profile.namespaces.mount else None)
