@@ -9,7 +9,8 @@ Each record is one line of JSON (keys sorted) carrying, besides what it says abo
 
 Changing a byte of a record breaks the link to the next one, removing a record leaves a gap in
 `seq`, swapping two puts `seq` out of order: `verify()` names the first such record. Files, in
-the log's directory (made 0750, refused unless owned by the writer and writable by no one else):
+the log's directory (made 0750; refused unless it belongs to the writer or root and no one else
+may write there, or it is sticky; files in it must belong to the writer):
 
     audit.jsonl        the current file
     audit.jsonl.N      rotated files, N = 1, 2, ... oldest first; a file keeps its name once
@@ -93,6 +94,7 @@ class AuditLog:
             head_fd = os.open(self.name + HEAD_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                               0o640, dir_fd=dir_fd)
             try:
+                self._own(head_fd, self.name + HEAD_SUFFIX)
                 fcntl.flock(head_fd, fcntl.LOCK_EX)  # released by the close below
                 return self._append_locked(dir_fd, head_fd, record)
             finally:
@@ -104,19 +106,28 @@ class AuditLog:
         os.makedirs(self.directory, mode=0o750, exist_ok=True)
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         info = os.fstat(fd)
-        # Someone else's directory, or one others may write into, could hold a planted symlink
-        # or a forged chain: refuse it rather than append there.
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        # A directory someone else controls could hold a planted symlink or a forged chain. A
+        # sticky one (/tmp) is fine: others cannot replace our files there, and _own() checks
+        # that the files are ours.
+        if info.st_uid not in (os.geteuid(), 0) or (info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
             os.close(fd)
-            raise OSError(errno.EPERM, f"{self.directory} must belong to uid {os.geteuid()} and be writable "
-                          f"by no one else (is {info.st_uid}, {stat.filemode(info.st_mode)})")
+            raise OSError(errno.EPERM, f"{self.directory} must belong to uid {os.geteuid()} (or root) and be "
+                          f"writable by no one else unless sticky (is uid {info.st_uid}, {stat.filemode(info.st_mode)})")
         return fd
+
+    @staticmethod
+    def _own(fd: int, name: str) -> None:
+        """Refuse a file someone else made (in a shared directory): it could be a forged chain."""
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EPERM, f"{name} is not a file of uid {os.geteuid()}")
 
     def _append_locked(self, dir_fd: int, head_fd: int, record: dict) -> bytes:
         head = _parse_head(os.pread(head_fd, 512, 0))
         log_fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o640, dir_fd=dir_fd)
         try:
+            self._own(log_fd, self.name)
             info = os.fstat(log_fd)
             seq, prev = self._chain_point(head, dir_fd, info)
             extra = {}

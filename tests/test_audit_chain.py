@@ -199,6 +199,14 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
     directory.chmod(0o777)
     with pytest.raises(OSError, match="writable by no one else"):
         audit.AuditLog(str(directory / "audit.jsonl")).append({"event": "start"})
+    # Sticky (like /tmp): others cannot replace our files there, but a file they made is refused.
+    directory.chmod(0o1777)
+    audit.AuditLog(str(directory / "audit.jsonl")).append({"event": "start"})
+    planted = directory / "other.jsonl"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(OSError, match="not a file of uid"):
+        audit.AuditLog(str(planted)).append({"event": "start"})
     planted = tmp_path / "own"
     planted.mkdir(mode=0o750)
     (planted / "audit.jsonl").symlink_to(tmp_path / "elsewhere")
