@@ -7,18 +7,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, as_nobody, require, run_in_child
+from conftest import as_nobody, require, run_in_child
 
 import sandbox
 from sandbox import audit
 
-SANDBOX = str(ROOT / ".venv" / "bin" / "sandbox")
 
 
 def _copy_log(log: Path, into: Path) -> Path:
@@ -325,22 +322,16 @@ def test_the_audit_log_is_never_visible_inside(world_dir, sandbox_cli):
     assert audit.verify(str(shared / "audit.jsonl")).ok
 
 
-def test_rootless_the_log_is_hidden_from_a_workload_of_the_same_uid():
+def test_rootless_the_log_is_hidden_from_a_workload_of_the_same_uid(rootless, nobody_dir):
     """Rootless, the workload is the caller's uid: only the mask keeps it off the log."""
-    require("rootless")
-    home = Path(tempfile.mkdtemp(prefix="sbxtest-audit-", dir="/tmp"))
-    try:
-        os.chown(home, 65534, 65534)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}  # the default log: ~/.local/state/sandbox
-        first = as_nobody([SANDBOX, "run", "untrusted", "--", "/bin/true"], cwd=str(home), env=env, timeout=60)
-        assert first.returncode == 0, first.stderr
-        log = home / ".local/state/sandbox/audit.jsonl"
-        assert log.exists()
-        done = as_nobody([SANDBOX, "run", "--bind", f"{home}:/home:rw", "untrusted", "--", "/bin/sh", "-c",
-                          "ls -A /home/.local/state/sandbox; echo forged >> /home/.local/state/sandbox/audit.jsonl"],
-                         cwd=str(home), env=env, timeout=60)
-        assert done.stdout == "" and "Read-only file system" in done.stderr, (done.stdout, done.stderr)
-        verified = as_nobody([SANDBOX, "audit", "verify"], cwd=str(home), env=env, timeout=60)
-        assert verified.returncode == 0 and "intact: 4 records" in verified.stdout, verified.stderr
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(nobody_dir)}  # the default log: ~/.local/state/sandbox
+    first = as_nobody([rootless.sandbox, "run", "untrusted", "--", "/bin/true"], cwd=str(nobody_dir), env=env,
+                      timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert (nobody_dir / ".local/state/sandbox/audit.jsonl").exists()
+    done = as_nobody([rootless.sandbox, "run", "--bind", f"{nobody_dir}:/home:rw", "untrusted", "--", "/bin/sh",
+                      "-c", "ls -A /home/.local/state/sandbox; echo forged >> /home/.local/state/sandbox/audit.jsonl"],
+                     cwd=str(nobody_dir), env=env, timeout=60)
+    assert done.stdout == "" and "Read-only file system" in done.stderr, (done.stdout, done.stderr)
+    verified = as_nobody([rootless.sandbox, "audit", "verify"], cwd=str(nobody_dir), env=env, timeout=60)
+    assert verified.returncode == 0 and "intact: 4 records" in verified.stdout, verified.stderr

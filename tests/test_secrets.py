@@ -4,20 +4,16 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
-import tempfile
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, as_nobody, require
+from conftest import ROOT, as_nobody, nobody_env, require
 
 import sandbox
 from sandbox.errors import ProfileError
 from sandbox.secrets import SecretValue
 
-SANDBOX = str(ROOT / ".venv" / "bin" / "sandbox")
 FILE_VALUE = "file-secret-7Qx93LmPz1Vb"
 ENV_VALUE = "env-secret-Kd82hhWq0Zr4"
 
@@ -148,32 +144,25 @@ def test_the_value_is_read_at_each_launch(secret_setup):
     assert (first.stdout, second.stdout) == (FILE_VALUE.encode(), b"rotated")
 
 
-def test_rootless_secrets_work_and_stay_out_of_the_environments():
-    require("rootless", "system_python")
-    home = Path(tempfile.mkdtemp(prefix="sbxtest-secrets-", dir="/tmp"))
-    try:
-        os.chown(home, 65534, 65534)
-        (home / "token").write_text(FILE_VALUE)
-        os.chown(home / "token", 65534, 65534)
-        (home / "token").chmod(0o400)
-        profile = home / "p.toml"
-        profile.write_text(f'extends = "untrusted"\n[landlock]\nenabled = false\n'
-                           f'[[secrets]]\nname = "from_file"\nfile = "{home}/token"\n'
-                           f'[[secrets]]\nname = "from_env"\nenv = "WATCH_TEST_SECRET"\n')
-        done = as_nobody([SANDBOX, "run", str(profile), "--", "/usr/bin/python3", "-c", INSIDE], cwd=str(home),
-                         timeout=60, env={"PATH": "/usr/bin:/bin", "WATCH_TEST_SECRET": ENV_VALUE,
-                                          "SANDBOX_AUDIT_LOG": str(home / "audit.jsonl")})
-        assert done.returncode == 0, done.stderr
-        seen = json.loads(done.stdout)
-        assert {name: f["value"] for name, f in seen["files"].items()} == {"from_env": ENV_VALUE,
-                                                                          "from_file": FILE_VALUE}
-        # Init's environment (a copy of the launcher's, with the variable) is blanked and closed,
-        # Landlock or not.
-        assert seen["environ"]["1"].startswith("unreadable")
-        _assert_no_secret(json.dumps(seen["environ"]), json.dumps(seen["env"]), done.stderr,
-                          (home / "audit.jsonl").read_text())
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+def test_rootless_secrets_work_and_stay_out_of_the_environments(rootless, nobody_dir):
+    require("system_python")
+    (nobody_dir / "token").write_text(FILE_VALUE)
+    os.chown(nobody_dir / "token", 65534, 65534)
+    (nobody_dir / "token").chmod(0o400)
+    profile = nobody_dir / "p.toml"
+    profile.write_text(f'extends = "untrusted"\n[landlock]\nenabled = false\n'
+                       f'[[secrets]]\nname = "from_file"\nfile = "{nobody_dir}/token"\n'
+                       f'[[secrets]]\nname = "from_env"\nenv = "WATCH_TEST_SECRET"\n')
+    done = as_nobody([rootless.sandbox, "run", str(profile), "--", "/usr/bin/python3", "-c", INSIDE],
+                     cwd=str(nobody_dir), timeout=60, env=nobody_env(nobody_dir, WATCH_TEST_SECRET=ENV_VALUE))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert {name: f["value"] for name, f in seen["files"].items()} == {"from_env": ENV_VALUE, "from_file": FILE_VALUE}
+    # Init's environment (a copy of the launcher's, with the variable) is blanked and closed,
+    # Landlock or not.
+    assert seen["environ"]["1"].startswith("unreadable")
+    _assert_no_secret(json.dumps(seen["environ"]), json.dumps(seen["env"]), done.stderr,
+                      (nobody_dir / "audit.jsonl").read_text())
 
 
 def test_secret_entries_are_checked_when_the_profile_loads(tmp_path):
