@@ -30,7 +30,7 @@ from dataclasses import field
 from .compiled_dataclass import dataclass
 from . import _libc, child, faults, mounts, namespaces, protocol, rlimits, sources, terminal
 from .errors import ExecError, SandboxError, SetupError
-from .plan import LaunchPlan, build_env, cgroup_limits, landlock_rules, plan_for, with_terminal_type  # noqa: F401
+from .plan import LaunchPlan, build_env, cgroup_limits, plan_for, with_terminal_type  # noqa: F401
 from .profile.model import Profile
 
 SETUP_TIMEOUT = 30.0  # seconds for the child to get from fork to exec; a hang here is a bug
@@ -358,6 +358,9 @@ class Launch:
             mount_plan = mounts.build_plan(self.profile, trees)
         elif mount_plan is not None and trees.fds:
             mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if mount_plan is not None and self.profile is not None and self.profile.secrets:
+            from .secrets import read_values  # read now, at launch: never held by a profile or a plan
+            mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))
         return child.ChildContext(
             argv=self.argv, env=plan.env, cwd=plan.cwd, uid=plan.uid, gid=plan.gid, hostname=plan.hostname,
             new_user_ns=plan.new_user_ns, unshare_flags=plan.unshare_flags, new_cgroup_ns=plan.new_cgroup_ns,

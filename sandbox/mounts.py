@@ -22,7 +22,7 @@ from dataclasses import field
 from .compiled_dataclass import dataclass
 from . import _libc, sources
 from . import faults as _faults
-from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
+from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, SECRET_DIR, Profile
 
 STAGE = "/tmp"  # hidden by the staging tmpfs only inside our own mount namespace
 NEWROOT = "/newroot"
@@ -88,10 +88,11 @@ class Symlink:
 
 @dataclass(frozen=True)
 class File:
-    """A small file written into the new root (passwd, group, hosts...)."""
+    """A small file written into the new root (passwd, group, hosts...), or a secret: content is
+    then a secrets.SecretValue (bytes that print as <secret NAME>) and mode 0400."""
 
     target: str
-    content: str
+    content: str | bytes
     mode: int = 0o644
 
 
@@ -126,7 +127,9 @@ def _depth(path: str) -> int:
 def build_plan(profile: Profile, opened=None) -> MountPlan:
     """Profile -> ordered operations. `opened` is the launcher's sources.SourceTrees (opened
     trees, resolved paths, missing optional sources); without it (the verifier's expectations)
-    optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)"""
+    optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)
+    Pure apart from that and from where the audit log is (kept out). [[secrets]] are planned
+    empty: their values are read when a launch starts, and put in by with_secrets()."""
     fs = profile.filesystem
     if isinstance(opened, dict):
         trees, resolved, missing = opened, {}, None
@@ -151,12 +154,14 @@ def build_plan(profile: Profile, opened=None) -> MountPlan:
         mounts.append(Bind("/sys", "/sys", readonly=True, noexec=True))
     if fs.dev:
         mounts.append(Tmpfs("/dev", 1 << 20, 0o755, noexec=True))
+    mounts += _secret_mounts(profile)
     # Parents before children; stable, so the profile's order breaks ties.
     operations: list = sorted(mounts, key=lambda op: _depth(op.target))
     if fs.dev:
         operations += _dev_operations(fs.devices, fs.dev_shm_size)
     operations += [Symlink(s.target, s.points_to) for s in fs.symlinks]
     operations += [File(f.target, f.content, f.mode) for f in fs.files]
+    operations += _secret_files(profile)
     if fs.proc:
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/proc/")]
         operations += [ReadOnly(p) for p in READONLY_PROC_PATHS]
@@ -165,7 +170,65 @@ def build_plan(profile: Profile, opened=None) -> MountPlan:
     operations += [Mask(p) for p in fs.masked_paths]
     operations += [ReadOnly(p) for p in fs.readonly_paths]
     root = None if fs.root == "tmpfs" else fs.root
+    operations += _audit_masks(profile, [op for op in mounts if isinstance(op, Bind)], root)
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
+
+
+def _audit_masks(profile: Profile, binds: list, root: str | None) -> list:
+    """The audit trail is never visible inside: a bind of a directory above an audit log gets the
+    log's directory (or, where the directory holds other things too, each audit file) masked; a
+    bind of the log, or of anything inside its own directory, is refused."""
+    from .audit import protected_paths
+    sources = [(os.path.realpath(op.source), op.target, op.source) for op in binds]
+    if root is not None:
+        sources.append((os.path.realpath(root), "/", root))
+    if not sources:
+        return []
+    directories, files = protected_paths(profile)
+    masks: list = []
+    for real, target, source in sources:
+        for directory in directories:
+            if real == directory or real.startswith(directory + "/"):
+                from .errors import SetupError
+                raise SetupError("audit", errno.EPERM, f"{source} is the audit log's directory {directory} or in it: "
+                                 "the audit trail is never visible inside a sandbox")
+        for path in files:
+            if real == path:
+                from .errors import SetupError
+                raise SetupError("audit", errno.EPERM, f"{source} is the audit file {path}: the audit trail is "
+                                 "never visible inside a sandbox")
+        for path in directories + [f for f in files if os.path.dirname(f) not in directories]:
+            if path.startswith(real.rstrip("/") + "/"):
+                masks.append(Mask(os.path.join(target, os.path.relpath(path, real))))
+    return masks
+
+
+def _secret_mounts(profile: Profile) -> list:
+    """[[secrets]]: a small tmpfs at /run/secrets, only the sandbox user may list it; its size
+    is a bound (secrets.MAX_SIZE each), not memory taken."""
+    if not profile.secrets:
+        return []
+    from .secrets import MAX_SIZE
+    return [Tmpfs(SECRET_DIR, len(profile.secrets) * (MAX_SIZE + 4096) + 4096, 0o500, noexec=True)]
+
+
+def _secret_files(profile: Profile) -> list:
+    """Each secret as a 0400 file of the sandbox user (init writes it as that user), then the
+    tmpfs read-only: the workload can read its secrets and change nothing there."""
+    if not profile.secrets:
+        return []
+    files: list = [File(f"{SECRET_DIR}/{s.name}", b"", 0o400) for s in profile.secrets]
+    return files + [ReadOnly(SECRET_DIR)]
+
+
+def with_secrets(plan: MountPlan, values: dict) -> MountPlan:
+    """The plan with each secret's file holding its value (secrets.read_values, at launch)."""
+    if not values:
+        return plan
+    operations = tuple(dataclasses.replace(op, content=values[op.target[len(SECRET_DIR) + 1:]])
+                       if isinstance(op, File) and op.target.startswith(SECRET_DIR + "/")
+                       and op.target[len(SECRET_DIR) + 1:] in values else op for op in plan.operations)
+    return dataclasses.replace(plan, operations=operations)
 
 
 def with_trees(plan: MountPlan, tree_fds: dict[str, int]) -> MountPlan:
@@ -291,8 +354,8 @@ def _remount_readonly(root_fd: int, target: str) -> None:
 def _mask(root_fd: int, target: str) -> None:
     try:
         fd = _resolve(root_fd, target)
-    except FileNotFoundError:
-        return  # nothing to hide
+    except (FileNotFoundError, PermissionError):
+        return  # nothing to hide, or out of reach: init, with its capabilities, could not get there
     try:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             _libc.mount("tmpfs", _fd_path(fd), "tmpfs", _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV
@@ -324,7 +387,7 @@ def _write_file(root_fd: int, op: File) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, op.mode,
                      dir_fd=parent_fd)
         try:
-            os.write(fd, op.content.encode())
+            os.write(fd, op.content if isinstance(op.content, bytes) else op.content.encode())
             os.fchmod(fd, op.mode)
         finally:
             os.close(fd)

@@ -220,7 +220,7 @@ def _is_table_array(value: Any) -> bool:
 
 
 def _entry_key(item: dict) -> str | None:
-    key = item.get("target", item.get("source"))
+    key = item.get("target", item.get("source", item.get("name")))  # name: [[secrets]]
     return os.path.normpath(key) if isinstance(key, str) and key else None
 
 
@@ -524,6 +524,32 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(_each(_string_list(value, "variable names"), name))
 
 
+def _exec_patterns(value: Any) -> tuple[str, ...]:
+    from ..execlist import check_pattern
+    def pattern(item: str) -> str:
+        try:
+            return check_pattern(item)
+        except ValueError as exc:
+            raise _Invalid(str(exc), repr(item)) from None
+    return tuple(dict.fromkeys(_each(_string_list(value, "paths or patterns"), pattern)))
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def _secret_name(value: Any) -> str:
+    if not isinstance(value, str) or not _SECRET_NAME.match(value):
+        raise _Invalid("a file name of letters, digits, '.', '_' and '-' (at most 128, not starting with '.' "
+                       "or '-')", _show(value))
+    return value
+
+
+def _env_name(value: Any) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise _Invalid("a variable name of letters, digits and _", _show(value))
+    return value
+
+
 def _mode(value: Any) -> int:
     if isinstance(value, str):
         try:
@@ -667,6 +693,7 @@ _CONVERTERS = {
     "duration": _grace,
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
+    "execpatterns": _exec_patterns, "secretname": _secret_name, "envname": _env_name,
 }
 
 

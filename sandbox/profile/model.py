@@ -239,9 +239,37 @@ class Landlock:
 
     enabled: bool = spec(True, kind="bool", doc="Restrict file access with Landlock, derived from the mounts.",
                          relaxes="no Landlock file-access rules beneath the mount layout")
-    read: tuple[str, ...] = spec((), kind="targets", doc="Extra paths readable (and executable).")
+    read: tuple[str, ...] = spec((), kind="targets",
+                                 doc="Extra paths readable (and executable, unless an [exec] allow list decides).")
     write: tuple[str, ...] = spec((), kind="targets", doc="Extra paths writable.")
     best_effort: bool = spec(True, kind="bool", doc="Run without Landlock, with a warning, on kernels without it.")
+
+
+@dataclass(frozen=True)
+class Exec:
+    """[exec]: which executables may run (Landlock's execute right)."""
+
+    allow: tuple[str, ...] | None = spec(None, kind="execpatterns",
+        doc="Only these files may be executed (execve, execveat, and as ELF or #! interpreters, which must "
+            "be listed too, e.g. /lib64/ld-linux-x86-64.so.2). Paths inside the sandbox; * ? [..] match "
+            "within one component, a final /** everything beneath an existing directory. Expanded at "
+            "launch inside the sandbox's view: files created later match only beneath a /** directory "
+            "that existed at launch. Unset: anything the mounts let run. See docs/monitoring.md.")
+
+
+SECRET_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """[[secrets]]: a secret given to the workload as the file /run/secrets/NAME."""
+
+    name: str = spec(None, kind="secretname", required=True,
+                     doc="File name under /run/secrets (letters, digits, '.', '_', '-').")
+    file: str | None = spec(None, kind="source", doc="Host file holding the value, read at each launch.")
+    env: str | None = spec(None, kind="envname",
+                           doc="Launcher environment variable holding the value, read at each launch; "
+                               "it never reaches the workload's environment.")
 
 
 @dataclass(frozen=True)
@@ -252,6 +280,14 @@ class Audit:
                          relaxes="launches of this profile leave no audit record")
     log: str = spec("", kind="str", doc="Audit log file (JSON lines). Default: $SANDBOX_AUDIT_LOG, else "
                     "/var/log/sandbox/audit.jsonl for root and ~/.local/state/sandbox/audit.jsonl otherwise.")
+    required: bool = spec(False, kind="bool",
+                          doc="Refuse to launch (exit 125) when the start record cannot be written; "
+                              "otherwise that is a warning.")
+    syslog: bool = spec(False, kind="bool",
+                        doc="Also send each record to syslog (or the journal), a copy outside the log "
+                            "writer's reach.")
+    syslog_socket: str = spec("/dev/log", kind="source",
+                              doc="Unix datagram socket the records are sent to when syslog = true.")
 
 
 @dataclass(frozen=True)
@@ -272,6 +308,10 @@ class Profile:
                         factory=lambda: _default_seccomp())
     landlock: Landlock = spec(kind="table", doc="Landlock file-access rules.", factory=Landlock)
     audit: Audit = spec(kind="table", doc="Audit trail.", factory=Audit)
+    exec: Exec = spec(kind="table", doc="Executables allowed to run.", factory=Exec)
+    secrets: tuple[Secret, ...] = spec((), kind="tables", item=Secret,
+                                       doc="Secrets, each a read-only file /run/secrets/NAME (mode 0400, owned "
+                                           "by the sandbox user), never in the environment or any output.")
     source: str = spec("", kind="internal", doc="File the profile was loaded from.")
     lineage: tuple[str, ...] = spec((), kind="internal", doc="Files of the extends chain, this one first.")
 

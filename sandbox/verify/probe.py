@@ -78,6 +78,7 @@ expect (derived from a profile; without it the probe judges by the secure ideal)
       "allowed_system_paths": [],      # system paths the profile allows (allow_system_path)
       "memory_limit": 268435456,       # bytes, or null for "no expectation"
       "pids_limit": 64,                # or null
+      "exec_allow": ["/usr/bin/python3*"],  # [exec] allow patterns, or null for no list
       "stress": false                  # also allocate/fork past the limits
     }
 
@@ -2186,13 +2187,160 @@ def _isatty(fd):
         return False
 
 
+# ---------------------------------------------------------- safe-listed executables
+
+_EXEC_CANDIDATES = ("true", "false", "id", "echo", "sh", "ls", "cat", "env", "uname", "date")
+
+
+def _exec_allowed_by(patterns, path):
+    """Whether an [exec] allow pattern names `path` (fnmatch: '*' may cross '/' here, which only
+    makes the probe avoid more candidates)."""
+    import fnmatch
+    for pattern in patterns:
+        if pattern.endswith("/**"):
+            base = pattern[:-3].rstrip("/")
+            if not base or path == base or fnmatch.fnmatchcase(path, base + "/*"):
+                return True
+        elif fnmatch.fnmatchcase(path, pattern):
+            return True
+    return False
+
+
+def _exec_errno(path, fd=None):
+    """errno of execve(path) (or fexecve(fd)) in a child; 0 when the program started."""
+    rfd, wfd = os.pipe()  # close-on-exec: EOF without a byte means the exec happened
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(rfd)
+        os.close(wfd)
+        return -exc.errno
+    if pid == 0:
+        try:
+            os.close(rfd)
+            null = os.open("/dev/null", os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            os.execve(path if fd is None else fd, [path, "--version"], {"PATH": "/usr/bin:/bin"})
+        except OSError as exc:
+            os.write(wfd, str(exc.errno).encode())
+        except BaseException:  # noqa: BLE001
+            os.write(wfd, b"-1")
+        os._exit(127)
+    os.close(wfd)
+    data = os.read(rfd, 32)
+    os.close(rfd)
+    try:
+        os.kill(pid, signal.SIGKILL)  # whatever started need not finish
+    except OSError:
+        pass
+    os.waitpid(pid, 0)
+    return int(data) if data else 0
+
+
+def _exec_candidate(patterns):
+    dirs = [d for d in os.environ.get("PATH", "").split(":") if d] + ["/usr/bin", "/bin", "/usr/sbin"]
+    seen = set()
+    for names in (_EXEC_CANDIDATES, None):
+        for directory in dirs:
+            try:
+                entries = names or sorted(os.listdir(directory))
+            except OSError:
+                continue
+            for name in entries:
+                path = os.path.join(directory, name)
+                real = os.path.realpath(path)
+                if path in seen or real == os.path.realpath(sys.executable):
+                    continue
+                seen.add(path)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (stat.S_ISREG(st.st_mode) and st.st_mode & 0o111
+                        and not _exec_allowed_by(patterns, path) and not _exec_allowed_by(patterns, real)):
+                    return path
+    return None
+
+
+def _writable_dir(ctx):
+    for directory in list(ctx.expect.get("rw_paths") or []) + ["/tmp", "/dev/shm"]:
+        if os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK):
+            return directory
+    return None
+
+
+def check_exec(ctx):
+    """[exec] allow: only listed files run. Landlock's execute right is what enforces it."""
+    patterns = ctx.expect.get("exec_allow")
+    layer = "filesystem"
+    if patterns is None:
+        yield result("exec.allowlist", layer, "only safe-listed executables run", SKIP,
+                     "an [exec] allow list", "none in the profile" if ctx.expect else "no expectation given")
+        return
+    hint = "enforce the list with Landlock's execute right (LANDLOCK_ACCESS_FS_EXECUTE)"
+    candidate = _exec_candidate(patterns)
+    if candidate is None:
+        yield result("exec.unlisted", layer, "an executable not on the list is refused", SKIP,
+                     "EACCES", "no executable outside the list found to try")
+    else:
+        err = _exec_errno(candidate)
+        yield result("exec.unlisted", layer, "an executable not on the list is refused",
+                     PASS if err in (errno.EACCES, errno.EPERM) else FAIL if err == 0 else WARN, "EACCES",
+                     f"{candidate}: " + ("it ran" if err == 0 else _errname(abs(err))), hint if err == 0 else "")
+    directory = _writable_dir(ctx)
+    if directory is None:
+        yield result("exec.written", layer, "a program written inside is refused", SKIP, "EACCES",
+                     "no writable directory")
+    else:
+        copy = os.path.join(directory, f".sandbox-probe-exec-{os.getpid()}")
+        try:
+            with open(sys.executable, "rb") as source, open(copy, "wb") as target:
+                target.write(source.read())
+            os.chmod(copy, 0o700)
+            err = _exec_errno(copy)
+            yield result("exec.written", layer, "a program written inside is refused",
+                         PASS if err in (errno.EACCES, errno.EPERM) else FAIL if err == 0 else WARN, "EACCES",
+                         f"a copy of {sys.executable} in {directory}: "
+                         + ("it ran" if err == 0 else _errname(abs(err))),
+                         "grant execute on no writable path" if err == 0 else "")
+        except OSError as exc:
+            yield result("exec.written", layer, "a program written inside is refused", SKIP, "EACCES",
+                         f"could not write {copy}: {_errname(exc.errno)}")
+        finally:
+            try:
+                os.unlink(copy)
+            except OSError:
+                pass
+    if not hasattr(os, "memfd_create"):
+        yield result("exec.memfd", layer, "a program in a memfd is refused", SKIP, "refused", "no memfd_create")
+        return
+    try:
+        fd = os.memfd_create("sandbox-probe", os.MFD_CLOEXEC)
+    except OSError as exc:
+        yield result("exec.memfd", layer, "a program in a memfd is refused", PASS, "refused",
+                     f"memfd_create without MFD_NOEXEC_SEAL: {_errname(exc.errno)}")
+        return
+    try:
+        with open(sys.executable, "rb") as source:
+            os.write(fd, source.read())
+        err = _exec_errno("memfd", fd)
+        yield result("exec.memfd", layer, "a program in a memfd is refused",
+                     PASS if err in (errno.EACCES, errno.EPERM) else FAIL if err == 0 else WARN, "refused",
+                     "fexecve of a memfd: " + ("it ran" if err == 0 else _errname(abs(err))),
+                     "Landlock lets memfds through: limit memfd_create to MFD_NOEXEC_SEAL with seccomp"
+                     if err == 0 else "")
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------- runner
 
 CHECKS = (check_namespaces, check_hostname, check_ids, check_capabilities, check_seccomp_mode,
           check_syscalls, check_compat_abis, check_namespace_creation, check_mounts,
           check_writable_mounts, check_kernel_knobs, check_proc_masks, check_devices, check_fds, check_environment,
           check_host_processes, check_session, check_network, check_ipc, check_cgroups,
-          check_terminal)
+          check_terminal, check_exec)
 
 
 def run_checks(context=None):

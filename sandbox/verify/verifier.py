@@ -84,6 +84,7 @@ def expectations(profile: Profile) -> dict:
         "pids_limit": profile.limits.pids,
         "cpu_limit": profile.limits.cpus,
         "optional_limits": list(profile.limits.optional),
+        "exec_allow": list(profile.exec.allow) if profile.exec.allow is not None else None,
         "stress": False,
         **_sources(profile),
     }
@@ -130,8 +131,11 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
     The expectations come from `profile` itself, or from `against` (e.g. "does this sandbox hold
     to what `untrusted` promises?"), in which case its relaxations show as failures."""
     from ..launcher import Launch
+    profile, probe_needs = _with_probe_executables(profile)
     expect = expectations(against or profile)
     expect["stress"] = stress
+    if expect["exec_allow"] is not None:
+        expect["exec_allow"] += probe_needs  # the probe must not pick one of these as "unlisted"
     verdict = VerifyReport(profile.name)
     with Canaries(expect=expect) as context:
         argv = ["python3", "-I", "-", "--json", "--context", json.dumps(context), "--stop-when-done"]
@@ -168,6 +172,9 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
         raise outcome["error"]
     result = outcome["result"]
     verdict.warnings = result.warnings
+    if probe_needs:
+        verdict.warnings = verdict.warnings + [f"exec.allow: the probe's own {', '.join(probe_needs)} added for "
+                                               "this run"]
     try:
         inside = json.loads(result.stdout or b"{}").get("results", [])
     except ValueError:
@@ -277,6 +284,22 @@ def _cpu_limit(pid: int, expect: dict) -> list[dict]:
     return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.FAIL, expected, observed,
                          "not enforced: run where the sandbox gets a cgroup with the cpu controller "
                          "(e.g. systemd-run --user -p Delegate=yes), or list \"cpus\" in limits.optional")]
+
+
+def _with_probe_executables(profile: Profile) -> tuple[Profile, list[str]]:
+    """An [exec] allow list must let the probe itself (python3 and its loader) run: add what is
+    missing, as named on this host, and say so."""
+    allow = profile.exec.allow
+    if allow is None:
+        return profile, []
+    from .. import execlist
+    python = "/usr/bin/python3"
+    needed = [python] + execlist.interpreter_chain(os.path.realpath(python))
+    missing = [path for path in needed if not execlist.covered(allow, path)]
+    if not missing:
+        return profile, []
+    from ..profile.model import Exec
+    return profile.replace(exec=Exec(allow + tuple(missing))), missing
 
 
 def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> list[dict]:
