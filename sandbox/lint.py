@@ -66,7 +66,10 @@ CATALOGUE: dict[str, Check] = {check.id: check for check in (
     Check("SBX-FS-008", "danger", 0.0, "a system path bound read-write, or an engine socket bound, without "
                                        "allow_system_path: the launch refuses it"),
     Check("SBX-FS-009", "warning", 0.0, "idmap = \"yes\" on a source root owns: a root launch refuses it"),
-    Check("SBX-FS-010", "info", 0.5, "a source root owns is bound read-write without an id mapping"),
+    # No exposure: the sandbox only writes where its own unprivileged host uid may.
+    Check("SBX-FS-010", "info", 0.0, "a source root owns is bound read-write without an id mapping"),
+    # The key itself; what it lets through is SBX-FS-005 or SBX-FS-006, which carry the weight.
+    Check("SBX-FS-011", "warning", 0.0, "allow_system_path = true on a mount"),
     # Capabilities
     Check("SBX-CAP-001", "warning", 2.0, "capabilities kept"),
     Check("SBX-CAP-002", "danger", 7.0, "a capability broad enough to weaken the sandbox is kept"),
@@ -112,7 +115,7 @@ RELAXATION_IDS = {
     "namespaces.network": "SBX-NS-004", "namespaces.ipc": "SBX-NS-005", "namespaces.uts": "SBX-NS-006",
     "namespaces.cgroup": "SBX-NS-007", "namespaces.time": "SBX-NS-008", "network.mode": "SBX-NET-001",
     "filesystem.readonly_root": "SBX-FS-001", "filesystem.devices": "SBX-FS-002", "filesystem.sys": "SBX-FS-003",
-    "filesystem.mounts.mode": "SBX-FS-004", "capabilities.keep": "SBX-CAP-001", "landlock.enabled": "SBX-LL-001",
+    "filesystem.mounts.mode": "SBX-FS-004", "filesystem.mounts.allow_system_path": "SBX-FS-011", "capabilities.keep": "SBX-CAP-001", "landlock.enabled": "SBX-LL-001",
     "process.new_session": "SBX-PROC-001", "process.env_passthrough": "SBX-PROC-003",
     "audit.enabled": "SBX-AUD-001",
 }

@@ -268,6 +268,7 @@ def test_audit_required_refuses_to_launch_without_a_start_record(world_dir, sand
     unwritable = world_dir / "a-file" / "audit.jsonl"  # ENOTDIR, even for root
     out = world_dir / "out"
     out.mkdir()
+    os.chown(out, 1000, 1000)  # a build user's directory: root's is not idmapped (issue 20)
     profile = world_dir / "p.toml"
     profile.write_text(f'extends = "untrusted"\n[audit]\nrequired = true\nlog = "{unwritable}"\n'
                        f'[[filesystem.mounts]]\nsource = "{out}"\ntarget = "/out"\nmode = "rw"\n')

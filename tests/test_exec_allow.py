@@ -134,6 +134,8 @@ def test_a_tree_pattern_covers_files_created_later_but_not_a_directory_created_l
     require("userns", "landlock", "system_python")
     monkeypatch.chdir(world_dir)
     (world_dir / "build").mkdir()
+    for path in (world_dir, world_dir / "build"):
+        os.chown(path, 1000, 1000)  # a build user's workspace: root's is not idmapped (issue 20)
     code = textwrap.dedent("""
         import errno, os, shutil, subprocess
         out = {}

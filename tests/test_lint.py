@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -87,19 +88,23 @@ def test_reference_scores_of_the_built_ins_and_of_typical_relaxations():
     assert lint.score(lint.lint(sandbox.load_profile("untrusted"))) == 0.8
     assert lint.score(lint.lint(sandbox.load_profile("ci"))) == 1.9
     assert lint.score(_lint({"namespaces": {"user": False}})) == 6.3
-    assert lint.score(_lint({"filesystem": {"mounts": [{"source": "/var/run/docker.sock", "optional": True}]}})) == 9.5
+    # An engine socket is refused unless the mount allows it (no exposure: it never runs); allowed, host root.
+    assert lint.score(_lint({"filesystem": {"mounts": [{"source": "/var/run/docker.sock", "optional": True}]}})) == 0.8
+    assert lint.score(_lint({"filesystem": {"mounts": [{"source": "/var/run/docker.sock", "optional": True,
+                                                        "allow_system_path": True}]}})) == 9.5
 
 
 def test_score_and_gate_on_the_command_line(sandbox_cli, tmp_path):
-    shown = sandbox_cli("lint", "--score", "ci")
+    os.chown(tmp_path, 1000, 1000)  # ci's workspace: a build user's (a root-owned one adds SBX-FS-010)
+    shown = sandbox_cli("lint", "--score", "ci", cwd=tmp_path)
     assert shown.returncode == 0 and "ci: exposure score 1.9/10 (strong)" in shown.stdout
-    assert sandbox_cli("lint", "ci", "--max-score", "2").returncode == 0
-    gated = sandbox_cli("lint", "ci", "--max-score", "1.5")
+    assert sandbox_cli("lint", "ci", "--max-score", "2", cwd=tmp_path).returncode == 0
+    gated = sandbox_cli("lint", "ci", "--max-score", "1.5", cwd=tmp_path)
     assert gated.returncode == 1 and "above --max-score 1.5" in gated.stdout
-    data = json.loads(sandbox_cli("lint", "ci", "--json", "--score").stdout)
+    data = json.loads(sandbox_cli("lint", "ci", "--json", "--score", cwd=tmp_path).stdout)
     assert data["score"] == 1.9 and data["level"] == "strong"
     assert {f["id"] for f in data["findings"]} == {"SBX-FS-004", "SBX-EXEC-001"}
-    plain = json.loads(sandbox_cli("lint", "ci", "--json").stdout)
+    plain = json.loads(sandbox_cli("lint", "ci", "--json", cwd=tmp_path).stdout)
     assert isinstance(plain, list) and plain[0]["id"] == "SBX-FS-004"
     assert sandbox_cli("lint", "ci", "--max-score", "11").returncode == 125
 

@@ -343,6 +343,6 @@ def test_lint_reports_what_the_launch_refuses(tree):
     os.chmod(profile, 0o644)
     lint = tree.run("lint", str(profile))
     assert lint.returncode == 1
-    assert "danger  filesystem.mounts[" in lint.stdout and "/etc is a system directory" in lint.stdout
+    assert "danger  SBX-FS-008   filesystem.mounts[" in lint.stdout and "/etc is a system directory" in lint.stdout
     proc = tree.run("run", str(profile), "--", "/bin/true")
     assert proc.returncode == 125 and "/etc is a system directory" in proc.stderr
