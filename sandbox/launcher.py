@@ -112,6 +112,9 @@ class _IdmappedTrees:
                     raise SetupError("idmapped mount", exc.errno or 0, f"{mount.source}: {exc.strerror}") from None
                 self.warnings.append(f"{mount.source}: idmapped mount unavailable ({exc.strerror}); files "
                                      f"written there belong to host uid {idmap.host_uid}")
+        if profile.image.rootfs:  # the image's root tree, read-only, root-owned files shown as the sandbox user's
+            from .image.mount import open_root_tree
+            self.fds["/"] = open_root_tree(profile, idmap)
 
     @staticmethod
     def _idmapped_tree(source: str, owner_uid: int, owner_gid: int, idmap: namespaces.IdMap) -> int:

@@ -70,7 +70,7 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return {"type": "string"}
     if kind == "bool":
         return {"type": "boolean"}
-    if kind == "argv":
+    if kind in ("argv", "strings"):
         return {"type": "array", "items": {"type": "string"}}
     if kind == "env":
         return {"type": "object", "propertyNames": {"pattern": ENV_NAME_PATTERN},
