@@ -33,9 +33,11 @@ def _bad_parameter(message: str, hint: str):
     return click.BadParameter(message, param_hint=hint)
 
 
-def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None) -> dict:
+def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None, image: str | None = None) -> dict:
     """The command line's options as a profile table, merged over the profile and validated with it."""
     table: dict = {}
+    if image:
+        table["image"] = {"ref": image}
     if limits:
         table["limits"] = dict(limits)
     for spec in binds:
@@ -66,7 +68,7 @@ def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None) ->
 
 def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network=None, tty=False,
             stats=False, result_json=None, verify_first=False, report_violations=False, quiet=False,
-            limits: dict | None = None):
+            limits: dict | None = None, image: str | None = None):
     """The run command; exits with the workload's status."""
     from .api import load_profile, run as run_sandbox
     from .errors import SandboxError
@@ -74,7 +76,7 @@ def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network
     if command[:1] == ["--"]:
         command = command[1:]
     try:
-        loaded = load_profile(profile, overrides=overrides(binds, envs, cwd, timeout, network, limits))
+        loaded = load_profile(profile, overrides=overrides(binds, envs, cwd, timeout, network, limits, image))
         if verify_first:
             from .verify import verify_profile
             report = verify_profile(loaded)
