@@ -252,7 +252,7 @@ class Store:
             for image in self.images():
                 if ref.digest in image.digests():
                     self._record_ref(str(ref), image.id)
-                    return image
+                    return self._load_image(_hex(image.id))
         elif policy != "always":
             known = self._known(ref, fingerprint)
             if known is not None and (not pin or pin in known.digests()):

@@ -169,10 +169,9 @@ class _Tree:
         try:
             return _libc.openat2(self.root_fd, path, _DIR_FLAGS, _RESOLVE)
         except OSError as exc:
-            if exc.errno == errno.ELOOP or exc.errno == errno.EXDEV:
-                raise HostileLayer(f"{path!r}: beneath a symlink (a member written through a link)") from None
-            if exc.errno == errno.ENOTDIR:
-                raise HostileLayer(f"{path!r}: beneath something that is not a directory") from None
+            if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
+                raise HostileLayer(f"{path!r}: a member beneath a symlink or a file (a write through a link)") \
+                    from None
             if exc.errno != errno.ENOENT or not create:
                 raise
         parent, _, name = path.rpartition("/")
@@ -193,7 +192,8 @@ class _Tree:
             return _libc.openat2(parent_fd, name, _DIR_FLAGS, _RESOLVE)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
-                raise HostileLayer(f"{path!r}: beneath a symlink or a file") from None
+                raise HostileLayer(f"{path!r}: a member beneath a symlink or a file (a write through a link)") \
+                    from None
             raise
 
     def remove(self, parent_fd: int, name: str) -> None:
