@@ -54,8 +54,8 @@ def busybox_members(user: str = "") -> list[tuple]:
         binary = handle.read()
     members = [member("bin", "dir"), member("bin/busybox", data=binary, mode=0o755)]
     members += [member(f"bin/{name}", "symlink", link="busybox") for name in APPLETS]
-    members += [member(d, "dir") for d in ("etc", "tmp", "root", "home", "var", "usr", "proc", "dev")]
-    members[-6] = member("tmp", "dir", mode=0o1777)
+    members += [member(d, "dir") for d in ("etc", "root", "home", "var", "proc", "dev")]
+    members.append(member("tmp", "dir", mode=0o1777))
     members += [member("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
                        b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
                 member("etc/group", data=b"root:x:0:\napp:x:1000:\nnogroup:x:65534:\n"),

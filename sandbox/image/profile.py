@@ -9,10 +9,11 @@
   variable, the profile's value winning. A User by name is looked up in the image's own
   /etc/passwd and /etc/group. It is a uid *inside*: the id map still sends it to an unprivileged
   host id (never host root);
-* filesystem leaves out what would cover the image with the host's system: binds of /usr, /bin,
-  /sbin and /lib* (and below), binds of a host path onto that same path where the image has it,
-  and symlinks and files where the image has that path. These are how a profile builds a root
-  from the host; with an image, the image is the root. Other binds and every tmpfs stay.
+* filesystem leaves out what would cover the image with the host's system: a bind of a host path
+  onto that same path (/usr, /etc/ld.so.cache...), a symlink or a file, wherever the image has
+  that path. These are how a profile builds a root from the host; with an image, the image's own
+  files win. Where the image lacks the path they stay (a busybox image without /usr gets the
+  profile's /usr); binds to other targets (workspaces) and every tmpfs always stay.
 
 Everything else of the profile (namespaces, seccomp, limits, network, Landlock) is untouched.
 """
@@ -26,7 +27,6 @@ from ..profile import model
 from . import ref as refs
 from .store import Image, ImageError, Store
 
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 PROCESS_KEYS = ("command", "cwd", "env", "user", "group")
 
 
@@ -201,16 +201,11 @@ def _read_table(rootfs: str, path: str) -> list[list[str]]:
     return [line.split(":") for line in data.decode("utf-8", "replace").splitlines() if line and not line.startswith("#")]
 
 
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root + "/") for root in roots)
-
-
 def _filesystem(fs: model.Filesystem, view: dict) -> model.Filesystem:
     def image_has(target: str) -> bool:
         return target.lstrip("/") in view
 
-    mounts = tuple(m for m in fs.mounts
-                   if not _under(m.target, SYSTEM_DIRS) and not (m.source == m.target and image_has(m.target)))
+    mounts = tuple(m for m in fs.mounts if not (m.source == m.target and image_has(m.target)))
     symlinks = tuple(s for s in fs.symlinks if not image_has(s.target))
     files = tuple(f for f in fs.files if not image_has(f.target))
     return _replace(fs, mounts=mounts, symlinks=symlinks, files=files)
