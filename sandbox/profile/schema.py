@@ -232,7 +232,7 @@ def schema_text() -> str:
 # ---------------------------------------------------------------- markdown
 
 _KIND_NAMES = {
-    "str": "string", "str?": "string", "bool": "boolean", "argv": "array of strings",
+    "str": "string", "str?": "string", "bool": "boolean", "argv": "array of strings", "strings": "array of strings",
     "env": "table of strings", "names": "array of variable names", "id": "integer id",
     "id?": "integer id", "int?": "integer or \"unlimited\"", "hostname": "hostname", "mode": "octal mode",
     "target": "path inside", "targets": "array of paths inside", "source": "host path",
