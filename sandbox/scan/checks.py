@@ -100,7 +100,7 @@ class FileChecks:
                 add(Finding("SBX-FILE-CAPS", entry.path, "security.capability is set"))
             if entry.mode & 0o002:
                 add(Finding("SBX-FILE-WORLD-WRITABLE", entry.path, f"mode {entry.mode:04o}"))
-            if entry.size >= SPARSE_SIZE and entry.blocks and entry.blocks * 512 < entry.size // 8:
+            if entry.size >= SPARSE_SIZE and entry.inode is not None and entry.blocks * 512 < entry.size // 8:
                 add(Finding("SBX-FILE-SPARSE", entry.path, f"{entry.size} bytes, {entry.blocks * 512} on disk"))
             if entry.nlink > 1 and entry.inode is not None:
                 self.links_seen.setdefault(entry.inode, [entry.path, entry.nlink, 0])[2] += 1
