@@ -26,7 +26,7 @@ class ScanError(SandboxError):
     """A scan that could not run (bad target, allowlist or database)."""
 
 
-def _walk(source, report: Report, top: str = "/") -> dict[str, bytes]:
+def _walk(source, report: Report, top: str = "/", owners: bool = True) -> dict[str, bytes]:
     """Walk one source into the report; returns the package database files it collected."""
     files = checks.FileChecks(source.kind, source.image_root, top)
     packages: dict[str, bytes] = {}
@@ -46,7 +46,7 @@ def _walk(source, report: Report, top: str = "/") -> dict[str, bytes]:
                 report.findings += checks.content_findings(entry.path, data)
     report.files += count
     passwd = groups = None
-    if top == "/" or source.kind == "image":
+    if owners:  # judged by the tree's own /etc/passwd and /etc/group, when it has them
         passwd = checks.ids_from(source.read(_fake(f"{top.rstrip('/')}/etc/passwd"), 1 << 20))
         groups = checks.ids_from(source.read(_fake(f"{top.rstrip('/')}/etc/group"), 1 << 20))
     report.findings += files.finish(passwd, groups)
@@ -85,12 +85,11 @@ def _rebase(packages: dict[str, bytes]) -> dict[str, bytes]:
     mount point they were found under; the first of each path wins."""
     rebased: dict[str, bytes] = {}
     for path, data in packages.items():
-        for marker in (*sbom.DPKG_STATUS, *sbom.APK_INSTALLED, *sbom.OS_RELEASE):
-            if path.endswith(marker):
-                rebased.setdefault(marker, data)
-                break
-        else:
-            rebased.setdefault(path, data)
+        marker = next((m for m in (*sbom.DPKG_STATUS, *sbom.APK_INSTALLED, *sbom.OS_RELEASE) if path.endswith(m)),
+                      None)
+        if marker is None and sbom.DPKG_STATUS_DIR in path:
+            marker = sbom.DPKG_STATUS_DIR + path.rsplit("/", 1)[1]
+        rebased.setdefault(marker or path, data)
     return rebased
 
 
@@ -108,8 +107,10 @@ def scan_directory(path: str, *, allowlist: str | None = None, vuln_db: str | No
     started = time.monotonic()
     if not os.path.isdir(path):
         raise ScanError(f"scan: {path}: not a directory")
-    report = Report(os.path.abspath(path), "directory")
-    packages = _walk(DirectorySource(path), report)
+    root = os.path.abspath(path)
+    report = Report(root, "directory")
+    # Locations are host paths here: the tree is on the host, and so is whatever handles it next.
+    packages = _walk(DirectorySource(root, mount_at=root), report, top=root)
     return _finish(report, packages, vuln_db, allowlist, started)
 
 
@@ -127,12 +128,13 @@ def scan_profile(profile, *, allowlist: str | None = None, vuln_db: str | None =
         packages.update(_walk(ImageSource(image), report))
         report.findings += checks.config_findings(image.config())
     elif profile.filesystem.root != "tmpfs":
-        packages.update(_walk(DirectorySource(profile.filesystem.root), report))
+        packages.update(_walk(DirectorySource(profile.filesystem.root, mount_at="/"), report))
     for mount in profile.filesystem.mounts:
         if not os.path.lexists(mount.source):
             continue
         if os.path.isdir(mount.source):
-            packages.update(_walk(DirectorySource(mount.source, mount_at=mount.target), report, top=mount.target))
+            packages.update(_walk(DirectorySource(mount.source, mount_at=mount.target), report, top=mount.target,
+                                  owners=False))
         else:
             report.files += 1
             source = DirectorySource(os.path.dirname(mount.source) or "/", mount_at=os.path.dirname(mount.target))

@@ -20,7 +20,7 @@ def wanted(path: str, kind: str) -> bool:
     """Does the SBOM need this file's contents?"""
     if kind != "file":
         return False
-    if path in DPKG_STATUS or path in APK_INSTALLED or path in OS_RELEASE or path.startswith(DPKG_STATUS_DIR):
+    if path.endswith(DPKG_STATUS + APK_INSTALLED + OS_RELEASE) or DPKG_STATUS_DIR in path:
         return True
     name = posixpath.basename(path)
     parent = posixpath.basename(posixpath.dirname(path))
