@@ -37,6 +37,11 @@ def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None, im
     """The command line's options as a profile table, merged over the profile and validated with it."""
     table: dict = {}
     if image:
+        from .image.ref import ReferenceError, parse
+        try:
+            image = str(parse(image))  # a local path on the command line means the caller's directory
+        except ReferenceError:
+            pass  # reported by the loader, with the key
         table["image"] = {"ref": image}
     if limits:
         table["limits"] = dict(limits)

@@ -153,3 +153,29 @@ def test_rootless_run_from_an_image(image_dir):
     assert os.stat(image_root).st_uid == 65534  # the user's own store, the user's own files
     proc = as_nobody([SANDBOX, "verify", str(_plain_busybox(path))], cwd=str(path), env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+
+
+ATTACK = ("mount -o remount,rw / 2>/dev/null && echo remounted; "
+          "echo x > /rootfs-write 2>/dev/null && echo root-written; "
+          "cat /proc/self/uid_map | tr -s ' ' ; echo built > /workspace/out && echo wrote-workspace")
+
+
+def test_attacks_from_an_image_under_ci(image_dir, sandbox_cli):
+    """An image whose /workspace is a symlink to /etc, run under ci from a workspace an ordinary
+    user owns: the bind lands inside the sandbox (the image's /etc), never on the host's; the root
+    stays read-only; nothing maps to host root."""
+    path, _, _ = image_dir
+    layout = path / "hostile"
+    imagebuild.busybox_image(str(layout), extra=[imagebuild.member("workspace", "symlink", link="/etc")])
+    workspace = path / "ws"
+    workspace.mkdir()
+    os.chown(workspace, 65534, 65534)
+    proc = sandbox_cli("run", "--image", f"oci:{layout}:latest", "ci", "--", "/bin/sh", "-c", ATTACK,
+                       cwd=str(workspace), env=_env(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "remounted" not in proc.stdout and "root-written" not in proc.stdout
+    uid_map = proc.stdout.splitlines()[0].split()
+    assert uid_map[1] != "0" and uid_map[2] == "1"
+    assert "wrote-workspace" in proc.stdout
+    assert (workspace / "out").read_text() == "built\n" and os.stat(workspace / "out").st_uid == 65534
+    assert not os.path.exists("/etc/out")
