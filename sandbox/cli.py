@@ -335,7 +335,7 @@ def _store():
 @click.argument("ref")
 @click.option("--digest", metavar="sha256:...", default="", help="Refuse any other image.")
 @click.option("--profile", "profile_name", metavar="PROFILE",
-              help="Apply this profile's [image] policy (allowed_registries, tls_verify, digest).")
+              help="Apply this profile's [image] policy (allowed_registries, tls_verify).")
 @click.option("--tls-verify/--no-tls-verify", default=True, help="Require HTTPS with a verified certificate.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image's digest.")
 def image_pull(ref, digest, profile_name, tls_verify, quiet):
@@ -350,9 +350,9 @@ def image_pull(ref, digest, profile_name, tls_verify, quiet):
     try:
         if profile_name:
             from .api import load_profile
-            settings = load_profile(profile_name).image
+            # Its policy only: with ref blanked, loading it pulls nothing.
+            settings = load_profile(profile_name, overrides={"image": {"ref": ""}}).image
             allowed, tls_verify = settings.allowed_registries, settings.tls_verify
-            digest = digest or (settings.digest if settings.ref == ref else "")
         found = _store().pull(parsed, pin=digest, allowed=allowed, tls_verify=tls_verify, policy="always",
                               log=None if quiet else lambda message: click.echo(f"sandbox: {message}", err=True))
     except SandboxError as exc:
