@@ -93,3 +93,19 @@ digest = "{digests['manifest']}"
     proc = sandbox_cli("run", str(denied), "--", "/bin/true", env=env)
     assert proc.returncode == 125
     assert proc.stderr.count("\n") == 1 and "image.allowed_registries" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_image_pull_with_a_profiles_policy(tmp_path, registry, sandbox_cli):
+    server, digests = registry
+    env = {"SANDBOX_IMAGE_STORE": str(tmp_path / "store")}
+    ref = f"docker://{server.host}/team/busybox:1.0"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[image]\nallowed_registries = ["{server.host}"]\ntls_verify = false\n')
+    strict = tmp_path / "strict.toml"
+    strict.write_text('[image]\nallowed_registries = ["registry.example.com"]\ntls_verify = false\n')
+    proc = sandbox_cli("image", "pull", "-q", "--profile", str(strict), ref, env=env)
+    assert proc.returncode == 125 and "not in image.allowed_registries" in proc.stderr
+    proc = sandbox_cli("image", "pull", "-q", "--profile", str(policy), ref, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == digests["manifest"], proc.stderr
+    proc = sandbox_cli("image", "pull", "-q", ref, env=env)  # TLS required by default: plain HTTP refused
+    assert proc.returncode == 125 and proc.stderr.count("\n") == 1
