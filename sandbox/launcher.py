@@ -290,6 +290,10 @@ class Launch:
         with _ParentStep("idmapped mount"):  # every bind source checked, and opened when root launches
             if self.profile is not None:
                 trees.open(self.profile, plan.id_map)
+                if self.profile.image.rootfs and os.geteuid() == 0 and plan.id_map is not None:
+                    # The image's tree, read-only, its root-owned files shown as the sandbox user's.
+                    from .image.mount import open_root_tree
+                    trees.fds["/"] = open_root_tree(self.profile, plan.id_map)
         self.warnings += trees.warnings
         with _ParentStep("pipes"):
             message_r, message_w = self._pipe()

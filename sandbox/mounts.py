@@ -111,10 +111,25 @@ class ReadOnly:
 
 
 @dataclass(frozen=True)
+class ImageRoot:
+    """A root made of a container image (sandbox/image): the image's merged tree, read-only, as the
+    lower layer of an overlay whose upper layer is a tmpfs of `size`. Mount points and `dirs` are
+    made in the tmpfs, and so are the workload's writes when the root is left writable: the
+    store is never written. Root launches pass a detached copy the parent made (`idmap_fd`):
+    read-only, nosuid, nodev, its on-disk owner (root) mapped to the sandbox's host user."""
+
+    source: str
+    size: int
+    dirs: tuple[str, ...] = ()
+    idmap_fd: int = -1
+    target: str = "/"
+
+
+@dataclass(frozen=True)
 class MountPlan:
     """Everything the child does to build the root, in order; pure data made before fork."""
 
-    root_source: str | None  # None: a fresh tmpfs
+    root_source: str | ImageRoot | None  # None: a fresh tmpfs
     root_size: int
     readonly_root: bool
     operations: tuple = field(default_factory=tuple)
@@ -171,6 +186,10 @@ def build_plan(profile: Profile, opened=None) -> MountPlan:
     operations += [ReadOnly(p) for p in fs.readonly_paths]
     root = None if fs.root == "tmpfs" else fs.root
     operations += _audit_masks(profile, [op for op in mounts if isinstance(op, Bind)], root)
+    if profile.image.rootfs:
+        root = ImageRoot(profile.image.rootfs, fs.root_size, (profile.process.cwd,), trees.get("/", -1))
+        # Listed first among the operations too, where child.needed_fds finds every fd of the plan.
+        operations.insert(0, root)
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
 
 
@@ -416,6 +435,8 @@ def _apply_one(root_fd: int, op) -> None:
         _write_file(root_fd, op)
     elif isinstance(op, Mask):
         _mask(root_fd, op.target)
+    elif isinstance(op, ImageRoot):
+        pass  # mounted first, by enter_new_root
     elif isinstance(op, ReadOnly):
         try:
             _remount_readonly(root_fd, op.target)
@@ -423,6 +444,35 @@ def _apply_one(root_fd: int, op) -> None:
             pass
     else:
         raise TypeError(op)
+
+
+def _mount_image_root(root: ImageRoot) -> None:
+    """The image's tree at /image in the staging tmpfs, an overlay of it at NEWROOT (see ImageRoot)."""
+    tree = root.idmap_fd if root.idmap_fd >= 0 else _open_host_tree(root.source)
+    try:
+        _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
+                            attr_set=SECURE_ATTRS | _libc.MOUNT_ATTR_RDONLY)
+        os.mkdir("/image", 0o755)
+        image_dir = os.open("/image", os.O_PATH | os.O_CLOEXEC)
+        try:
+            _attach_tree(tree, image_dir)
+        finally:
+            os.close(image_dir)
+    finally:
+        if tree != root.idmap_fd:
+            os.close(tree)
+    os.mkdir("/rw", 0o755)
+    _libc.mount("tmpfs", "/rw", "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, f"size={root.size},mode=0755")
+    os.mkdir("/rw/upper", 0o755)
+    os.mkdir("/rw/work", 0o755)
+    options = "lowerdir=/image,upperdir=/rw/upper,workdir=/rw/work"
+    try:
+        # user.* xattrs: what an overlay mounted in a user namespace may write to its upper layer
+        _libc.mount("overlay", NEWROOT, "overlay", _libc.MS_NOSUID | _libc.MS_NODEV, options + ",userxattr")
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _libc.mount("overlay", NEWROOT, "overlay", _libc.MS_NOSUID | _libc.MS_NODEV, options)
 
 
 def describe(op) -> str:
@@ -443,6 +493,12 @@ def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
     if plan.root_source is None:
         _libc.mount("tmpfs", NEWROOT, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV,
                     f"size={plan.root_size},mode=0755")
+    elif isinstance(plan.root_source, ImageRoot):
+        try:
+            _mount_image_root(plan.root_source)
+        except OSError as exc:
+            raise MountError(exc.errno or errno.EIO, f"image root {plan.root_source.source}: "
+                                                     f"{exc.strerror or exc}") from None
     else:
         tree = _open_host_tree(plan.root_source)
         # A host directory as root is never written to: mount points in it must already exist.
@@ -461,6 +517,12 @@ def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
                 _apply_one(root_fd, op)
             except OSError as exc:
                 raise MountError(exc.errno or errno.EIO, f"{describe(op)}: {exc.strerror or exc}") from None
+        if isinstance(plan.root_source, ImageRoot):
+            for path in plan.root_source.dirs:
+                try:
+                    os.close(_resolve(root_fd, path, "dir"))
+                except OSError:
+                    pass  # e.g. the fallback without an overlay: chdir will say what is missing
     finally:
         os.close(root_fd)
     if plan.readonly_root:

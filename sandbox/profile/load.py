@@ -313,11 +313,27 @@ def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.P
         if not profile.name:
             profile = profile.replace(name=_stem(path))
         profile = profile.replace(source=path, lineage=tuple(chain))
+        profile = _with_image(profile, merged, path, problems)
         from .validate import validate
         problems.extend(builder.locate(problem, merged) for problem in validate(profile, path))
     if problems:
         raise ProfileError(_printable(problems))
     return profile
+
+
+def _with_image(profile: model.Profile, merged: dict, file: str, problems: list[Problem]) -> model.Profile:
+    """[image] -> the image's root and process settings (sandbox/image/profile.py). The [process] keys
+    any file of the chain or the command line sets override the image's config."""
+    if not profile.image.ref or problems:
+        return profile  # a broken profile pulls nothing
+    from ..image.profile import ImageProblem, apply_image
+    process = merged.get("process")
+    explicit = {key for key in process if key != ORIGINS} if isinstance(process, dict) else set()
+    try:
+        return apply_image(profile, explicit)
+    except ImageProblem as exc:
+        problems.append(_blame(Problem(file, exc.key, exc.expected, exc.found, exc.hint), merged))
+        return profile
 
 
 _KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -371,6 +387,7 @@ def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
     builder = _Builder(source, problems)
     profile = builder.build(model.Profile, table, "")
     if profile is not None:
+        profile = _with_image(profile, table, source, problems)
         from .validate import validate
         problems.extend(builder.locate(problem, table) for problem in validate(profile, source))
     if problems:
@@ -694,6 +711,7 @@ _CONVERTERS = {
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
     "execpatterns": _exec_patterns, "secretname": _secret_name, "envname": _env_name,
+    "strings": lambda v: tuple(_string_list(v)),
 }
 
 

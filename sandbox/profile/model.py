@@ -290,6 +290,43 @@ class Audit:
                               doc="Unix datagram socket the records are sent to when syslog = true.")
 
 
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True)
+class Image:
+    """[image]: run the sandbox from a container image (see docs/images.md)."""
+
+    ref: str = spec("", kind="str",
+        doc="The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or "
+            "docker://HOST/NAME[:TAG|@sha256:...]. Its layers become the read-only root; its Env, "
+            "WorkingDir, Entrypoint/Cmd and User fill what [process] leaves unset.")
+    digest: str = spec("", kind="str",
+        doc="Pin: sha256:... of the image's manifest, of the index it was chosen from, or of its config; "
+            "any other image is refused. `sandbox check` shows the resolved digest.")
+    allowed_registries: tuple[str, ...] = spec((), kind="strings",
+        doc="Registries (HOST[:PORT], or HOST[:PORT]/REPOSITORY-PREFIX) docker:// images may come from. "
+            "Empty (default): none; local forms are always allowed.",
+        relaxes="images may be pulled from these registries")
+    pull: str = spec("missing", kind="enum", choices=("missing", "always", "never"),
+        doc="missing: use the store's copy of the reference, fetch it otherwise; always: ask the source "
+            "again; never: only the store.")
+    tls_verify: bool = spec(True, kind="bool", doc="Require HTTPS with a verified certificate from registries.",
+        relaxes="registry traffic is not authenticated: only a digest pin protects what runs")
+    setuid: bool = spec(False, kind="bool",
+        doc="Keep the image's setuid/setgid bits in its root (inert there: mounts are nosuid and "
+            "no_new_privs is set; for tools that look at modes). Default: stripped.",
+        relaxes="setuid/setgid files from the image are kept (still inert inside the sandbox)")
+    require_scan: str = spec("none", kind="enum", choices=("none",) + SEVERITIES,
+        doc="Refuse to run the image when `sandbox scan` finds anything at or above this severity.")
+    scan_allowlist: str | None = spec(None, kind="source",
+        doc="Allowlist of accepted findings for require_scan (the format of `sandbox scan --allow`).")
+    vuln_db: str | None = spec(None, kind="source",
+        doc="OSV database directory matched against the image's software for require_scan.")
+    rootfs: str = spec("", kind="internal", doc="The image's root tree in the store, once resolved.")
+    store: str = spec("", kind="internal", doc="The store the image was resolved in.")
+
+
 @dataclass(frozen=True)
 class Profile:
     """A profile: the top level of a profile file, holding the tables above."""
@@ -312,6 +349,7 @@ class Profile:
     secrets: tuple[Secret, ...] = spec((), kind="tables", item=Secret,
                                        doc="Secrets, each a read-only file /run/secrets/NAME (mode 0400, owned "
                                            "by the sandbox user), never in the environment or any output.")
+    image: Image = spec(kind="table", doc="Container image the root is made of (docs/images.md).", factory=Image)
     source: str = spec("", kind="internal", doc="File the profile was loaded from.")
     lineage: tuple[str, ...] = spec((), kind="internal", doc="Files of the extends chain, this one first.")
 

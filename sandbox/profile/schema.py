@@ -70,7 +70,7 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return {"type": "string"}
     if kind == "bool":
         return {"type": "boolean"}
-    if kind == "argv":
+    if kind in ("argv", "strings"):
         return {"type": "array", "items": {"type": "string"}}
     if kind == "env":
         return {"type": "object", "propertyNames": {"pattern": ENV_NAME_PATTERN},
@@ -243,7 +243,7 @@ def schema_text() -> str:
 # ---------------------------------------------------------------- markdown
 
 _KIND_NAMES = {
-    "str": "string", "str?": "string", "bool": "boolean", "argv": "array of strings",
+    "str": "string", "str?": "string", "bool": "boolean", "argv": "array of strings", "strings": "array of strings",
     "env": "table of strings", "names": "array of variable names", "id": "integer id",
     "id?": "integer id", "int?": "integer or \"unlimited\"", "hostname": "hostname", "mode": "octal mode",
     "target": "path inside", "targets": "array of paths inside", "source": "host path",
