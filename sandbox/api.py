@@ -29,6 +29,7 @@ Bind = Union[str, "os.PathLike[str]", Sequence[str], Mapping[str, Any]]
 def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.PathLike] | None = None, *,
         timeout: float | str | None = None,
         kill_after: float | str | None = None,
+        image: str | os.PathLike | None = None,
         env: Mapping[str, str | None] | Sequence[str] | None = None,
         binds: Sequence[Bind] = (),
         cwd: str | os.PathLike | None = None,
@@ -55,7 +56,8 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
 
     profile: a Profile, a built-in name or a path. command: a list of words, or a string split as
     a shell would split it (shlex; no expansion, no pipes); None runs the profile's command.
-    timeout, kill_after (the grace between SIGTERM and SIGKILL at the timeout), env, binds, cwd,
+    timeout, kill_after (the grace between SIGTERM and SIGKILL at the timeout), image (the root
+    from a container image: oci:DIR[:TAG], docker://HOST/NAME@sha256:..., docs/images.md), env, binds, cwd,
     network, memory, cpus, pids, limits (any [limits] key), settings
     (any profile key, dotted: {"process.hostname": "box"}) change the profile like `sandbox run`'s
     options, validated with it (a ProfileError names the keyword argument).
@@ -72,7 +74,7 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
     """
     from .options import run_overrides
     overrides, notes = run_overrides(binds=binds, env=env, cwd=cwd, timeout=timeout, kill_after=kill_after,
-                                     network=network,
+                                     image=image, network=network,
                                      memory=memory, cpus=cpus, pids=pids, limits=limits, settings=settings,
                                      style="api")
     profile = resolve(profile, overrides)

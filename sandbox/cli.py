@@ -55,10 +55,12 @@ _RUN_OPTIONS = (
     click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M."),
     click.option("--cpus", metavar="N", help="CPU bandwidth in cores, e.g. 0.5."),
     click.option("--pids", metavar="N", help="Maximum number of processes and threads."),
+    click.option("--image", metavar="REF",
+                 help="Run from this container image (oci:DIR[:TAG], oci-archive:FILE, docker://HOST/NAME...)."),
     click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
                  help="Any profile key, dotted (limits.nofile...), VALUE as TOML (a bare word is a string)."),
 )
-_RUN_OPTION_NAMES = ("binds", "env", "cwd", "timeout", "kill_after", "network", "memory", "cpus", "pids", "settings")
+_RUN_OPTION_NAMES = ("binds", "env", "cwd", "timeout", "kill_after", "image", "network", "memory", "cpus", "pids", "settings")
 
 
 def run_options(command):
@@ -139,51 +141,118 @@ def profiles():
 @main.command()
 @click.argument("profile")
 @run_options
-@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON (with --score: an object with the score).")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on dangers.")
-def lint(profile, options, as_json, strict):
+@click.option("--score", "show_score", is_flag=True, help="Also give the exposure score, 0 (locked down) to 10.")
+@click.option("--max-score", type=click.FloatRange(0, 10), metavar="N",
+              help="Exit 1 when the exposure score is above N (a CI gate; implies --score).")
+def lint(profile, options, as_json, strict, show_score, max_score):
     """Report every relaxation of the secure defaults in PROFILE (with the run options given), and
-    risky choices."""
-    from .lint import lint as lint_profile
+    risky choices.
+
+    Each finding has a stable id (docs/lint.md). Exit 1 on a danger (--strict: on a warning too)
+    or a score above --max-score, else 0."""
+    from .lint import level, lint as lint_profile, score
     loaded = _load(profile, options)
     findings = lint_profile(loaded)
+    show_score = show_score or max_score is not None
+    exposure = score(findings)
+    over = max_score is not None and exposure > max_score
     if as_json:
-        click.echo(json.dumps([f.__dict__ for f in findings], indent=2))
+        listed = [f.to_dict() for f in findings]
+        click.echo(json.dumps({"profile": loaded.name, "score": exposure, "level": level(exposure),
+                               "max_score": max_score, "findings": listed} if show_score else listed, indent=2))
     else:
         for finding in findings:
             click.echo(str(finding))
         counts = {s: sum(f.severity == s for f in findings) for s in ("danger", "warning", "info")}
         click.echo(f"{loaded.name}: {counts['danger']} danger, {counts['warning']} warnings, {counts['info']} info")
+        if show_score:
+            gate = "" if max_score is None else f" ({'above' if over else 'within'} --max-score {max_score:g})"
+            click.echo(f"{loaded.name}: exposure score {exposure:.1f}/10 ({level(exposure)}){gate}")
     failing = {"danger", "warning"} if strict else {"danger"}
-    sys.exit(1 if any(f.severity in failing for f in findings) else 0)
+    sys.exit(1 if over or any(f.severity in failing for f in findings) else 0)
 
 
-@main.command()
-@click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Audit log to read (default: this user's).")
-@click.option("-n", "--tail", default=20, show_default=True, help="How many launches to show.")
-@click.option("--json", "as_json", is_flag=True, help="Raw records, one JSON object a line.")
-def audit(log_file, tail, as_json):
-    """Show the audit trail of recent launches."""
-    from pathlib import Path
-    from .audit import log_path, read
-    path = Path(log_file) if log_file else log_path()
+_LOG_OPTION = click.option("--log", "log_file", type=click.Path(dir_okay=False),
+                           help="Audit log to read (default: this user's, or $SANDBOX_AUDIT_LOG).")
+
+
+@main.group(invoke_without_command=True)
+@_LOG_OPTION
+@click.option("-n", "--tail", default=20, show_default=True, help="How many launches to show (0: all).")
+@click.option("--since", metavar="DURATION|TIME", help="Only launches since then: 1h, 30m, 2d, or 2025-01-31T12:00.")
+@click.option("--profile", "profile_name", metavar="NAME", help="Only launches of this profile.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a launch: its start record and its end.")
+@click.pass_context
+def audit(ctx, log_file, tail, since, profile_name, as_json):
+    """Show the audit trail of recent launches; `sandbox audit verify` checks its hash chain."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .audit import launches, log_path
+    path = log_file or log_path()
+    cutoff = _since(since) if since else None
     try:
-        records = read(path)
+        shown = launches(path, tail=tail, since=cutoff, profile=profile_name)
     except FileNotFoundError:
         click.echo(f"sandbox: no audit log at {path} yet", err=True)
         sys.exit(0)
-    ends = {r.get("id"): r for r in records if r.get("event") == "end"}
-    starts = [r for r in records if r.get("event") == "start"][-tail:]
-    for start in starts:
-        end = ends.get(start.get("id"), {})
+    for start, end in shown:
         if as_json:
-            click.echo(json.dumps({**start, "end": end}))
+            click.echo(json.dumps({**start, "end": end or {}}))
             continue
         outcome = ("running or killed" if not end else f"error: {end['error']}" if "error" in end
                    else f"exit {end.get('exit_code')}")
         click.echo(f"{start.get('time')}  {start.get('user')}  {start.get('profile')}  "
                    f"{' '.join(start.get('argv', []))[:60]}  -> {outcome}"
                    + (f"  [{len(start.get('relaxations', []))} relaxations]" if start.get("relaxations") else ""))
+
+
+def _since(text: str) -> float:
+    """An epoch time from '1h' (ago) or an ISO 8601 time (UTC unless it says otherwise)."""
+    from datetime import datetime, timezone
+    from .profile.units import parse_duration
+    import time as _time
+    try:
+        return _time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"expected a duration (1h, 30m) or an ISO 8601 time, found {text!r}",
+                                 param_hint="--since") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@audit.command("verify")
+@_LOG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="The outcome as JSON.")
+def audit_verify(log_file, as_json):
+    """Check the audit log's hash chain (and its rotated files).
+
+    Exit 0 when intact; 1 naming the first record changed, removed or reordered."""
+    from .audit import log_path, verify
+    path = log_file or log_path()
+    if not os.path.exists(path) and not os.path.exists(path + ".1"):
+        _fail_text(f"no audit log at {path}")
+    outcome = verify(path)
+    if as_json:
+        click.echo(json.dumps({"log": path, **outcome.to_dict()}, indent=2))
+    elif outcome.ok:
+        click.echo(f"{path}: {outcome.summary()}")
+        for note in outcome.notes:
+            click.echo(f"  note: {note}")
+    else:
+        click.echo(f"sandbox: {path}: broken chain: {outcome.problem}", err=True)
+    sys.exit(0 if outcome.ok else 1)
+
+
+def _fail_text(message: str) -> None:
+    click.echo(f"sandbox: {message}", err=True)
+    sys.exit(EXIT_USAGE)
 
 
 @main.command()
@@ -351,19 +420,22 @@ def export(profile, command, fmt, output, rootless, compat, image):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the learned profile here.")
 @click.option("--base", default="untrusted", show_default=True, help="Profile to run under and extend.")
 def learn(command, output, base):
-    """Run COMMAND (trusted!) recording its system calls, and write a minimal allowlist profile.
+    """Run COMMAND (trusted!) recording its system calls and the files it executes, and write a
+    profile allowing just those: a minimal seccomp allowlist and an [exec] allow list.
 
-    While learning every system call is let through: use it only on workloads you trust."""
+    While learning every system call is let through (and the base's exec list is lifted): use it
+    only on workloads you trust."""
     import tomli_w
     from .api import load_profile
     from .errors import SandboxError
     from .launcher import Launch
     from .seccomp import default_policy, policy_to_profile_toml
-    from .seccomp.learn import minimal_policy
+    from .profile.model import Exec
+    from .seccomp.learn import minimal_policy, proposed_exec_list
     command = [c for i, c in enumerate(command) if not (i == 0 and c == "--")]
     try:
         profile = load_profile(base)
-        launch = Launch(profile, command, seccomp_mode="learn")
+        launch = Launch(profile.replace(exec=Exec()), command, seccomp_mode="learn")
         from .program import startup_done
         startup_done()  # the workload may run for long: collect again from here (see program.py)
         result = launch.run()
@@ -375,8 +447,11 @@ def learn(command, output, base):
     document = {"name": os.path.splitext(os.path.basename(output))[0] if output else "learned",
                 "description": f"Learned from: {' '.join(command)[:80]}"}
     document.update(policy_to_profile_toml(policy, base=base))
+    executed = proposed_exec_list(launch.recorded)
+    document["exec"] = {"allow": executed}
     _write_or_print(tomli_w.dumps(document), output)
-    click.echo(f"sandbox: learned {len(recorded)} system calls (workload exit {result.exit_code})", err=True)
+    click.echo(f"sandbox: learned {len(recorded)} system calls and {len(executed)} executables "
+               f"(workload exit {result.exit_code})", err=True)
     sys.exit(0 if result.exit_code == 0 else result.exit_code)
 
 
@@ -389,6 +464,137 @@ def gc():
         click.echo(f"removed {path}")
     if not removed:
         click.echo("nothing to collect: no cgroup of a dead launcher is left")
+
+
+# ---------------------------------------------------------------- images (docs/images.md)
+
+@main.group()
+def image():
+    """Container images: pull into the store, list, inspect, remove."""
+
+
+def _store():
+    from .image import Store
+    return Store()
+
+
+@image.command("pull")
+@click.argument("ref")
+@click.option("--digest", metavar="sha256:...", default="", help="Refuse any other image.")
+@click.option("--profile", "profile_name", metavar="PROFILE",
+              help="Apply this profile's [image] policy (allowed_registries, tls_verify).")
+@click.option("--tls-verify/--no-tls-verify", default=True, help="Require HTTPS with a verified certificate.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image's digest.")
+def image_pull(ref, digest, profile_name, tls_verify, quiet):
+    """Pull REF into the store, verifying every blob; print its digest."""
+    from .errors import SandboxError
+    from .image import ReferenceError, parse
+    try:
+        parsed = parse(ref)
+    except ReferenceError as exc:
+        raise click.BadParameter(str(exc), param_hint="REF") from None
+    allowed = None
+    try:
+        if profile_name:
+            from .api import load_profile
+            # Its policy only: with ref blanked, loading it pulls nothing.
+            settings = load_profile(profile_name, overrides={"image": {"ref": ""}}).image
+            allowed, tls_verify = settings.allowed_registries, settings.tls_verify
+        found = _store().pull(parsed, pin=digest, allowed=allowed, tls_verify=tls_verify, policy="always",
+                              log=None if quiet else lambda message: click.echo(f"sandbox: {message}", err=True))
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(found.id)
+
+
+@image.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def image_ls(as_json):
+    """List the images in the store."""
+    from .profile.units import format_size
+    images = _store().images()
+    if as_json:
+        click.echo(json.dumps([_image_dict(i) for i in images], indent=2))
+        return
+    for found in images:
+        names = ", ".join(found.references) or "(no reference)"
+        click.echo(f"{found.id[7:19]}  {format_size(found.size):>7}  {found.created[:10] or '?':<10}  {names}")
+
+
+def _image_dict(found) -> dict:
+    return {"id": found.id, "config": found.config_digest, "index": found.index_digest, "layers": list(found.layers),
+            "references": list(found.references), "created": found.created, "pulled": found.pulled,
+            "size": found.size, "path": found.path}
+
+
+@image.command("inspect")
+@click.argument("name")
+def image_inspect(name):
+    """Print what the store knows of an image (by digest, prefix or reference), as JSON."""
+    from .errors import SandboxError
+    try:
+        found = _store().get(name)
+        data = _image_dict(found)
+        data["config_json"] = found.config()
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(json.dumps(data, indent=2))
+
+
+@image.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Remove even an image a running sandbox uses.")
+def image_rm(names, force):
+    """Remove images (their layers go at the next prune)."""
+    from .errors import SandboxError
+    try:
+        for name in names:
+            click.echo(f"removed {_store().remove(name, force=force).id}")
+    except SandboxError as exc:
+        _fail(exc)
+
+
+@image.command("prune")
+@click.option("--all", "all_images", is_flag=True, help="Also images that a reference still names.")
+def image_prune(all_images):
+    """Remove unreferenced images, unused layers and leftovers of interrupted pulls."""
+    from .errors import SandboxError
+    try:
+        for item in _store().prune(all_images=all_images):
+            click.echo(f"removed {item}")
+    except SandboxError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------- scanning (docs/images.md)
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@click.option("--sarif", is_flag=True, help="Findings as SARIF 2.1.0 (for code-scanning dashboards).")
+@click.option("--fail-on", type=click.Choice(["low", "medium", "high", "critical"]),
+              help="Exit 1 when a finding at or above this severity remains.")
+@click.option("--allow", "allow_file", type=click.Path(dir_okay=False), help="Allowlist of accepted findings.")
+@click.option("--sbom", "sbom_file", type=click.Path(dir_okay=False), help="Write a CycloneDX SBOM here.")
+@click.option("--vuln-db", type=click.Path(file_okay=False), help="OSV database directory to match the SBOM against.")
+def scan(target, as_json, sarif, fail_on, allow_file, sbom_file, vuln_db):
+    """Scan an image (REF, or a digest in the store), a directory, or what a PROFILE's sandbox sees.
+
+    Files (setuid, capabilities, world-writable, devices, unknown owners, symlinks leaving the tree),
+    credentials, image configuration, installed software and its known vulnerabilities."""
+    from .errors import SandboxError
+    from .scan import run_scan
+    if as_json and sarif:
+        raise click.UsageError("--json and --sarif: choose one")
+    try:
+        report = run_scan(target, allowlist=allow_file, vuln_db=vuln_db)
+    except SandboxError as exc:
+        _fail(exc)
+    if sbom_file:
+        with open(sbom_file, "w") as handle:
+            handle.write(report.sbom_json())
+    click.echo(report.to_json() if as_json else report.to_sarif() if sarif else report.render())
+    sys.exit(1 if fail_on and report.failing(fail_on) else 0)
 
 
 @main.command()

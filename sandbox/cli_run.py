@@ -170,8 +170,9 @@ def execute(profile, command, options: dict | None = None, *, tty=False, stats=F
 
 def _check_dangers(profile, strict: bool, quiet: bool) -> None:
     """`sandbox lint`'s dangers, said before the run; with --strict, a refusal to run."""
-    from .lint import lint
-    dangers = [f for f in lint(profile) if f.severity == "danger"]
+    from .lint import REFUSED_AT_LAUNCH, lint
+    # What the launch refuses anyway is said by its error, not by a warning before it.
+    dangers = [f for f in lint(profile) if f.severity == "danger" and f.id not in REFUSED_AT_LAUNCH]
     if not dangers:
         return
     if strict:

@@ -74,8 +74,9 @@ class ExecError(SandboxError):
         self.errno = err
         self.exit_code = 127 if err == _errno.ENOENT else 126
         self.detail = detail
-        what = detail or ("command not found" if err == _errno.ENOENT else "cannot execute")
-        super().__init__(f"{argv0}: {what} ({_errno.errorcode.get(err, err)})")
+        what = "command not found" if err == _errno.ENOENT else "cannot execute"
+        # The detail names the file itself, as a shell says it ("/job/x: bad interpreter /y ...").
+        super().__init__(f"{detail or f'{argv0}: {what}'} ({_errno.errorcode.get(err, err)})")
 
 
 class CommandFailed(SandboxError):

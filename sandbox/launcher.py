@@ -28,9 +28,9 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, faults, mounts, namespaces, protocol, rlimits, terminal
+from . import _libc, child, faults, mounts, namespaces, protocol, rlimits, sources, terminal
 from .errors import ExecError, SandboxError, SetupError
-from .plan import LaunchPlan, build_env, cgroup_limits, landlock_rules, plan_for, with_terminal_type  # noqa: F401
+from .plan import LaunchPlan, build_env, cgroup_limits, plan_for, with_terminal_type  # noqa: F401
 from .profile.model import Profile
 
 SETUP_TIMEOUT = 30.0  # seconds for the child to get from fork to exec; a hang here is a bug
@@ -72,55 +72,6 @@ class Result:
         data.pop("stderr")
         data["argv"] = list(self.argv)
         return data
-
-
-class _IdmappedTrees:
-    """Detached, idmapped copies of rw bind sources, made while we are still host root."""
-
-    def __init__(self):
-        self.fds: dict[str, int] = {}
-        self.warnings: list[str] = []
-
-    def open(self, profile: Profile, idmap: namespaces.IdMap) -> None:
-        if os.geteuid() != 0 or not profile.namespaces.user:
-            return
-        for mount in profile.filesystem.mounts:
-            if mount.mode != "rw" or mount.idmap == "no" or not os.path.isdir(mount.source):
-                continue
-            info = os.stat(mount.source)
-            if info.st_uid == idmap.host_uid and mount.idmap == "auto":
-                continue
-            try:
-                self.fds[mount.target] = self._idmapped_tree(mount.source, info.st_uid, info.st_gid, idmap)
-            except OSError as exc:
-                if mount.idmap == "yes":
-                    raise SetupError("idmapped mount", exc.errno or 0, f"{mount.source}: {exc.strerror}") from None
-                self.warnings.append(f"{mount.source}: idmapped mount unavailable ({exc.strerror}); files "
-                                     f"written there belong to host uid {idmap.host_uid}")
-
-    @staticmethod
-    def _idmapped_tree(source: str, owner_uid: int, owner_gid: int, idmap: namespaces.IdMap) -> int:
-        # On disk owner -> the sandbox user's host id, so the workload may write and what it writes
-        # lands on disk as the owner's.
-        userns = namespaces.MappingUserNamespace(f"{owner_uid} {idmap.host_uid} 1\n",
-                                                 f"{owner_gid} {idmap.host_gid} 1\n")
-        try:
-            tree = _libc.open_tree(_libc.AT_FDCWD, source, _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC
-                                   | _libc.AT_RECURSIVE)
-            try:
-                _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
-                                    attr_set=_libc.MOUNT_ATTR_IDMAP | mounts.SECURE_ATTRS, userns_fd=userns.fd)
-            except OSError:
-                os.close(tree)
-                raise
-            return tree
-        finally:
-            userns.close()
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
 
 
 class Launch:
@@ -335,10 +286,14 @@ class Launch:
         self._rlimits, notes = rlimits.cgroup_fallback(unapplied, plan.rlimits, own_user_namespace=plan.new_user_ns)
         self.warnings += notes
         faults.checkpoint("cgroup created")
-        self._trees = trees = _IdmappedTrees()
-        with _ParentStep("idmapped mount"):
-            if self.profile is not None and plan.id_map is not None:
+        self._trees = trees = sources.SourceTrees()
+        with _ParentStep("idmapped mount"):  # every bind source checked, and opened when root launches
+            if self.profile is not None:
                 trees.open(self.profile, plan.id_map)
+                if self.profile.image.rootfs and os.geteuid() == 0 and plan.id_map is not None:
+                    # The image's tree, read-only, its root-owned files shown as the sandbox user's.
+                    from .image.mount import open_root_tree
+                    trees.fds["/"] = open_root_tree(self.profile, plan.id_map)
         self.warnings += trees.warnings
         with _ParentStep("pipes"):
             message_r, message_w = self._pipe()
@@ -401,8 +356,15 @@ class Launch:
     def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1) -> child.ChildContext:
         plan = self.plan
         mount_plan = plan.mounts
-        if mount_plan is not None and trees.fds:
+        if mount_plan is not None and self.profile is not None:
+            # Again, now with the sources as the launcher checked them: the trees it opened, the
+            # real paths the child walks, the optional sources that are missing.
+            mount_plan = mounts.build_plan(self.profile, trees)
+        elif mount_plan is not None and trees.fds:
             mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if mount_plan is not None and self.profile is not None and self.profile.secrets:
+            from .secrets import read_values  # read now, at launch: never held by a profile or a plan
+            mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))
         return child.ChildContext(
             argv=self.argv, env=plan.env, cwd=plan.cwd, uid=plan.uid, gid=plan.gid, hostname=plan.hostname,
             new_user_ns=plan.new_user_ns, unshare_flags=plan.unshare_flags, new_cgroup_ns=plan.new_cgroup_ns,

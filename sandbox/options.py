@@ -135,7 +135,8 @@ def _setting(key: str, value: Any, label: str, table: dict) -> None:
     _put(table, parts, value, label)
 
 
-def run_overrides(*, binds=(), env=None, cwd=None, timeout=None, kill_after=None, network=None, memory=None, cpus=None,
+def run_overrides(*, binds=(), env=None, cwd=None, timeout=None, kill_after=None, image=None, network=None,
+                  memory=None, cpus=None,
                   pids=None, limits: Mapping[str, Any] | None = None, settings=(),
                   style: str = "api") -> tuple[dict, list[str]]:
     """The overrides table for load_profile(overrides=...), and notes for the caller to show.
@@ -159,6 +160,13 @@ def run_overrides(*, binds=(), env=None, cwd=None, timeout=None, kill_after=None
         table.setdefault("filesystem", {}).setdefault("mounts", []).append(_bind(spec, label))
         table["filesystem"].setdefault(ORIGINS, {})["mounts"] = label
         table.setdefault(ORIGINS, {}).setdefault("filesystem", label)
+    if image is not None:
+        from .image.ref import ReferenceError, parse
+        try:
+            image = str(parse(os.fspath(image)))  # a local path given here means the caller's directory
+        except ReferenceError:
+            pass  # reported by the loader, with the option's label
+        _put(table, ("image", "ref"), image, labels("image"))
     if env:
         _env(env, labels, table, notes)
     if cwd is not None:

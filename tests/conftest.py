@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("SANDBOX_STRICT_SKIPS") == "1"
+# An ordinary user who owns CI workspaces in tests (a number: no passwd entry is needed).
+BUILD_USER = 1000
 
 
 def _try_fork(action) -> bool:

@@ -4,6 +4,7 @@ options on `check` and `lint` (they show what will run), lint dangers before a r
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -67,6 +68,7 @@ def test_command_line_and_profile_key_give_the_same_profile(tmp_path, sandbox_cl
 
 
 def test_run_warns_on_dangers_and_strict_refuses(sandbox_cli, world_dir):
+    os.chown(world_dir, 1000, 1000)  # a build user's directory: root's is not idmapped (issue 20)
     marker = world_dir / "ran"
     args = ["--set", 'seccomp.allow=["ptrace"]', "--bind", f"{world_dir}:/out:rw", "untrusted", "--",
             "/bin/sh", "-c", "touch /out/ran"]

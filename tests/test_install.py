@@ -104,6 +104,7 @@ def test_sandbox_run_ci_in_a_workspace(installed, elsewhere, world_dir):
     workspace = world_dir / "project"
     workspace.mkdir()
     (workspace / "input.txt").write_text("from the host\n")
+    os.chown(workspace, 1000, 1000)  # a build user's checkout, as in CI: root's is not idmapped (issue 20)
     done = _run([installed.sandbox, "run", "-q", "ci", "--", "/bin/sh", "-c",
                  "pwd; cat input.txt; echo built > output.txt"], elsewhere, cwd=workspace)
     assert done.returncode == 0, done.stderr

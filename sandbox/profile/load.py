@@ -220,7 +220,7 @@ def _is_table_array(value: Any) -> bool:
 
 
 def _entry_key(item: dict) -> str | None:
-    key = item.get("target", item.get("source"))
+    key = item.get("target", item.get("source", item.get("name")))  # name: [[secrets]]
     return os.path.normpath(key) if isinstance(key, str) and key else None
 
 
@@ -313,11 +313,27 @@ def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.P
         if not profile.name:
             profile = profile.replace(name=_stem(path))
         profile = profile.replace(source=path, lineage=tuple(chain))
+        profile = _with_image(profile, merged, path, problems)
         from .validate import validate
         problems.extend(builder.locate(problem, merged) for problem in validate(profile, path))
     if problems:
         raise ProfileError(_printable(problems))
     return profile
+
+
+def _with_image(profile: model.Profile, merged: dict, file: str, problems: list[Problem]) -> model.Profile:
+    """[image] -> the image's root and process settings (sandbox/image/profile.py). The [process] keys
+    any file of the chain or the command line sets override the image's config."""
+    if not profile.image.ref or problems:
+        return profile  # a broken profile pulls nothing
+    from ..image.profile import ImageProblem, apply_image
+    process = merged.get("process")
+    explicit = {key for key in process if key != ORIGINS} if isinstance(process, dict) else set()
+    try:
+        return apply_image(profile, explicit)
+    except ImageProblem as exc:
+        problems.append(_blame(Problem(file, exc.key, exc.expected, exc.found, exc.hint), merged))
+        return profile
 
 
 _KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -371,6 +387,7 @@ def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
     builder = _Builder(source, problems)
     profile = builder.build(model.Profile, table, "")
     if profile is not None:
+        profile = _with_image(profile, table, source, problems)
         from .validate import validate
         problems.extend(builder.locate(problem, table) for problem in validate(profile, source))
     if problems:
@@ -524,6 +541,32 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(_each(_string_list(value, "variable names"), name))
 
 
+def _exec_patterns(value: Any) -> tuple[str, ...]:
+    from ..execlist import check_pattern
+    def pattern(item: str) -> str:
+        try:
+            return check_pattern(item)
+        except ValueError as exc:
+            raise _Invalid(str(exc), repr(item)) from None
+    return tuple(dict.fromkeys(_each(_string_list(value, "paths or patterns"), pattern)))
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def _secret_name(value: Any) -> str:
+    if not isinstance(value, str) or not _SECRET_NAME.match(value):
+        raise _Invalid("a file name of letters, digits, '.', '_' and '-' (at most 128, not starting with '.' "
+                       "or '-')", _show(value))
+    return value
+
+
+def _env_name(value: Any) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise _Invalid("a variable name of letters, digits and _", _show(value))
+    return value
+
+
 def _mode(value: Any) -> int:
     if isinstance(value, str):
         try:
@@ -667,6 +710,8 @@ _CONVERTERS = {
     "duration": _grace,
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
+    "execpatterns": _exec_patterns, "secretname": _secret_name, "envname": _env_name,
+    "strings": lambda v: tuple(_string_list(v)),
 }
 
 

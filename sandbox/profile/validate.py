@@ -96,10 +96,40 @@ def check_host_ids(profile: Profile, file: str) -> Iterator[Problem]:
                           "a workload that is host root can write root-owned host files")
 
 
+def check_exec(profile: Profile, file: str) -> Iterator[Problem]:
+    if profile.exec.allow is not None and not profile.landlock.enabled:
+        yield Problem(file, "exec.allow", "landlock.enabled = true (the kernel enforces the list with Landlock)",
+                      "landlock.enabled = false")
+
+
+def check_secrets(profile: Profile, file: str) -> Iterator[Problem]:
+    from .model import SECRET_DIR
+    seen: dict[str, int] = {}
+    for index, secret in enumerate(profile.secrets):
+        key = f"secrets[{index}]"
+        if (secret.file is None) == (secret.env is None):
+            yield Problem(file, key, "exactly one of file = \"/host/path\" or env = \"VARIABLE\"",
+                          "both" if secret.file is not None else "neither")
+        if secret.name in seen:
+            yield Problem(file, f"{key}.name", "a name used once", f"{secret.name!r} is also secrets[{seen[secret.name]}]")
+        seen.setdefault(secret.name, index)
+    if not profile.secrets:
+        return
+    if not profile.namespaces.mount:
+        yield Problem(file, "secrets", "namespaces.mount = true (secrets are files on a tmpfs inside)", "false")
+    for key, target in _targets(profile):
+        if target == SECRET_DIR or target.startswith(SECRET_DIR + "/"):
+            yield Problem(file, key, f"a target outside {SECRET_DIR} (it holds the [[secrets]])", repr(target))
+
+
+def check_audit(profile: Profile, file: str) -> Iterator[Problem]:
+    if profile.audit.required and not profile.audit.enabled:
+        yield Problem(file, "audit.required", "audit.enabled = true when the audit record is required", "false")
+
 
 CHECKS: tuple[Callable[[Profile, str], Iterator[Problem]], ...] = (
     check_bind_sources, check_targets, check_sizes, check_required_limits,
-    check_namespace_consistency, check_host_ids,
+    check_namespace_consistency, check_host_ids, check_exec, check_secrets, check_audit,
 )
 
 

@@ -11,7 +11,11 @@ It never performs a harmful operation for real: dangerous syscalls are called
 with deliberately invalid arguments (bad pointer 1, fd -1, unknown flags) in a
 forked child, so "allowed" shows up as EFAULT/EINVAL/EBADF and "denied" as
 EPERM/ENOSYS or death by SIGSYS; kernel knobs are opened for writing and
-closed at once, never written; device nodes are listed, never opened.
+closed at once, never written; device nodes are listed, never opened. In
+each writable mount it creates scratch files (.sandbox-probe-*), tries to make
+them setuid/setgid or give them a file capability, and removes them; with a
+verifier's context it leaves one empty marker per rw bind until the verifier
+has looked at it from the host.
 
 Result
 ------
@@ -69,8 +73,12 @@ expect (derived from a profile; without it the probe judges by the secure ideal)
       "devices": ["fuse"],             # extra /dev nodes allowed
       "hostname": "sandbox",
       "new_session": true,             # setsid() expected
+      "rw_sources": {"/workspace": "/srv/proj"},  # rw bind -> its real host path
+      "write_owner": {"/workspace": [1000, 1000]},  # host uid/gid of files written there
+      "allowed_system_paths": [],      # system paths the profile allows (allow_system_path)
       "memory_limit": 268435456,       # bytes, or null for "no expectation"
       "pids_limit": 64,                # or null
+      "exec_allow": ["/usr/bin/python3*"],  # [exec] allow patterns, or null for no list
       "stress": false                  # also allocate/fork past the limits
     }
 
@@ -1036,6 +1044,286 @@ def _check_unexpected_mounts(ctx, mounts):
                  "remove the extra binds, or declare them in the profile" if odd else "")
 
 
+# ---------------------------------------------------- writable mounts: what a run leaves behind
+
+# The launcher's rule (sandbox/sources.py; tests check the copies agree). Trees: the directory and
+# everything below; dirs: only the directory itself.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/boot", "/dev", "/proc", "/sys", "/run",
+                "/var/spool/cron")
+SYSTEM_TREE_PREFIXES = ("/lib",)
+SYSTEM_DIRS = ("/", "/var", "/root", "/home", "/tmp", "/var/tmp", "/var/lib", "/srv", "/opt", "/mnt",
+               "/media", "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet",
+               "/var/lib/lxd")
+RUNTIME_SOCKET_NAMES = ("docker.sock", "containerd.sock", "podman.sock", "crio.sock", "cri-dockerd.sock",
+                        "buildkitd.sock", "dockershim.sock", "containerd-shim.sock", "lxd.socket")
+PSEUDO_FS = {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "debugfs",
+             "tracefs", "bpf", "pstore", "configfs", "fusectl", "binfmt_misc", "hugetlbfs",
+             "efivarfs", "autofs", "nsfs"}
+S_ISUID, S_ISGID = 0o4000, 0o2000
+# struct vfs_cap_data, revision 2, effective, permitting CAP_NET_BIND_SERVICE: a real file
+# capability, which only CAP_SETFCAP over the file may write.
+FILE_CAPABILITY = (0x02000001).to_bytes(4, "little") + (1 << 10).to_bytes(4, "little") + bytes(12)
+_FCHMODAT2 = {"x86_64": 452, "aarch64": 452}
+_CREAT = {"x86_64": 85}
+_OWNER_MARKERS = []  # files the verifier's outside check reads; removed after it (see main)
+
+
+def system_path_reason(path):
+    """Why a host path must not be bound read-write (as sandbox.sources says), or None."""
+    path = os.path.normpath(path) if path else path
+    if path in SYSTEM_DIRS:
+        return "the root directory" if path == "/" else f"{path} is a system directory"
+    for tree in SYSTEM_TREES:
+        if path == tree or path.startswith(tree + "/"):
+            return f"{path} is a system directory" if path == tree else f"{path} is inside {tree}"
+    top = "/" + path.split("/")[1] if path.startswith("/") else path
+    if any(top.startswith(prefix) for prefix in SYSTEM_TREE_PREFIXES):
+        return f"{path} is a system directory" if path == top else f"{path} is inside {top}"
+    if os.path.basename(path) in RUNTIME_SOCKET_NAMES:
+        return f"{path} is a container runtime socket"
+    return None
+
+
+def _writable_mounts(mounts):
+    """Writable, non-pseudo file systems (where a workload can leave files), one per mount point:
+    the one on top, which is the one a path reaches."""
+    found = {}
+    for m in mounts:
+        found.pop(m["mountpoint"], None)
+        if "ro" in m["options"] or m["fstype"] in PSEUDO_FS:
+            continue
+        if m["mountpoint"].startswith(("/proc/", "/sys/")) or not os.path.isdir(m["mountpoint"]):
+            continue
+        found[m["mountpoint"]] = m
+    return list(found.values())
+
+
+def _scratch(directory, tag):
+    return os.path.join(directory, f".sandbox-probe-{tag}-{os.getpid()}-{os.urandom(3).hex()}")
+
+
+def _setid_routes(directory):
+    """Try every way to give a file the setuid/setgid bit or a file capability in `directory`.
+    -> (None, why) when we cannot create files there at all, else (list of routes that worked,
+    list of "route: outcome")."""
+    base = _scratch(directory, "setid")
+    try:
+        fd = os.open(base, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o755)
+    except OSError as exc:
+        return None, _errname(exc.errno)
+    made = [base]
+    worked, seen = [], []
+
+    def has_bits(path, bits):
+        try:
+            return bool(os.lstat(path).st_mode & bits)
+        except OSError:
+            return False
+
+    def route(name, action, path, bits):
+        try:
+            action()
+            outcome = "set" if has_bits(path, bits) else "no bit (kernel dropped it)"
+        except OSError as exc:
+            outcome = _errname(exc.errno)
+        if outcome == "set":
+            worked.append(name)
+            try:
+                os.chmod(path, 0o755)
+            except OSError:
+                pass
+        seen.append(f"{name}: {outcome}")
+
+    def fresh(tag, create):
+        path = _scratch(directory, tag)
+        made.append(path)
+        return lambda: create(path), path
+
+    try:
+        name = os.path.basename(base)
+        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            route("chmod 4755", lambda: os.chmod(base, 0o4755), base, S_ISUID)
+            route("chmod 2755", lambda: os.chmod(base, 0o2755), base, S_ISGID)
+            route("fchmod 4755", lambda: os.fchmod(fd, 0o4755), base, S_ISUID)
+            route("fchmodat 6755", lambda: os.chmod(name, 0o6755, dir_fd=dirfd), base, S_ISUID | S_ISGID)
+            nr = _FCHMODAT2.get(_ARCH)
+            if nr is not None and _libc is not None:
+                def fchmodat2():
+                    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), name.encode(),
+                                        ctypes.c_uint(0o4755), ctypes.c_uint(0))
+                    if ret < 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err))
+                route("fchmodat2 4755", fchmodat2, base, S_ISUID)
+            create, path = fresh("open", lambda p: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                                                                     0o4755)))
+            route("openat(O_CREAT, 04755)", create, path, S_ISUID)
+            create, path = fresh("mknod", lambda p: os.mknod(p, stat.S_IFREG | 0o2755))
+            route("mknod(S_IFREG|02755)", create, path, S_ISGID)
+            nr = _CREAT.get(_ARCH)
+            if nr is not None and _libc is not None:
+                def creat(p):
+                    ret = _libc.syscall(ctypes.c_long(nr), p.encode(), ctypes.c_uint(0o4755))
+                    if ret < 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err))
+                    os.close(ret)
+                create, path = fresh("creat", creat)
+                route("creat 04755", create, path, S_ISUID)
+            try:
+                os.setxattr(base, "security.capability", FILE_CAPABILITY)
+                try:
+                    kept = bool(os.getxattr(base, "security.capability"))
+                except OSError:
+                    kept = False
+                if kept:
+                    worked.append("security.capability")
+                    os.removexattr(base, "security.capability")
+                seen.append(f"setxattr security.capability: {'set' if kept else 'no capability'}")
+            except OSError as exc:
+                seen.append(f"setxattr security.capability: {_errname(exc.errno)}")
+        finally:
+            os.close(dirfd)
+    finally:
+        os.close(fd)
+        for path in made:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return worked, seen
+
+
+def check_writable_mounts(ctx):
+    """What a workload can leave in the file systems it can write: setuid/setgid files and file
+    capabilities (never, for any owner), files owned by host root (never), and no rw system path."""
+    mounts = ctx.cached("mounts", _mountinfo) or []
+    seccomp_on = ctx.want("seccomp", True)
+    fcap_kept = "CAP_SETFCAP" in {_cap_name(c) for c in ctx.want("capabilities", [])}
+    rw_sources = ctx.expect.get("rw_sources") or {}
+    for m in _writable_mounts(mounts):
+        where = m["mountpoint"]
+        host_backed = m["fstype"] in DISK_FS or where in rw_sources
+        worked, seen = _setid_routes(where)
+        cid, desc = f"fs.setid.{where}", f"no setuid/setgid bit or file capability can be set in {where}"
+        if worked is None:
+            yield result(cid, "filesystem", desc, PASS, "EPERM", f"no file can be created here ({seen})")
+            continue
+        if fcap_kept and worked == ["security.capability"]:
+            yield result(cid, "filesystem", desc, SKIP, "EPERM", "; ".join(seen),
+                         "CAP_SETFCAP is kept (a relaxation the profile asks for)")
+            continue
+        if not worked:
+            yield result(cid, "filesystem", desc, PASS, "EPERM", "; ".join(seen))
+        elif not seccomp_on:
+            yield result(cid, "filesystem", desc, WARN, "EPERM", "; ".join(seen),
+                         "no seccomp filter (the profile turned it off): only the filter refuses "
+                         "setuid bits")
+        else:
+            yield result(cid, "filesystem", desc, FAIL if host_backed else WARN, "EPERM", "; ".join(seen),
+                         "deny chmod/fchmod/fchmodat/fchmodat2/creat/mknod and O_CREAT opens with "
+                         "S_ISUID|S_ISGID in the mode (seccomp masked_eq rules), and setxattr without "
+                         "CAP_SETFCAP" + ("" if host_backed else "; this tmpfs dies with the sandbox"))
+    yield from _check_write_owners(ctx, mounts)
+    yield from _check_system_binds(ctx, mounts)
+
+
+def _check_write_owners(ctx, mounts):
+    """Files written in an rw bind belong on the host to write_owner[target] (the launcher's
+    decision, from the context): never uid or gid 0. Marks each bind with a file the verifier's
+    outside check stats on the host."""
+    owners = ctx.expect.get("write_owner") or {}
+    rw_sources = ctx.expect.get("rw_sources") or {}
+    token = ctx.raw.get("canary_token")
+    by_point = {m["mountpoint"]: m for m in mounts}
+    for target in sorted(set(owners) | {m["mountpoint"] for m in _writable_mounts(mounts)
+                                        if "idmapped" in m["options"]}):
+        m = by_point.get(target)
+        idmapped = bool(m and "idmapped" in m["options"])
+        cid, desc = f"fs.write_owner.{target}", f"files written in {target} do not belong to host root"
+        owner = owners.get(target)
+        if owner is None:
+            yield result(cid, "filesystem", desc, WARN, "not host uid/gid 0",
+                         "idmapped; which host ids it writes as cannot be told from inside",
+                         "run the verifier, which knows the mapping and checks a real file")
+            continue
+        root = 0 in owner
+        yield result(cid, "filesystem", desc, FAIL if root else PASS, "not host uid/gid 0",
+                     f"{'idmapped' if idmapped else 'no id mapping'}: host uid {owner[0]}, gid {owner[1]}",
+                     "never idmap a bind to host root: a setuid file there would be a root shell"
+                     if root else "")
+        if token and target in rw_sources:
+            marker = os.path.join(target, f".sandbox-probe-owner-{token}")
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+                _OWNER_MARKERS.append(marker)
+            except OSError:
+                pass
+
+
+def _check_system_binds(ctx, mounts):
+    rw_sources = ctx.expect.get("rw_sources")
+    allowed = set(ctx.expect.get("allowed_system_paths") or [])
+    desc = "no host system directory or runtime socket is bound read-write"
+    if rw_sources is not None:
+        bad = [f"{target} <- {source} ({reason})" for target, source in sorted(rw_sources.items())
+               if source not in allowed and (reason := system_path_reason(source))]
+        relaxed = [f"{t} <- {s}" for t, s in sorted(rw_sources.items()) if s in allowed]
+        if bad:
+            yield result("mount.system_rw", "filesystem", desc, FAIL, "none", "; ".join(bad),
+                         "bind a directory of its own, never /, /etc, /usr, /home...")
+        elif relaxed:
+            yield result("mount.system_rw", "filesystem", desc, SKIP, "none", "; ".join(relaxed),
+                         "allow_system_path = true (a relaxation the profile asks for)")
+        else:
+            yield result("mount.system_rw", "filesystem", desc, PASS, "none",
+                         f"{len(rw_sources)} rw bind(s), none a system path")
+        return
+    # Without the launcher's word: the path each mount shows of its file system (mountinfo's root).
+    suspect = [f"{m['mountpoint']} (root {m['root']} of {m['source'] or m['fstype']})"
+               for m in _writable_mounts(mounts)
+               if m["fstype"] in DISK_FS and m["root"] != "/" and system_path_reason(m["root"])]
+    yield result("mount.system_rw", "filesystem", desc, WARN if suspect else PASS, "none",
+                 "; ".join(suspect) or "no writable host mount shows a system path",
+                 "check what these are bound from" if suspect else "")
+
+
+def owner_markers_checks(ctx):
+    """Outside (host side): the marker files the probe left in each rw bind, as the host's own
+    view of the source shows them (lstat: the workload could have swapped the marker)."""
+    token = ctx.raw.get("canary_token")
+    out = []
+    for target, source in sorted((ctx.expect.get("rw_sources") or {}).items()):
+        if not token:
+            break
+        cid = f"outside.fs.write_owner.{target}"
+        desc = f"a file written in {target} belongs on the host to whom the launcher said, not root"
+        try:
+            st = os.lstat(os.path.join(source, f".sandbox-probe-owner-{token}"))
+        except OSError as exc:
+            out.append(result(cid, "filesystem", desc, SKIP, "a marker file", f"none ({_errname(exc.errno)}): "
+                              "the sandbox could not write there"))
+            continue
+        want = (ctx.expect.get("write_owner") or {}).get(target)
+        got = [st.st_uid, st.st_gid]
+        status = FAIL if 0 in got else (PASS if want is None or list(want) == got else WARN)
+        out.append(result(cid, "filesystem", desc, status,
+                          f"uid/gid {want[0]}/{want[1]}" if want else "not 0",
+                          f"uid {st.st_uid}, gid {st.st_gid} on the host ({source})",
+                          "the sandbox's files are host root's: a setuid file there is a root shell"
+                          if status == FAIL else ""))
+    return out
+
+
+def remove_owner_markers():
+    while _OWNER_MARKERS:
+        try:
+            os.unlink(_OWNER_MARKERS.pop())
+        except OSError:
+            pass
+
+
 # ----------------------------------------------------------------------- proc
 
 KNOBS = (  # (id, layer, path, why writing it is an escape)
@@ -1899,13 +2187,160 @@ def _isatty(fd):
         return False
 
 
+# ---------------------------------------------------------- safe-listed executables
+
+_EXEC_CANDIDATES = ("true", "false", "id", "echo", "sh", "ls", "cat", "env", "uname", "date")
+
+
+def _exec_allowed_by(patterns, path):
+    """Whether an [exec] allow pattern names `path` (fnmatch: '*' may cross '/' here, which only
+    makes the probe avoid more candidates)."""
+    import fnmatch
+    for pattern in patterns:
+        if pattern.endswith("/**"):
+            base = pattern[:-3].rstrip("/")
+            if not base or path == base or fnmatch.fnmatchcase(path, base + "/*"):
+                return True
+        elif fnmatch.fnmatchcase(path, pattern):
+            return True
+    return False
+
+
+def _exec_errno(path, fd=None):
+    """errno of execve(path) (or fexecve(fd)) in a child; 0 when the program started."""
+    rfd, wfd = os.pipe()  # close-on-exec: EOF without a byte means the exec happened
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(rfd)
+        os.close(wfd)
+        return -exc.errno
+    if pid == 0:
+        try:
+            os.close(rfd)
+            null = os.open("/dev/null", os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            os.execve(path if fd is None else fd, [path, "--version"], {"PATH": "/usr/bin:/bin"})
+        except OSError as exc:
+            os.write(wfd, str(exc.errno).encode())
+        except BaseException:  # noqa: BLE001
+            os.write(wfd, b"-1")
+        os._exit(127)
+    os.close(wfd)
+    data = os.read(rfd, 32)
+    os.close(rfd)
+    try:
+        os.kill(pid, signal.SIGKILL)  # whatever started need not finish
+    except OSError:
+        pass
+    os.waitpid(pid, 0)
+    return int(data) if data else 0
+
+
+def _exec_candidate(patterns):
+    dirs = [d for d in os.environ.get("PATH", "").split(":") if d] + ["/usr/bin", "/bin", "/usr/sbin"]
+    seen = set()
+    for names in (_EXEC_CANDIDATES, None):
+        for directory in dirs:
+            try:
+                entries = names or sorted(os.listdir(directory))
+            except OSError:
+                continue
+            for name in entries:
+                path = os.path.join(directory, name)
+                real = os.path.realpath(path)
+                if path in seen or real == os.path.realpath(sys.executable):
+                    continue
+                seen.add(path)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (stat.S_ISREG(st.st_mode) and st.st_mode & 0o111
+                        and not _exec_allowed_by(patterns, path) and not _exec_allowed_by(patterns, real)):
+                    return path
+    return None
+
+
+def _writable_dir(ctx):
+    for directory in list(ctx.expect.get("rw_paths") or []) + ["/tmp", "/dev/shm"]:
+        if os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK):
+            return directory
+    return None
+
+
+def check_exec(ctx):
+    """[exec] allow: only listed files run. Landlock's execute right is what enforces it."""
+    patterns = ctx.expect.get("exec_allow")
+    layer = "filesystem"
+    if patterns is None:
+        yield result("exec.allowlist", layer, "only safe-listed executables run", SKIP,
+                     "an [exec] allow list", "none in the profile" if ctx.expect else "no expectation given")
+        return
+    hint = "enforce the list with Landlock's execute right (LANDLOCK_ACCESS_FS_EXECUTE)"
+    candidate = _exec_candidate(patterns)
+    if candidate is None:
+        yield result("exec.unlisted", layer, "an executable not on the list is refused", SKIP,
+                     "EACCES", "no executable outside the list found to try")
+    else:
+        err = _exec_errno(candidate)
+        yield result("exec.unlisted", layer, "an executable not on the list is refused",
+                     PASS if err in (errno.EACCES, errno.EPERM) else FAIL if err == 0 else WARN, "EACCES",
+                     f"{candidate}: " + ("it ran" if err == 0 else _errname(abs(err))), hint if err == 0 else "")
+    directory = _writable_dir(ctx)
+    if directory is None:
+        yield result("exec.written", layer, "a program written inside is refused", SKIP, "EACCES",
+                     "no writable directory")
+    else:
+        copy = os.path.join(directory, f".sandbox-probe-exec-{os.getpid()}")
+        try:
+            with open(sys.executable, "rb") as source, open(copy, "wb") as target:
+                target.write(source.read())
+            os.chmod(copy, 0o700)
+            err = _exec_errno(copy)
+            yield result("exec.written", layer, "a program written inside is refused",
+                         PASS if err in (errno.EACCES, errno.EPERM) else FAIL if err == 0 else WARN, "EACCES",
+                         f"a copy of {sys.executable} in {directory}: "
+                         + ("it ran" if err == 0 else _errname(abs(err))),
+                         "grant execute on no writable path" if err == 0 else "")
+        except OSError as exc:
+            yield result("exec.written", layer, "a program written inside is refused", SKIP, "EACCES",
+                         f"could not write {copy}: {_errname(exc.errno)}")
+        finally:
+            try:
+                os.unlink(copy)
+            except OSError:
+                pass
+    if not hasattr(os, "memfd_create"):
+        yield result("exec.memfd", layer, "a program in a memfd is refused", SKIP, "refused", "no memfd_create")
+        return
+    try:
+        fd = os.memfd_create("sandbox-probe", os.MFD_CLOEXEC)
+    except OSError as exc:
+        yield result("exec.memfd", layer, "a program in a memfd is refused", PASS, "refused",
+                     f"memfd_create without MFD_NOEXEC_SEAL: {_errname(exc.errno)}")
+        return
+    try:
+        with open(sys.executable, "rb") as source:
+            os.write(fd, source.read())
+        err = _exec_errno("memfd", fd)
+        yield result("exec.memfd", layer, "a program in a memfd is refused",
+                     PASS if err in (errno.EACCES, errno.EPERM) else FAIL if err == 0 else WARN, "refused",
+                     "fexecve of a memfd: " + ("it ran" if err == 0 else _errname(abs(err))),
+                     "Landlock lets memfds through: limit memfd_create to MFD_NOEXEC_SEAL with seccomp"
+                     if err == 0 else "")
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------- runner
 
 CHECKS = (check_namespaces, check_hostname, check_ids, check_capabilities, check_seccomp_mode,
           check_syscalls, check_compat_abis, check_namespace_creation, check_mounts,
-          check_kernel_knobs, check_proc_masks, check_devices, check_fds, check_environment,
+          check_writable_mounts, check_kernel_knobs, check_proc_masks, check_devices, check_fds, check_environment,
           check_host_processes, check_session, check_network, check_ipc, check_cgroups,
-          check_terminal)
+          check_terminal, check_exec)
 
 
 def run_checks(context=None):
@@ -1981,6 +2416,7 @@ def outside_checks(pid, context=None):
     userns_new = _ino(f"/proc/{pid}/ns/user") != ctx.host_ns.get("user")
     out.extend(_judge_caps("outside.", fields, ctx, userns_new))
     out.extend(_judge_seccomp("outside.", _thread_statuses(pid), ctx))
+    out.extend(owner_markers_checks(ctx))
     cg = _try_read(f"/proc/{pid}/cgroup")
     if cg is not None:
         cgroups, mounts = parse_cgroup(cg), _mountinfo() or []
@@ -2071,6 +2507,7 @@ def main(argv=None):
     if stop is not None:
         sys.stdout.flush()
         stop()
+    remove_owner_markers()
     return 1 if any(r["status"] == FAIL for r in results) else 0
 
 

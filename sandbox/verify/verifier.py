@@ -29,6 +29,31 @@ PROBE_SOURCE = Path(probe.__file__)
 PROBE_TIMEOUT = 120.0
 
 
+def _sources(profile: Profile) -> dict:
+    """What the launch will bind read-write, from the launcher's own decisions (sources.py):
+    each rw bind's real host path, and the host ids files written there will have."""
+    from .. import namespaces, sources
+    from ..errors import SandboxError
+    if not profile.namespaces.mount:
+        return {}
+    trees = sources.SourceTrees()
+    try:
+        idmap = namespaces.id_map_for(profile.process)
+        trees.open(profile, idmap, clone=False)
+    except (SandboxError, ValueError):
+        return {}  # the launch refuses it, with the reason
+    rw = {m.target for m in profile.filesystem.mounts if m.mode == "rw" and m.target in trees.resolved}
+    if profile.namespaces.user:
+        default_owner = [idmap.host_uid, idmap.host_gid]
+    else:
+        default_owner = [profile.process.user, profile.process.group]
+    return {
+        "rw_sources": {t: trees.resolved[t][0] for t in sorted(rw)},
+        "write_owner": {t: list(trees.idmaps.get(t, default_owner)) for t in sorted(rw)},
+        "allowed_system_paths": sorted(m.source for m in profile.filesystem.mounts if m.allow_system_path),
+    }
+
+
 def expectations(profile: Profile) -> dict:
     from .. import mounts, namespaces
     ns, fs = profile.namespaces, profile.filesystem
@@ -59,7 +84,9 @@ def expectations(profile: Profile) -> dict:
         "pids_limit": profile.limits.pids,
         "cpu_limit": profile.limits.cpus,
         "optional_limits": list(profile.limits.optional),
+        "exec_allow": list(profile.exec.allow) if profile.exec.allow is not None else None,
         "stress": False,
+        **_sources(profile),
     }
 
 
@@ -104,8 +131,11 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
     The expectations come from `profile` itself, or from `against` (e.g. "does this sandbox hold
     to what `untrusted` promises?"), in which case its relaxations show as failures."""
     from ..launcher import Launch
+    profile, probe_needs = _with_probe_executables(profile)
     expect = expectations(against or profile)
     expect["stress"] = stress
+    if expect["exec_allow"] is not None:
+        expect["exec_allow"] += probe_needs  # the probe must not pick one of these as "unlisted"
     verdict = VerifyReport(profile.name)
     with Canaries(expect=expect) as context:
         argv = ["python3", "-I", "-", "--json", "--context", json.dumps(context), "--stop-when-done"]
@@ -142,6 +172,9 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
         raise outcome["error"]
     result = outcome["result"]
     verdict.warnings = result.warnings
+    if probe_needs:
+        verdict.warnings = verdict.warnings + [f"exec.allow: the probe's own {', '.join(probe_needs)} added for "
+                                               "this run"]
     try:
         inside = json.loads(result.stdout or b"{}").get("results", [])
     except ValueError:
@@ -251,6 +284,22 @@ def _cpu_limit(pid: int, expect: dict) -> list[dict]:
     return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.FAIL, expected, observed,
                          "not enforced: run where the sandbox gets a cgroup with the cpu controller "
                          "(e.g. systemd-run --user -p Delegate=yes), or list \"cpus\" in limits.optional")]
+
+
+def _with_probe_executables(profile: Profile) -> tuple[Profile, list[str]]:
+    """An [exec] allow list must let the probe itself (python3 and its loader) run: add what is
+    missing, as named on this host, and say so."""
+    allow = profile.exec.allow
+    if allow is None:
+        return profile, []
+    from .. import execlist
+    python = "/usr/bin/python3"
+    needed = [python] + execlist.interpreter_chain(os.path.realpath(python))
+    missing = [path for path in needed if not execlist.covered(allow, path)]
+    if not missing:
+        return profile, []
+    from ..profile.model import Exec
+    return profile.replace(exec=Exec(allow + tuple(missing))), missing
 
 
 def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> list[dict]:
