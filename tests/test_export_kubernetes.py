@@ -2,6 +2,7 @@
 (no cluster needed) and checked field by field; a key the models do not know fails the test."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 
@@ -112,3 +113,29 @@ def test_bad_output_is_a_clean_error(sandbox_cli, tmp_path):
     assert done.returncode == 125 and "expected a directory" in done.stderr and "Traceback" not in done.stderr
     done = sandbox_cli("export", "untrusted", "--format", "kubernetes", "--rootless", "-o", str(tmp_path / "y"))
     assert done.returncode == 125 and "--rootless applies only" in done.stderr
+
+
+def test_image_secrets_and_exec_in_the_pod(tmp_path):
+    from sandbox.export.kubernetes import manifests
+    (tmp_path / "token").write_text("x")
+    digest = "sha256:" + "ab" * 32
+    # Built without the loader: loading a profile with [image] resolves the image (a pull).
+    base = profile_from_dict({"extends": "untrusted", "name": "app", "exec": {"allow": ["/usr/bin/**"]},
+                              "secrets": [{"name": "token", "file": str(tmp_path / "token")},
+                                          {"name": "api", "env": "API_KEY"}]})
+    image = dataclasses.replace(base.image, ref="docker://registry.example:5000/team/app:1.2", digest=digest,
+                                allowed_registries=("registry.example:5000",))
+    profile = dataclasses.replace(base, image=image)
+    files, warnings = manifests(profile)
+    pod = _model(files["pod.json"], "V1Pod")
+    container = pod.spec.containers[0]
+    assert container.image == f"registry.example:5000/team/app@{digest}"
+    secret = {v.name: v for v in pod.spec.volumes}["secrets"].secret
+    assert secret.secret_name == "app-secrets" and secret.default_mode == 0o400
+    assert [(i.key, i.path) for i in secret.items] == [("token", "token"), ("api", "api")]
+    mounts = {m.mount_path: m for m in container.volume_mounts}
+    assert mounts["/run/secrets/token"].sub_path == "token" and mounts["/run/secrets/token"].read_only
+    joined = "\n".join(warnings)
+    assert "exec.allow:" in joined and "kubectl create secret generic app-secrets" in joined
+    assert "image.allowed_registries:" in joined
+    assert "API_KEY" not in json.dumps(files["pod.json"])  # only the name of the Secret's key travels

@@ -107,3 +107,24 @@ def test_systemd_analyze_catches_a_bad_line(tmp_path):
     unit.write_text("[Service]\nExecStart=/usr/bin/true\nProtectProc=bogus\nSystemCallFilter=notacall\n")
     checked = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert "bogus" in checked.stderr and "notacall" in checked.stderr
+
+
+def test_exec_allow_list_and_secrets(tmp_path):
+    require("systemd_analyze")
+    (tmp_path / "token").write_text("x")
+    profile = profile_from_dict({"extends": "untrusted", "name": "keys",
+                                 "exec": {"allow": ["/usr/bin/python3", "/usr/lib/**"]},
+                                 "secrets": [{"name": "token", "file": str(tmp_path / "token")},
+                                             {"name": "api", "env": "API_KEY"}]})
+    text, keys, warnings = _unit(profile)
+    assert keys["NoExecPaths"] == ["/"] and keys["ExecPaths"] == ["/usr/bin/python3 /usr/lib"]
+    assert keys["LoadCredential"] == [f"token:{tmp_path / 'token'}"]
+    assert "%d/token:/run/secrets/token" in keys["BindReadOnlyPaths"]
+    assert any(w.startswith("secrets:") and "API_KEY" in w for w in warnings)
+    unit = tmp_path / "keys.service"
+    unit.write_text(text.replace("/srv/sandbox/rootfs", str(tmp_path)))
+    checked = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr
+    globbed = profile_from_dict({"extends": "untrusted", "exec": {"allow": ["/usr/bin/py*"]}})
+    _, keys, warnings = _unit(globbed)
+    assert "ExecPaths" not in keys and any(w.startswith("exec.allow:") for w in warnings)

@@ -21,7 +21,7 @@ import re
 import shutil
 
 from ..namespaces import creates_network_namespace
-from ..profile.model import DEFAULT_DEVICES, Profile
+from ..profile.model import DEFAULT_DEVICES, SECRET_DIR, Profile
 from . import ExportError, Warnings, prepare_output, write_file
 from .oci import env_list
 
@@ -117,6 +117,18 @@ def _warn_lost(profile: Profile, warnings: Warnings) -> None:
             warnings.add(f"limits.{key}", "no Pod field for it")
     if limits.io_max:
         warnings.add("limits.io_max", "no Pod field for block I/O limits")
+    if profile.exec.allow is not None:
+        warnings.add("exec.allow", "the executable allow list is Landlock's execute right: a Pod cannot say it "
+                     "(sandbox-runtime may apply it)")
+    image, default = profile.image, type(profile.image)()
+    for key in ("allowed_registries", "pull", "tls_verify", "setuid", "require_scan", "scan_allowlist",
+                "vuln_db"):
+        if getattr(image, key) != getattr(default, key):
+            warnings.add(f"image.{key}", "the cluster's image policy and admission decide it, not the Pod")
+    secrets_from_env = [s.name for s in profile.secrets if s.env]
+    if secrets_from_env:
+        warnings.add("secrets", f"{', '.join(secrets_from_env)}: read from the launcher's environment; in a "
+                     "cluster, put them in the Secret the Pod mounts")
 
 
 def pod_manifest(profile: Profile, argv=None, *, image: str | None = None,
@@ -130,6 +142,7 @@ def pod_manifest(profile: Profile, argv=None, *, image: str | None = None,
     seccomp_file = f"{SECCOMP_DIR}/{name}.json" if profile.seccomp is not None else None
     _warn_lost(profile, warnings)
     env = [{"name": k, "value": v} for k, v in (item.split("=", 1) for item in env_list(profile, warnings))]
+    image = image or _registry_image(profile, warnings)
     container: dict = {"name": "workload", "image": image or "REPLACE-WITH-IMAGE",
                        "workingDir": profile.process.cwd, "env": env,
                        "securityContext": _security_context(profile, seccomp_file)}
@@ -153,6 +166,17 @@ def pod_manifest(profile: Profile, argv=None, *, image: str | None = None,
         volumes.append({"name": "dev-shm", "emptyDir": {"medium": "Memory",
                                                         "sizeLimit": quantity(profile.filesystem.dev_shm_size)}})
         mounts.append({"name": "dev-shm", "mountPath": "/dev/shm"})
+    # [[secrets]]: one Secret (named after the profile) mounted file by file at /run/secrets/NAME,
+    # read-only, mode 0400 as the launcher writes them.
+    if profile.secrets:
+        volumes.append({"name": "secrets", "secret": {
+            "secretName": f"{name}-secrets", "defaultMode": 0o400,
+            "items": [{"key": s.name, "path": s.name} for s in profile.secrets]}})
+        mounts += [{"name": "secrets", "mountPath": f"{SECRET_DIR}/{s.name}", "subPath": s.name, "readOnly": True}
+                   for s in profile.secrets]
+        warnings.add("secrets", f"mounted from the Secret {name}-secrets, which the cluster must hold: kubectl "
+                     f"create secret generic {name}-secrets "
+                     + " ".join(f"--from-file={s.name}=..." for s in profile.secrets))
     if mounts:
         container["volumeMounts"] = mounts
     spec: dict = {
@@ -182,6 +206,23 @@ def pod_manifest(profile: Profile, argv=None, *, image: str | None = None,
                          "annotations": {"sandbox.profile.description": profile.description}
                          if profile.description else {}},
             "spec": spec}
+
+
+def _registry_image(profile: Profile, warnings: Warnings) -> str | None:
+    """[image] ref docker://HOST/NAME[:TAG] as a Pod's image, pinned by its digest when the profile pins one."""
+    ref = profile.image.ref
+    if not ref:
+        return None
+    if not ref.startswith("docker://"):
+        warnings.add("image.ref", f"{ref}: a cluster pulls from registries; push the image and give --image")
+        return None
+    image = ref.removeprefix("docker://")
+    if profile.image.digest and "@" not in image:
+        last = image.rsplit("/", 1)[-1]
+        if ":" in last:  # drop the tag: the digest names the image
+            image = image[: len(image) - len(last)] + last.split(":", 1)[0]
+        image = f"{image}@{profile.image.digest}"
+    return image
 
 
 def network_policy(profile: Profile, warnings: Warnings) -> dict | None:

@@ -35,7 +35,7 @@ import stat
 
 from .. import mounts
 from ..namespaces import creates_network_namespace
-from ..profile.model import DEFAULT_DEVICES, NOBODY, Profile
+from ..profile.model import DEFAULT_DEVICES, NOBODY, SECRET_DIR, Profile
 from . import ExportError, Warnings, prepare_output, write_file
 
 OCI_VERSION = "1.0.2"  # runc 1.1 and crun accept it; nothing below needs a later version
@@ -132,9 +132,10 @@ def seccomp_section(policy, warnings: Warnings, key: str = "seccomp") -> dict | 
     if policy is None:
         return None
     from ..seccomp import export_docker
+    from .seccomp import expressible
     notes: list = []
     try:
-        document = export_docker(policy, warnings=notes)
+        document = export_docker(expressible(policy)[0], warnings=notes)
     except ValueError as exc:
         raise ExportError(f"{key}: {exc}") from None
     for note in notes:
@@ -216,6 +217,8 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
     out = {f"{p}profile.name": profile.name}
     if profile.description:
         out[f"{p}profile.description"] = profile.description
+    if profile.extends:  # lint judges a profile by its lineage (untrusted-class or not)
+        out[f"{p}profile.extends"] = profile.extends
     out[f"{p}process"] = js({"user": profile.process.user, "group": profile.process.group,
                              "host_user": profile.process.host_user, "host_group": profile.process.host_group,
                              "env_passthrough": list(profile.process.env_passthrough),
@@ -224,7 +227,13 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
     out[f"{p}namespaces"] = js({"network": profile.namespaces.network})
     out[f"{p}landlock"] = js({"enabled": profile.landlock.enabled, "read": list(profile.landlock.read),
                               "write": list(profile.landlock.write), "best_effort": profile.landlock.best_effort})
-    out[f"{p}audit"] = js({"enabled": profile.audit.enabled, "log": profile.audit.log})
+    out[f"{p}audit"] = js({"enabled": profile.audit.enabled, "log": profile.audit.log,
+                           "required": profile.audit.required, "syslog": profile.audit.syslog,
+                           "syslog_socket": profile.audit.syslog_socket})
+    if profile.exec.allow is not None:
+        out[f"{p}exec"] = js({"allow": list(profile.exec.allow)})
+    if profile.secrets:
+        out[f"{p}secrets"] = js([{"name": s.name, "file": s.file, "env": s.env} for s in profile.secrets])
     out[f"{p}limits"] = js({"timeout": profile.limits.timeout, "kill_after": profile.limits.kill_after,
                             "required": list(profile.limits.required),
                             "optional": list(getattr(profile.limits, "optional", ())), "swap": profile.limits.swap})
@@ -232,7 +241,8 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
         "root_size": profile.filesystem.root_size, "devices": list(profile.filesystem.devices),
         "dev_shm_size": profile.filesystem.dev_shm_size,
         # In the profile's order (the config lists mounts parents first): lint names them by index.
-        "mounts": [{"target": m.target, "optional": m.optional, "idmap": m.idmap} for m in profile.filesystem.mounts]})
+        "mounts": [{"target": m.target, "optional": m.optional, "idmap": m.idmap,
+                    "allow_system_path": m.allow_system_path} for m in profile.filesystem.mounts]})
     if profile.seccomp is not None:
         out[f"{p}seccomp"] = js({"digest": seccomp_digest(seccomp), "policy": to_toml_dict(profile.seccomp,
                                                                                           inline=True)})
@@ -246,6 +256,9 @@ def _warn_lost(profile: Profile, user_inside: int, warnings: Warnings) -> None:
     if profile.audit.enabled:
         warnings.add("audit", "an OCI runtime keeps no audit trail of launches; the engine's own events are "
                      "what remains")
+    if profile.exec.allow is not None:
+        warnings.add("exec.allow", "the executable allow list is Landlock's execute right: OCI cannot say it "
+                     "(sandbox-runtime may apply it from the sandbox.exec annotation)")
     if profile.limits.timeout is not None:
         warnings.add("limits.timeout", f"{profile.limits.timeout:g}s: OCI has no wall-clock limit; the "
                      "engine must stop the container (podman run --timeout, a Pod's activeDeadlineSeconds)")
@@ -294,7 +307,18 @@ def oci_config(profile: Profile, argv=None, *, rootless: bool = False, compat: s
             warnings.add("filesystem.mounts", f"{mount.target}: no idmapped mount (runtime-spec 1.1 "
                          "mount idmaps are not written: runc 1.1 lacks them); the workload writes there "
                          "only where its host id may")
+    if profile.image.ref or any(isinstance(op, getattr(mounts, "ImageRoot", ())) for op in plan.operations):
+        raise ExportError(f"image.ref {profile.image.ref!r}: a profile that runs an image cannot be exported as a "
+                          "bundle yet (its root is the image store's tree); export a profile without [image], "
+                          "or use --format kubernetes, which names the image")
+    if profile.secrets:
+        warnings.add("secrets", f"{', '.join(s.name for s in profile.secrets)}: OCI has no secret files: the "
+                     f"launcher writes them into a tmpfs at {SECRET_DIR} at each launch, and a bundle would have to "
+                     "hold them on disk; left out (give them through the engine: podman --secret, a Pod's Secret "
+                     "volume)")
     for op in plan.operations:
+        if _is_under(op.target, SECRET_DIR):
+            continue  # the secrets' tmpfs, files and read-only cover: left out (warned above)
         if isinstance(op, mounts.Bind) and op.devices:
             name = op.target.removeprefix("/dev/")
             if name not in DEFAULT_DEVICES:
@@ -347,6 +371,8 @@ def oci_config(profile: Profile, argv=None, *, rootless: bool = False, compat: s
             masked.append(op.target)
         elif isinstance(op, mounts.ReadOnly):
             readonly.append(op.target)
+        else:
+            raise ExportError(f"the mount plan's {type(op).__name__} at {op.target} has no OCI form")
     if fs.dev:
         readonly.append("/dev")  # as the launcher: /dev itself, not its sub-mounts
         missing = [d for d in DEFAULT_DEVICES if d not in fs.devices]

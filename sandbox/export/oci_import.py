@@ -259,7 +259,15 @@ def profile_table(config: dict, bundle_dir: str, warnings: Warnings) -> dict:
         table["landlock"] = {k: landlock[k] for k in ("enabled", "read", "write", "best_effort") if k in landlock}
     audit = _annotation(config, "audit")
     if isinstance(audit, dict):
-        table["audit"] = {k: audit[k] for k in ("enabled", "log") if k in audit and audit[k] != ""}
+        table["audit"] = {k: audit[k] for k in ("enabled", "log", "required", "syslog", "syslog_socket")
+                          if k in audit and audit[k] != ""}
+    exec_table = _annotation(config, "exec")
+    if isinstance(exec_table, dict) and exec_table.get("allow") is not None:
+        table["exec"] = {"allow": list(exec_table["allow"])}
+    secrets = _annotation(config, "secrets")
+    if isinstance(secrets, list) and secrets:
+        table["secrets"] = [{k: v for k, v in entry.items() if v is not None} for entry in secrets
+                            if isinstance(entry, dict)]
     return table
 
 
@@ -297,6 +305,8 @@ def _filesystem(config: dict, bundle_dir: str, table: dict, warnings: Warnings) 
                 entry["optional"] = True
             if extra.get("idmap") and extra["idmap"] != "auto":
                 entry["idmap"] = extra["idmap"]
+            if extra.get("allow_system_path"):
+                entry["allow_system_path"] = True
             if not os.path.lexists(entry["source"]) and not entry.get("optional"):
                 entry["optional"] = True
                 warnings.add(key, f"{entry['source']} does not exist here: imported as optional")
@@ -477,11 +487,34 @@ def import_oci(config_path: str, output_name: str | None = None) -> tuple[str, l
         table["name"] = os.path.splitext(os.path.basename(output_name))[0] if output_name else "imported"
     if not table["description"]:
         table["description"] = f"Imported from {config_path} (OCI runtime bundle)"
+    base = _base_profile(config, warnings)
+    if base:
+        # The resolved profile holds every entry of its base already (extends adds, never removes),
+        # so extending it again changes nothing but the lineage lint judges it by.
+        table["extends"] = base
     try:
         profile = profile_from_dict(_escape_dollars(table), source=config_path)
     except ProfileError as exc:
         raise ImportError_("; ".join(str(p) for p in exc.problems)) from None
-    return to_toml(profile), list(warnings), lint(profile)
+    text = to_toml(profile)
+    if base:
+        from ..profile.load import load_raw
+        text = f"extends = {json.dumps(base)}\n" + text
+        # As `sandbox lint` of the written file will see it: the base's chain is its lineage.
+        profile = profile.replace(lineage=(config_path, *load_raw(base)[2]))
+    return text, list(warnings), lint(profile)
+
+
+def _base_profile(config: dict, warnings: Warnings) -> str | None:
+    from ..profile.load import builtin_profile_names
+    base = _annotation(config, "profile.extends", raw=True)
+    if not base:
+        return None
+    if base in builtin_profile_names():
+        return base
+    warnings.add("annotations", f"the exported profile extended {base!r}, not a built-in profile here: the "
+                 "imported one stands alone (lint judges it without that lineage)")
+    return None
 
 
 def _escape_dollars(value):

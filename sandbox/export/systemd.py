@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from ..namespaces import creates_network_namespace
-from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
+from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, READONLY_PROC_PATHS, SECRET_DIR, Profile
 from . import Warnings, prepare_output, write_file
 from .oci import oci_config, write_layout
 
@@ -221,6 +221,23 @@ def unit_text(profile: Profile, argv=None, *, root_directory: str, rootless: boo
         warnings.add("filesystem.proc", "false: MountAPIVFS= mounts /proc (ProtectProc=invisible limits it)")
     if not fs.sys:
         warnings.add("filesystem.sys", "false: MountAPIVFS= mounts /sys (read-only under ProtectKernelTunables=)")
+    # [[secrets]]: systemd's credentials, bound where the launcher puts them.
+    for secret in profile.secrets:
+        if secret.file:
+            service += [f"LoadCredential={secret.name}:{secret.file}",
+                        f"BindReadOnlyPaths=%d/{secret.name}:{SECRET_DIR}/{secret.name}"]
+        else:
+            warnings.add("secrets", f"{secret.name}: from the launcher's environment ({secret.env}); a unit "
+                         "cannot take a secret from the environment without writing it in the unit: "
+                         "use SetCredentialEncrypted= (systemd-creds) or a file")
+    # [exec] allow: NoExecPaths=/ with ExecPaths= for plain paths and directories (/**).
+    if profile.exec.allow is not None:
+        paths = [p.removesuffix("/**") for p in profile.exec.allow]
+        if all(not any(c in p for c in "*?[") for p in paths):
+            service += ["NoExecPaths=/"] + _wrapped("ExecPaths=", paths)
+        else:
+            warnings.add("exec.allow", "patterns with * ? [..] inside a name cannot be said: ExecPaths= takes "
+                         "paths; no executable allow list written")
     masked = [p for p in MASKED_PROC_PATHS if fs.proc or not p.startswith("/proc/")] + list(fs.masked_paths)
     service += _wrapped("InaccessiblePaths=", [f"-{p}" for p in masked])
     service += _wrapped("ReadOnlyPaths=", [f"-{p}" for p in list(READONLY_PROC_PATHS) + list(fs.readonly_paths)])
