@@ -106,6 +106,11 @@ CATALOGUE: dict[str, Check] = {check.id: check for check in (
     Check("SBX-EXEC-004", "warning", 2.0, "the exec allow list covers everything (/**)"),
     Check("SBX-EXEC-005", "warning", 1.0, "an exec allow list without a seccomp filter (memfd bypass)"),
     Check("SBX-EXEC-006", "info", 0.0, "a listed program's interpreter is not listed"),
+    # Images
+    Check("SBX-IMG-001", "warning", 1.0, "images may be pulled from registries (image.allowed_registries)"),
+    Check("SBX-IMG-002", "danger", 3.0, "registry TLS is not verified (image.tls_verify = false)"),
+    Check("SBX-IMG-003", "warning", 1.0, "the image's setuid and setgid bits are kept (image.setuid = true)"),
+    Check("SBX-IMG-004", "warning", 1.0, "a registry image without a digest pin (image.digest)"),
 )}
 
 # Model keys whose non-default value is a relaxation (`relaxes` in sandbox/profile/model.py) ->
@@ -117,7 +122,8 @@ RELAXATION_IDS = {
     "filesystem.readonly_root": "SBX-FS-001", "filesystem.devices": "SBX-FS-002", "filesystem.sys": "SBX-FS-003",
     "filesystem.mounts.mode": "SBX-FS-004", "filesystem.mounts.allow_system_path": "SBX-FS-011", "capabilities.keep": "SBX-CAP-001", "landlock.enabled": "SBX-LL-001",
     "process.new_session": "SBX-PROC-001", "process.env_passthrough": "SBX-PROC-003",
-    "audit.enabled": "SBX-AUD-001",
+    "audit.enabled": "SBX-AUD-001", "image.allowed_registries": "SBX-IMG-001", "image.tls_verify": "SBX-IMG-002",
+    "image.setuid": "SBX-IMG-003",
 }
 UNKNOWN = Check("SBX-GEN-000", "warning", 1.0, "a relaxation without an id of its own (a bug: add one)")
 # Findings about what the launch itself refuses: `sandbox run` does not repeat them as warnings
@@ -448,8 +454,15 @@ def _exec(profile: Profile) -> Iterator[Finding]:
                                   "host): list it too, or it cannot run")
 
 
+def _image(profile: Profile) -> Iterator[Finding]:
+    image = profile.image
+    if image.ref and image.ref.startswith("docker://") and "@sha256:" not in image.ref and not image.digest:
+        yield finding("SBX-IMG-004", "image.ref", f"{image.ref} is a tag: what runs is whatever the registry serves "
+                      "under it today; pin it (image.digest = \"sha256:...\" or NAME@sha256:...)")
+
+
 CHECKS: tuple[Callable[[Profile], Iterator[Finding]], ...] = (
-    _mounts, _capabilities, _seccomp, _credentials, _limits, _process, _exec,
+    _mounts, _capabilities, _seccomp, _credentials, _limits, _process, _exec, _image,
 )
 
 
