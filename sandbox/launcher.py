@@ -226,6 +226,10 @@ class Launch:
             raise
         finally:
             self._end_supervision()
+            if self._cgroup is not None:
+                # Every process is gone: the cgroup goes now, keeping its final figures (read
+                # once), and delete() has only descriptors left to release.
+                self._cgroup.destroy()
         self._waited = True
         self.status = "stopped"
         if self._error is not None:
@@ -268,8 +272,9 @@ class Launch:
             if self._trees is not None:
                 self._trees.close()
             if self._cgroup is not None and not self.detached:
-                self._cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
-            self._finish_result()
+                self._cgroup.destroy()  # idempotent; keeps the final figures, read once
+            if not self._waited:
+                self._finish_result()
             self.status = "deleted"
 
     # ------------------------------------------------------------ create
@@ -355,13 +360,14 @@ class Launch:
 
     def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1) -> child.ChildContext:
         plan = self.plan
-        mount_plan = plan.mounts
-        if mount_plan is not None and self.profile is not None:
-            # Again, now with the sources as the launcher checked them: the trees it opened, the
-            # real paths the child walks, the optional sources that are missing.
-            mount_plan = mounts.build_plan(self.profile, trees)
-        elif mount_plan is not None and trees.fds:
-            mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if self.profile is not None:
+            # From the sources as the launcher checked them: the trees it opened, the real paths
+            # the child walks, the optional sources that are missing.
+            mount_plan = mounts.build_plan(self.profile, trees) if self.profile.namespaces.mount else None
+        else:
+            mount_plan = plan.mounts
+            if mount_plan is not None and trees.fds:
+                mount_plan = mounts.with_trees(mount_plan, trees.fds)
         if mount_plan is not None and self.profile is not None and self.profile.secrets:
             from .secrets import read_values  # read now, at launch: never held by a profile or a plan
             mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from .compiled_dataclass import dataclass
-from . import landlock, mounts, namespaces
+from . import landlock, namespaces
 from .profile.model import DEFAULT_PATH, Profile, per_profile
 
 DEFAULT_KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL on timeout (limits.kill_after)
@@ -41,7 +41,8 @@ class LaunchPlan:
     new_cgroup_ns: bool
     new_pid_ns: bool
     new_net_ns: bool  # and loopback brought up in it
-    mounts: Any  # mounts.MountPlan without descriptors, or None without a mount namespace
+    mounts: Any  # mounts.MountPlan without descriptors, None without a mount namespace; from a
+    # profile, None: the launch builds it at create from the bind sources it checked (sources.py)
     hostname: str | None  # None: no UTS namespace
     rlimits: tuple
     keep_caps: tuple[str, ...]
@@ -122,6 +123,6 @@ def plan_for(profile: Profile, argv=None, *, tty: bool = False) -> LaunchPlan:
 
     Raises ValueError when the profile's ids would map the sandbox to host root."""
     base = _profile_plan(profile)
-    # The mount plan is made per launch: optional sources may have appeared or gone since.
-    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty),
-                        mounts=mounts.build_plan(profile) if profile.namespaces.mount else None)
+    # No mount plan here: the launch makes it from the bind sources as it checked and opened them
+    # (sandbox/sources.py), at create.
+    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import weakref
 from dataclasses import field
 from typing import Any
 
@@ -363,20 +362,22 @@ def _default_seccomp():
 
 
 def per_profile(function):
-    """Cache function(profile) for as long as the profile lives: profiles are frozen, so equal
-    profiles give equal results, and a CI system launches the same one many times."""
-    results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
+    """Cache function(profile) for as long as the profile lives: profiles are frozen, so a result
+    never goes stale, and a CI system launches the same one many times. Kept on the profile object
+    itself, by identity: hashing a whole frozen Profile (it hashes every table and entry in it)
+    cost more than some of the functions cached."""
     @functools.wraps(function)
     def cached(profile):
+        results = getattr(profile, "_per_profile", None)
+        if results is None:
+            try:
+                results = {}
+                object.__setattr__(profile, "_per_profile", results)  # not a field: eq, hash, replace ignore it
+            except (AttributeError, TypeError):  # no __dict__ (not a Profile): just do not keep it
+                return function(profile)
         try:
-            return results[profile]
-        except (KeyError, TypeError):
-            pass
-        value = function(profile)
-        try:
-            results[profile] = value
-        except TypeError:  # not hashable or not weak-referenceable: just do not keep it
-            pass
-        return value
+            return results[cached]
+        except KeyError:
+            value = results[cached] = function(profile)
+            return value
     return cached
