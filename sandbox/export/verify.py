@@ -24,6 +24,7 @@ import threading
 import time
 
 from ..profile.model import Profile
+from ..verify.verifier import _is_stopped
 
 PROBE_TIMEOUT = 120.0
 # Fork the probe and exit with its status: the probe must not be pid 1 (see the module doc).
@@ -96,14 +97,6 @@ def _stopped_descendant(pid: int) -> int | None:
         except (OSError, ValueError):
             continue
     return None
-
-
-def _is_stopped(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-    except OSError:
-        return False
 
 
 def verify_bundle(profile: Profile, runtime: list[str], *, compat: str | None = None,
