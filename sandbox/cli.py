@@ -49,7 +49,7 @@ def main():
 @click.option("--env", "envs", multiple=True, metavar="NAME=VALUE", help="Set a variable inside.")
 @click.option("--cwd", metavar="DIR", help="Working directory inside.")
 @click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m.")
-@click.option("--network", type=click.Choice(["none", "host"]), help="Override the network mode.")
+@click.option("--network", type=click.Choice(["none", "host", "bridge"]), help="Override the network mode.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M.")
 @click.option("--cpus", type=float, metavar="N", help="CPU bandwidth in cores, e.g. 0.5.")
 @click.option("--pids", type=int, metavar="N", help="Maximum number of processes and threads.")

@@ -60,7 +60,7 @@ def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None) ->
         table.setdefault("limits", {})["timeout"] = timeout
     if network:
         table["network"] = {"mode": network}
-        table.setdefault("namespaces", {})["network"] = network == "none"
+        table.setdefault("namespaces", {})["network"] = network != "host"
     return table
 
 

@@ -550,6 +550,41 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _network_entries(parser: str, what: str):
+    """An array of [network] entries, each parsed by sandbox.net.spec (one problem per bad entry)."""
+    def convert(value: Any) -> tuple[str, ...]:
+        from ..net import spec
+        entries, bad = [], []
+        for index, item in enumerate(_string_list(value, what)):
+            try:
+                parsed = getattr(spec, parser)(item)
+            except spec.SpecError as exc:
+                bad.append(_Invalid(str(exc), _show(item), sub=f"[{index}]"))
+                continue
+            entries.append(parsed if isinstance(parsed, str) else parsed.text)
+        if bad:
+            raise _InvalidEach(bad)
+        return tuple(dict.fromkeys(entries))
+    return convert
+
+
+class _InvalidEach(Exception):
+    """Several entries of one array are invalid: one problem each."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+
+def _segment(value: Any) -> str:
+    from ..net import spec
+    if value == "":
+        return value
+    try:
+        return spec.parse_segment(value)
+    except spec.SpecError as exc:
+        raise _Invalid(str(exc), _show(value)) from None
+
+
 _CONVERTERS = {
     "str": _string, "str?": _string, "bool": _boolean, "argv": _argv, "env": _env, "names": _names,
     "id": lambda v: _integer(v, 0, MAX_ID, "an id"), "id?": lambda v: _integer(v, 0, MAX_ID, "an id"),
@@ -558,6 +593,9 @@ _CONVERTERS = {
     "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
+    "segment": _segment, "egress": _network_entries("parse_egress", "destinations"),
+    "publish": _network_entries("parse_publish", "published ports"),
+    "nameservers": _network_entries("parse_dns", "name server addresses"),
 }
 
 
@@ -626,6 +664,10 @@ class _Builder:
             return _CONVERTERS[kind](value)
         except _Invalid as exc:
             self.problems.append(Problem(origin, key_path + exc.sub, exc.expected, exc.found, exc.hint))
+            return _MISSING
+        except _InvalidEach as each:
+            self.problems.extend(Problem(origin, key_path + exc.sub, exc.expected, exc.found, exc.hint)
+                                 for exc in each.items)
             return _MISSING
 
 
