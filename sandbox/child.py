@@ -75,6 +75,7 @@ class ChildContext:
     stdio: tuple = (None, None, None)  # fds to become 0, 1, 2; None keeps the launcher's
     seccomp_listener: bool = False  # report or learn: hand the notification fd to the parent
     channel_fd: int = -1  # unix socket to pass fds to the parent: b"T" pty master, b"L" seccomp listener
+    join_userns_fd: int = -1  # rootless bridge: the segment's user namespace, which ours must descend from
 
 
 class _StepFailed(Exception):
@@ -117,7 +118,7 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0, cgroup_fd: int
     cgroup v2 directory), straight into that cgroup (in_cgroup): no migration to wait for later.
     Otherwise A, made by ``fork``. ``prepare()`` runs first in the child; its descriptors stay
     below ``pidfd_above``."""
-    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() else -1
+    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() and ctx.join_userns_fd < 0 else -1
     if parent_pidfd >= 0:
         cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
         pid, pidfd, in_cgroup = -1, -1, False
@@ -210,6 +211,8 @@ def run_intermediate(ctx: ChildContext):
                 os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
         if ctx.new_user_ns:
             with step(ctx, "user namespace"):
+                if ctx.join_userns_fd >= 0:  # see sandbox/net/segment.py
+                    _libc.setns(ctx.join_userns_fd, _libc.CLONE_NEWUSER)
                 _libc.unshare(_libc.CLONE_NEWUSER)
         protocol.send(ctx.message_fd, protocol.READY)
         _take_sandbox_ids(ctx)
@@ -285,7 +288,8 @@ def _arm_parent_death_signal(ctx: ChildContext) -> None:
 
 def needed_fds(ctx: ChildContext) -> set[int]:
     """The descriptors A keeps: the standard ones and every one ctx names."""
-    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, ctx.parent_pidfd, *ctx.pass_fds}
+    needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.channel_fd, ctx.parent_pidfd,
+              ctx.join_userns_fd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)

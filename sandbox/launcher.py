@@ -46,6 +46,7 @@ class Result:
     stdout: bytes | None = None
     stderr: bytes | None = None
     violations: list = field(default_factory=list)
+    network: dict | None = None  # bridge mode: segment, address, egress as resolved (sandbox.net)
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -171,6 +172,7 @@ class Launch:
         self._cloned = False  # the first process is init itself (child.spawn)
         self._in_cgroup = False  # and was cloned into the sandbox's v2 cgroup
         self._release_error: SandboxError | None = None
+        self.network = None  # sandbox.net.Attachment in bridge mode
 
     # ------------------------------------------------------------ preparation (no child yet)
 
@@ -202,8 +204,9 @@ class Launch:
             uid=profile.process.user,
             gid=profile.process.group, hostname=profile.process.hostname if ns.uts else None,
             new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
-            new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
-            plan=mounts.build_plan(profile, trees.fds) if ns.mount else None,
+            new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode != "host",
+            plan=mounts.build_plan(profile, trees.fds, network_files=self.network.files if self.network else ())
+            if ns.mount else None, join_userns_fd=self.network.userns_fd if self.network else -1,
             rlimits=profile.limits.rlimits, umask=profile.process.umask, keep_caps=profile.capabilities.keep,
             new_session=profile.process.new_session, landlock_rules=landlock_rules(profile),
             landlock_best_effort=profile.landlock.best_effort,
@@ -241,6 +244,10 @@ class Launch:
         try:
             trees.open(profile, idmap)
             self.warnings += trees.warnings
+            from . import net
+            self.network = net.prepare(profile)
+            if self.network is not None:
+                self.warnings += self.network.warnings
             message_r, message_w = self._pipe()
             go_r, go_w = self._pipe()
             placed_r, placed_w = self._pipe()
@@ -270,6 +277,8 @@ class Launch:
             for fd in list(self._owned):
                 self._close(fd)
             trees.close()
+            if self.network is not None:
+                self.network.detach()
             cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
             try:
                 stats = cgroup.stats()
@@ -284,6 +293,7 @@ class Launch:
             result.memory_peak = getattr(stats, "memory_peak_bytes", None)
             result.pids_peak = getattr(stats, "pids_peak", None)
         result.warnings = self.warnings
+        result.network = self.network.record if self.network is not None else None
         result.profile_name = profile.name
         result.argv = self.argv
         return result
@@ -468,7 +478,7 @@ class Launch:
         """Write the first process's id maps, then let it go on."""
         try:
             if self.profile.namespaces.user:
-                namespaces.write_id_maps(pid, idmap)
+                (self.network or namespaces).write_id_maps(pid, idmap)
             os.write(go_w, protocol.GO)
             return None
         except OSError as exc:
@@ -485,6 +495,8 @@ class Launch:
                 raise placer.error
             if self.init_pid != placer.pid:
                 cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
+            if self.network is not None:
+                self.network.attach(self.init_pid)
             os.write(placed_w, protocol.GO)
             return None
         except OSError as exc:

@@ -110,8 +110,11 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> MountPlan:
-    """Profile -> ordered operations. Pure apart from checking which optional sources exist."""
+def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None,
+               network_files: tuple | list = ()) -> MountPlan:
+    """Profile -> ordered operations. Pure apart from checking which optional sources exist.
+    network_files: (host file, path inside) pairs from sandbox.net, bound read-only last, over
+    whatever the profile put there (a bind, never a write: /etc may be a host bind)."""
     fs = profile.filesystem
     idmap_fds = idmap_fds or {}
     mounts: list = []
@@ -141,6 +144,7 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/sys/")]
     operations += [Mask(p) for p in fs.masked_paths]
     operations += [ReadOnly(p) for p in fs.readonly_paths]
+    operations += [Bind(source, target) for source, target in network_files]
     root = None if fs.root == "tmpfs" else fs.root
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
 
