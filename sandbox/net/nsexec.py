@@ -47,6 +47,14 @@ def join(namespaces: list[tuple[str, str]], as_root: bool = False) -> None:
         os.setresuid(0, 0, 0)
 
 
+def _default_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give programs the
+    defaults back (pasta even refuses to start when SIGPIPE is already ignored)."""
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def _report_error(channel: socket.socket, exc: BaseException) -> None:
     err = getattr(exc, "errno", None) or 0
     message = getattr(exc, "strerror", None) if isinstance(exc, OSError) and not isinstance(exc, NamespaceError) \
@@ -130,6 +138,7 @@ def run(namespaces: list[tuple[str, str]], argv: list[str], stdin: bytes = b"", 
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             join(namespaces, as_root)
+            _default_signals()
             os.execv(argv[0], argv)
         except BaseException as exc:  # noqa: BLE001
             try:
@@ -184,7 +193,8 @@ def run(namespaces: list[tuple[str, str]], argv: list[str], stdin: bytes = b"", 
 
 
 def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_root: bool = False,
-                   pass_fds: tuple[int, ...] = (), prepare=None, stderr_path: str | None = None) -> int:
+                   pass_fds: tuple[int, ...] = (), prepare=None, stderr_path: str | None = None,
+                   executable: str | None = None) -> int:
     """Start argv inside `namespaces` as a daemon (a grandchild, reparented away from the launcher,
     in its own session): returns its pid once it has exec'd, or raises with the reason it could not.
     prepare(), when given, runs in it after the namespaces are joined and before exec."""
@@ -217,8 +227,8 @@ def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_roo
             join(namespaces, as_root)
             if prepare is not None:
                 prepare()
-            signal.pthread_sigmask(signal.SIG_SETMASK, ())
-            os.execv(argv[0], argv)
+            _default_signals()
+            os.execv(executable or argv[0], argv)
         except BaseException as exc:  # noqa: BLE001
             try:
                 message = json.dumps([getattr(exc, "errno", 0) or 0, str(exc)]).encode()

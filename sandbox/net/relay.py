@@ -24,7 +24,7 @@ BUFFER = 1 << 16
 def start(state, name: str, record: dict, address: str, publish, listeners, init_pid: int) -> list[int] | None:
     from . import nsexec, procs, segment
     from .. import __file__ as package_file
-    spec = {"address": address, "init": procs.identity(init_pid),
+    spec = {"address": address, "init": procs.identity(init_pid), "state": state.root,
             "ports": [[sock.fileno(), entry.port, entry.protocol] for sock, entry in zip(listeners, publish)]}
     root = os.path.dirname(os.path.dirname(os.path.abspath(package_file)))
     argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "

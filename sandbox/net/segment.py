@@ -156,7 +156,8 @@ def _create_namespaces_rootless(directory: str) -> list[int]:
         _map_self()
         _libc.unshare(_libc.CLONE_NEWNET)
         _configure_new_netns()
-    pid = nsexec.spawn_detached([], [sleep, f"sbx-segment-keeper:{directory}", "infinity"], prepare=enter)
+    pid = nsexec.spawn_detached([], [f"sbx-segment-keeper:{directory}", "infinity"], prepare=enter,
+                                executable=sleep)
     keeper = procs.identity(pid)
     deadline = time.monotonic() + 5
     # It has exec'd sleep (spawn_detached waits for that), so its namespaces are final.
@@ -262,12 +263,15 @@ def ensure_egress(state: State, name: str, record: dict) -> dict:
         raise SetupError(STEP, errno.ENOENT, "egress needs pasta (Debian/Ubuntu package passt, Fedora passt)")
     check_tun()
     directory = state.segment_dir(name)
-    argv = [pasta, "--runas", "0:0", "-f", "-q", "--netns", namespace_path(state, name, record, "net"),
-            "--netns-only", "-I", rules.EGRESS, "-a", EGRESS_ADDRESS, "-n", "30", "-g", EGRESS_GATEWAY,
-            "--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--no-dhcp", "--no-ndp",
-            "--no-dhcpv6", "--no-ra", "-4"]
+    options = ["-f", "-q", "--netns", namespace_path(state, name, record, "net"), "-I", rules.EGRESS,
+               "-a", EGRESS_ADDRESS, "-n", "30", "-g", EGRESS_GATEWAY, "--no-map-gw", "-t", "none", "-u", "none",
+               "-T", "none", "-U", "none", "--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra", "-4"]
+    if rootless():  # pasta joins U itself, as rootless podman runs it
+        argv, join = [pasta, *options, "--userns", namespace_path(state, name, record, "user")], []
+    else:  # started as root of U (host nobody): this pasta cannot setns() before it drops root
+        argv, join = [pasta, "--runas", "0:0", *options, "--netns-only"], as_segment_root(state, name, record)
     try:
-        pid = nsexec.spawn_detached(as_segment_root(state, name, record), argv, as_root=True,
+        pid = nsexec.spawn_detached(join, argv, as_root=not rootless(),
                                     stderr_path=os.path.join(directory, "pasta.log"))
         record["pasta"] = procs.identity(pid) or [pid, 0]
         write_json(os.path.join(directory, "segment.json"), record)
