@@ -193,7 +193,7 @@ class Attachment:
             with state.locked():
                 record = state.segment_record(self.segment)
                 try:
-                    with nsexec.iproute(segment.inside(state, self.segment, record)) as ipr:
+                    with nsexec.iproute(segment.inside(state, self.segment, record)) as ipr, nsexec.netlink_errors():
                         ipr.link("add", ifname=veth, kind="veth",
                                  peer={"ifname": SANDBOX_IFNAME, "net_ns_fd": sandbox_net, "address": _mac(self.address)})
                         index = ipr.link_lookup(ifname=veth)[0]
@@ -201,7 +201,7 @@ class Attachment:
                         ipr.link("set", index=index, master=bridge, state="up")
                 finally:
                     os.close(sandbox_net)
-                with nsexec.iproute(sandbox_ns) as ipr:
+                with nsexec.iproute(sandbox_ns) as ipr, nsexec.netlink_errors():
                     index = ipr.link_lookup(ifname=SANDBOX_IFNAME)[0]
                     ipr.addr("add", index=index, address=self.address, prefixlen=24)
                     ipr.link("set", index=index, state="up")
@@ -228,10 +228,17 @@ class Attachment:
     # ------------------------------------------------------------ the end
 
     def detach(self) -> None:
-        """Leave the segment; the last member out removes it. Idempotent."""
+        """Leave the segment; the last member out removes it. Idempotent; never raises (what it
+        could not remove is a warning, and the next gc's to remove)."""
         if self._detached:
             return
         self._detached = True
+        try:
+            self._detach()
+        except Exception as exc:  # noqa: BLE001 - the launch's own outcome matters more
+            self.warnings.append(f"network: leaving segment {self.segment!r}: {exc} (sandbox gc removes the rest)")
+
+    def _detach(self) -> None:
         for listener in self.listeners:
             listener.close()
         self.listeners = []

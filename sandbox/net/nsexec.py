@@ -11,6 +11,7 @@ and the launcher drives pyroute2 with it (IPRoute(fileno=...)), as pyroute2's ow
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -123,6 +124,16 @@ def iproute(namespaces: list[tuple[str, str]]):
         except OSError:
             pass  # closed by IPRoute already
         raise
+
+
+@contextlib.contextmanager
+def netlink_errors():
+    """pyroute2's NetlinkError (not an OSError) as an OSError with its errno."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        yield
+    except NetlinkError as exc:
+        raise OSError(exc.code, os.strerror(exc.code) if exc.code else str(exc)) from None
 
 
 def run(namespaces: list[tuple[str, str]], argv: list[str], stdin: bytes = b"", *, as_root: bool = False,

@@ -182,7 +182,7 @@ def create(state: State, name: str) -> dict:
             _create_namespaces_root(directory)
         write_json(os.path.join(directory, "segment.json"), record)
         gateway = ipaddress.IPv4Network(record["subnet"])[1]
-        with nsexec.iproute(inside(state, name, record)) as ipr:
+        with nsexec.iproute(inside(state, name, record)) as ipr, nsexec.netlink_errors():
             ipr.link("add", ifname=rules.BRIDGE, kind="bridge")
             index = ipr.link_lookup(ifname=rules.BRIDGE)[0]
             ipr.addr("add", index=index, address=str(gateway), prefixlen=24)
@@ -275,7 +275,7 @@ def ensure_egress(state: State, name: str, record: dict) -> dict:
                                     stderr_path=os.path.join(directory, "pasta.log"))
         record["pasta"] = procs.identity(pid) or [pid, 0]
         write_json(os.path.join(directory, "segment.json"), record)
-        with nsexec.iproute(inside(state, name, record)) as ipr:
+        with nsexec.iproute(inside(state, name, record)) as ipr, nsexec.netlink_errors():
             deadline = time.monotonic() + 10
             while not ipr.link_lookup(ifname=rules.EGRESS):
                 if time.monotonic() > deadline or not procs.alive(record["pasta"]):
@@ -323,8 +323,8 @@ def remove_member(state: State, name: str, member: str, record: dict | None, seg
                 found = ipr.link_lookup(ifname=record["veth"])
                 if found:
                     ipr.link("del", index=found[0])
-        except OSError:
-            pass  # gone with the sandbox's namespace already
+        except Exception:  # noqa: BLE001 - OSError or pyroute2's NetlinkError: gone with the sandbox's
+            pass           # namespace already, most likely (the kernel removes both ends of a veth)
 
 
 def collect_locked(state: State) -> list[str]:
