@@ -310,10 +310,13 @@ def learn(command, output, base):
 
 @main.command()
 def gc():
-    """Remove cgroups left behind by launchers that were killed."""
+    """Remove cgroups and network segments left behind by launchers that were killed."""
     from .cgroups import gc as collect
+    from .net import gc as collect_network
     for path in collect():
         click.echo(f"removed {path}")
+    for what in collect_network():
+        click.echo(f"removed {what}")
 
 
 @main.command()

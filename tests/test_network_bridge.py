@@ -72,7 +72,8 @@ def host_listener():
 def test_two_on_a_segment_talk_tcp_and_udp_a_third_elsewhere_reaches_neither(host_listener):
     require("root", "userns")
     seg, other = unique("seg"), unique("other")
-    server = Background(profile(segment=seg, hostname="alpha", hostname_resolution=True), ("serve", 7000, 12))
+    server = Background(profile(segment=seg, hostname="alpha", hostname_resolution=True), ("serve", 7000, 12),
+                        ("read", "/etc/hosts"))
     client_out, client = run(profile(segment=seg, hostname="beta", hostname_resolution=True),
                              ("wait", "alpha", 7000, "tcp", 10), ("try", "alpha", 7000, "udp"),
                              ("read", "/etc/hosts"), ("try", "127.0.0.1", host_listener, "tcp"))
@@ -85,6 +86,9 @@ def test_two_on_a_segment_talk_tcp_and_udp_a_third_elsewhere_reaches_neither(hos
     assert client_out[0][0] == "ok:pong:alpha" and client_out[1][0] == "ok:pong:alpha"
     assert client.network["segment"] == seg and served.network["segment"] == seg
     assert served.network["address"] == alpha
+    # /etc/hosts lists the members while they are there, and is updated in place as they leave
+    assert f"{client.network['address']}\tbeta" in client_out[2] and f"{alpha}\talpha" in client_out[2]
+    assert f"{alpha}\talpha" in server_out[1] and "beta" not in server_out[1]
     # another segment: routed to its own segment's namespace, refused there (EHOSTUNREACH) at once
     assert [r[0] for r in third_out] == ["EHOSTUNREACH"] * 3, third_out
     assert all(r[1] < FAST for r in third_out), third_out
@@ -161,3 +165,196 @@ def test_egress_allowed_reached_others_refused_fast_rootless(lab, tmp_path):
         assert os.listdir(os.path.join(state, "segments")) == []
     finally:
         remove_state_dir(state)
+
+
+# ---------------------------------------------------------------- cleanup after a killed launcher
+
+def _segment_dirs(state_root: str) -> list[str]:
+    try:
+        return os.listdir(os.path.join(state_root, "segments"))
+    except FileNotFoundError:
+        return []
+
+
+def _killed_launcher_leaves_and_gc_removes(command, env, state_root, lab=None):
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd="/")
+    try:
+        assert wait_until(lambda: any(os.path.exists(os.path.join(state_root, "segments", s, "members"))
+                                      and os.listdir(os.path.join(state_root, "segments", s, "members"))
+                                      for s in _segment_dirs(state_root)), 30), launcher.stderr.read1()
+        segment = _segment_dirs(state_root)[0]
+        record = net_state.read_json(os.path.join(state_root, "segments", segment, "segment.json"))
+        assert wait_until(lambda: (net_state.read_json(os.path.join(state_root, "segments", segment,
+                                                                    "segment.json")) or {}).get("pasta"), 30)
+        record = net_state.read_json(os.path.join(state_root, "segments", segment, "segment.json"))
+        time.sleep(0.5)  # the workload is running
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert _segment_dirs(state_root) == [segment]  # nothing removed it: the launcher was killed
+    from sandbox.net import procs
+    assert procs.alive(record["pasta"])
+    gc = subprocess.run(command[:command.index("run")] + ["gc"], capture_output=True, text=True, env=env, cwd="/")
+    assert gc.returncode == 0, gc.stderr
+    assert f"segment {segment}" in gc.stdout
+    assert _segment_dirs(state_root) == []
+    assert wait_until(lambda: not procs.alive(record["pasta"]), 5)
+    if record.get("keeper"):
+        assert wait_until(lambda: not procs.alive(record["keeper"]), 5)
+
+
+def test_sigkill_of_a_launcher_then_gc_removes_everything_root(lab, tmp_path):
+    path = bridge_profile(tmp_path, "killed", segment=unique("killed"), egress=[f"{WORLD_A}:8001"])
+    state_root = os.environ["SANDBOX_NET_DIR"]
+    command = lab.launcher(sandbox_command("run", "-q", str(path), "--", "sleep", "60"))
+    _killed_launcher_leaves_and_gc_removes(command, dict(os.environ), state_root)
+
+
+def test_sigkill_of_a_launcher_then_gc_removes_everything_rootless(lab):
+    require("rootless")
+    state = rootless_state_dir(NET_SESSION)
+    try:
+        path = bridge_profile(Path(state).parent, "killed", segment=unique("killed"), egress=[f"{WORLD_A}:8001"])
+        command = lab.launcher(sandbox_command("run", "-q", str(path), "--", "sleep", "60"), rootless=True)
+        _killed_launcher_leaves_and_gc_removes(command, {**os.environ, "SANDBOX_NET_DIR": state}, state)
+    finally:
+        remove_state_dir(state)
+
+
+# ---------------------------------------------------------------- publish, names, dns
+
+def _relay_of(state_root: str) -> list | None:
+    for segment in _segment_dirs(state_root):
+        members = os.path.join(state_root, "segments", segment, "members")
+        for entry in os.listdir(members) if os.path.isdir(members) else ():
+            record = net_state.read_json(os.path.join(members, entry)) or {}
+            if record.get("relay"):
+                return record["relay"]
+    return None
+
+
+def _host_listening_ports(pid: int) -> set[tuple[str, int]]:
+    """(proto, port) of the host-namespace sockets process pid holds (from the host's /proc/net)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for proto in ("tcp", "udp"):
+        with open(f"/proc/self/net/{proto}") as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    found.add((proto, int(fields[1].split(":")[1], 16)))
+    return found
+
+
+def _free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_publish_from_host_loopback_reaches_only_the_published_port():
+    require("root", "userns")
+    tcp_port, udp_port = _free_port(), _free_port(socket.SOCK_DGRAM)
+    prof = profile(publish=[f"127.0.0.1:{tcp_port}:7000", f"{udp_port}:7000/udp"])
+    server = Background(prof, ("serve", 7000, 8))
+    state_root = os.environ["SANDBOX_NET_DIR"]
+    try:
+        assert wait_until(lambda: _relay_of(state_root), 20)
+        relay = _relay_of(state_root)
+        assert _host_listening_ports(relay[0]) == {("tcp", tcp_port), ("udp", udp_port)}
+        status = open(f"/proc/{relay[0]}/status").read()
+        assert [int(v, 16) for k, v in (l.split(":") for l in status.splitlines()) if k == "CapEff"] == [0]
+        got = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", tcp_port), timeout=2) as conn:
+                    conn.sendall(b"ping")
+                    got = conn.recv(64)
+                if got:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert got == b"pong:sandbox"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(3)
+            udp.sendto(b"ping", ("127.0.0.1", udp_port))
+            assert udp.recvfrom(64)[0] == b"pong:sandbox"
+    finally:
+        _, result = server.result()
+    # the host has no route or interface into any segment: the relay is the only way in
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        destinations = {r.get_attr("RTA_DST") for r in ipr.get_routes(family=socket.AF_INET)}
+    assert not any(d and d.startswith("10.231.") for d in destinations)
+    assert result.network["publish"] == [f"127.0.0.1:{tcp_port}:7000", f"{udp_port}:7000/udp"]
+    from sandbox.net import procs
+    assert wait_until(lambda: not procs.alive(relay), 5)
+
+
+def test_publish_port_in_use_fails_before_launch(host_listener):
+    require("root", "userns")
+    with pytest.raises(sandbox.SetupError) as caught:
+        sandbox.run(profile(publish=[f"127.0.0.1:{host_listener}:80"]), ["/bin/true"])
+    assert "cannot listen on 127.0.0.1" in str(caught.value) and caught.value.step == "network"
+
+
+def test_dns_and_unallowed_server_warning():
+    require("root", "userns")
+    out, result = run(profile(dns=["198.51.100.53"], egress=["198.51.100.53:53/udp"]), ("read", "/etc/resolv.conf"))
+    assert out[0] == "nameserver 198.51.100.53\n"
+    assert not any("network.dns" in w for w in result.warnings)
+    _, warned = run(profile(dns=["198.51.100.53"]), ("read", "/etc/resolv.conf"))
+    assert any("network.dns 198.51.100.53 is not allowed" in w for w in warned.warnings)
+
+
+def test_duplicate_hostname_on_a_segment_is_refused():
+    require("root", "userns")
+    seg = unique("dup")
+    first = Background(profile(segment=seg, hostname="same", hostname_resolution=True), ("serve", 7000, 4))
+    state_root = os.environ["SANDBOX_NET_DIR"]
+    try:
+        assert wait_until(lambda: os.path.isdir(os.path.join(state_root, "segments", seg, "members"))
+                          and os.listdir(os.path.join(state_root, "segments", seg, "members")), 20)
+        with pytest.raises(sandbox.SetupError) as caught:
+            sandbox.run(profile(segment=seg, hostname="same", hostname_resolution=True), ["/bin/true"])
+        assert "hostname 'same' is already taken" in str(caught.value)
+    finally:
+        first.result()
+
+
+def test_egress_names_are_resolved_at_launch_and_recorded(lab, tmp_path):
+    """A name resolved through the launcher's own resolver (an /etc/hosts of a private mount
+    namespace here), recorded in the result and the audit trail."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{WORLD_A} world.test\n")
+    path = bridge_profile(tmp_path, "named", egress=["world.test:8001/tcp"])
+    log = tmp_path / "audit.jsonl"
+    inner = sandbox_command("run", "-q", "--result-json", str(tmp_path / "result.json"), str(path), "--",
+                            *probe_argv(("try", WORLD_A, 8001, "tcp"), ("try", WORLD_A, 8001, "udp")))
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f'mount --bind "{hosts}" /etc/hosts && exec "$@"', "sh"] + lab.launcher(inner)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90,
+                          env={**os.environ, "SANDBOX_AUDIT_LOG": str(log)})
+    assert done.returncode == 0, done.stderr
+    out = probe_output(done.stdout)
+    assert out[0][0].startswith("ok:") and out[1][0] == "EHOSTUNREACH"
+    recorded = json.loads((tmp_path / "result.json").read_text())["network"]
+    assert recorded["resolved"] == {"world.test": [WORLD_A]}
+    end = [json.loads(line) for line in log.read_text().splitlines() if '"end"' in line][-1]
+    assert end["network"]["resolved"] == {"world.test": [WORLD_A]}
+
+
+def test_egress_name_that_does_not_resolve_fails_the_launch():
+    require("root", "userns")
+    with pytest.raises(sandbox.SetupError) as caught:
+        sandbox.run(profile(egress=["no-such-host.invalid:443"]), ["/bin/true"])
+    assert "no-such-host.invalid does not resolve" in str(caught.value)

@@ -205,10 +205,11 @@ def run(namespaces: list[tuple[str, str]], argv: list[str], stdin: bytes = b"", 
 
 def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_root: bool = False,
                    pass_fds: tuple[int, ...] = (), prepare=None, stderr_path: str | None = None,
-                   executable: str | None = None) -> int:
+                   executable: str | None = None, main=None) -> int:
     """Start argv inside `namespaces` as a daemon (a grandchild, reparented away from the launcher,
     in its own session): returns its pid once it has exec'd, or raises with the reason it could not.
-    prepare(), when given, runs in it after the namespaces are joined and before exec."""
+    prepare(), when given, runs in it after the namespaces are joined and before exec. With main,
+    no exec: main() runs in the forked copy (everything it needs already imported), then it exits."""
     report_r, report_w = os.pipe2(os.O_CLOEXEC)  # exec closes it: EOF means it went through
     pid = os.fork()
     if pid == 0:
@@ -228,7 +229,6 @@ def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_roo
             keep = set(pass_fds) | {0, 1, 2, report_w}
             for fd in pass_fds:
                 os.set_inheritable(fd, True)
-            os.closerange(3, report_w)
             for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
                 if int(fd) not in keep and int(fd) > 2:
                     try:
@@ -239,6 +239,11 @@ def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_roo
             if prepare is not None:
                 prepare()
             _default_signals()
+            if main is not None:
+                os.close(report_w)  # started: what happens next is main's to log
+                report_w = -1
+                main()
+                os._exit(0)
             os.execv(executable or argv[0], argv)
         except BaseException as exc:  # noqa: BLE001
             try:

@@ -6,11 +6,9 @@ drops every capability, and relays each connection (or UDP peer) to the sandbox'
 the segment: the sandbox sees it come from the segment's gateway, and nothing but the published
 ports leads in. It exits when the sandbox's init does (a pidfd), and gc stops it if it lingers.
 
-    python -m sandbox.net.relay SPEC_JSON      (started by start() below, never by hand)
 """
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import socket
@@ -22,16 +20,20 @@ BUFFER = 1 << 16
 
 
 def start(state, name: str, record: dict, address: str, publish, listeners, init_pid: int) -> list[int] | None:
+    """Fork the relay (no exec: the interpreter's path may not be readable by the host id it runs
+    as, and everything it needs is imported here), in the segment's namespaces as their root."""
     from . import nsexec, procs, segment
-    from .. import __file__ as package_file
     spec = {"address": address, "init": procs.identity(init_pid), "state": state.root,
             "ports": [[sock.fileno(), entry.port, entry.protocol] for sock, entry in zip(listeners, publish)]}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(package_file)))
-    argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
-            "from sandbox.net.relay import main; main()", json.dumps(spec)]
     namespaces = segment.as_segment_root(state, name, record) + [
         ("net", segment.namespace_path(state, name, record, "net"))]
-    pid = nsexec.spawn_detached(namespaces, argv, as_root=True, pass_fds=tuple(s.fileno() for s in listeners),
+
+    def main():
+        relay = _Relay(spec)
+        _drop_privileges()
+        relay.serve(spec["init"])
+    pid = nsexec.spawn_detached(namespaces, ["sandbox-relay"], as_root=True,
+                                pass_fds=tuple(s.fileno() for s in listeners), main=main,
                                 stderr_path=os.path.join(state.segment_dir(name), "relay.log"))
     return procs.identity(pid) or [pid, 0]
 
@@ -49,6 +51,7 @@ class _Relay:
         self.target = spec["address"]
         self.selector = selectors.DefaultSelector()
         self.udp_flows: dict[tuple, tuple[socket.socket, socket.socket, float]] = {}
+        self.half_closed: set[socket.socket] = set()
         for fd, port, protocol in spec["ports"]:
             kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
             sock = socket.socket(socket.AF_INET, kind, fileno=fd)
@@ -81,7 +84,7 @@ class _Relay:
         except BlockingIOError:
             return
         except OSError:
-            data = b""
+            data = None
         if data:
             try:
                 sink.setblocking(True)
@@ -90,23 +93,27 @@ class _Relay:
                 return
             except OSError:
                 pass
-        else:
+        elif data == b"":  # an orderly end of one direction: pass it on, close when both are done
             try:
                 sink.shutdown(socket.SHUT_WR)
-                self.selector.unregister(source)
-                if getattr(sink, "_read_done", False):
-                    source.close()
-                    sink.close()
-                else:
-                    source._read_done = True  # type: ignore[attr-defined]
-                return
-            except (OSError, KeyError):
+            except OSError:
                 pass
-        for sock in (source, sink):
+            self.selector.unregister(source)
+            if sink in self.half_closed:
+                self.half_closed.discard(sink)
+                self._close(source, sink)
+            else:
+                self.half_closed.add(source)
+            return
+        self._close(source, sink)
+
+    def _close(self, *socks: socket.socket) -> None:
+        for sock in socks:
             try:
                 self.selector.unregister(sock)
             except (KeyError, ValueError):
                 pass
+            self.half_closed.discard(sock)
             sock.close()
 
     # UDP: one socket in the segment per host peer, so replies find their way back
@@ -158,16 +165,9 @@ class _Relay:
                 handler, extra = key.data
                 if handler is None:  # the sandbox's init has exited
                     return
-                handler(key.fileobj, extra)
+                try:
+                    handler(key.fileobj, extra)
+                except Exception as exc:  # noqa: BLE001 - one bad flow must not end the others
+                    print(f"relay: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             self._expire_udp()
 
-
-def main() -> None:
-    spec = json.loads(sys.argv[1])
-    relay = _Relay(spec)
-    _drop_privileges()
-    relay.serve(spec["init"])
-
-
-if __name__ == "__main__":
-    main()
