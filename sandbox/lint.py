@@ -96,6 +96,42 @@ def _specific(profile: Profile) -> Iterator[Finding]:
         yield Finding("info", "process.user", "the workload is root inside its namespace (never host root)")
     if profile.filesystem.root != "tmpfs":
         yield Finding("info", "filesystem.root", f"the host directory {profile.filesystem.root} is the root")
+    yield from _network(profile)
+
+
+def _network(profile: Profile) -> Iterator[Finding]:
+    """What [network] opens: the host's stack, egress to anywhere, ports published beyond loopback."""
+    from .net import spec
+    network = profile.network
+    if network.mode == "host":
+        yield Finding("danger", "network.mode", "'host' shares the host's network stack: its loopback services, "
+                      "abstract unix sockets and every address the host reaches")
+        return
+    if network.mode != "bridge":
+        extra = [key for key in ("segment", "egress", "publish", "dns") if getattr(network, key)]
+        for key in extra:
+            yield Finding("info", f"network.{key}", f"has no effect unless network.mode = 'bridge'")
+        return
+    for index, text in enumerate(network.egress):
+        entry = spec.parse_egress(text)
+        key = f"network.egress[{index}]"
+        if entry.anywhere and entry.ports is None:
+            yield Finding("danger", key, f"{text!r} allows egress to anywhere, on every port")
+        elif entry.anywhere:
+            yield Finding("warning", key, f"{text!r} allows any destination on these ports")
+        elif entry.network is not None and entry.network.overlaps(spec.LINK_LOCAL):
+            yield Finding("danger", key, f"{text!r} reaches link-local addresses, among them cloud metadata "
+                          "services (169.254.169.254) that hand out credentials")
+        elif entry.network is not None and entry.network.prefixlen < 16:
+            yield Finding("warning", key, f"{text!r} is a wide network ({entry.network.num_addresses} addresses)")
+    for index, text in enumerate(network.publish):
+        entry = spec.parse_publish(text)
+        if entry.address == "0.0.0.0":
+            yield Finding("danger", f"network.publish[{index}]", f"{text!r} listens on every host address: "
+                          "other machines reach into the sandbox")
+        elif not entry.loopback:
+            yield Finding("warning", f"network.publish[{index}]", f"{text!r} listens on a non-loopback host "
+                          f"address: whoever reaches {entry.address} reaches into the sandbox")
 
 
 def lint(profile: Profile) -> list[Finding]:

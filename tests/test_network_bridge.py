@@ -358,3 +358,19 @@ def test_egress_name_that_does_not_resolve_fails_the_launch():
     with pytest.raises(sandbox.SetupError) as caught:
         sandbox.run(profile(egress=["no-such-host.invalid:443"]), ["/bin/true"])
     assert "no-such-host.invalid does not resolve" in str(caught.value)
+
+
+# ---------------------------------------------------------------- verifier and lint
+
+def test_verify_checks_segment_membership_and_egress_canaries(lab, tmp_path):
+    path = bridge_profile(tmp_path, "verified", segment=unique("verified"), egress=[f"{WORLD_A}:8001/tcp"])
+    done = subprocess.run(lab.launcher(sandbox_command("verify", "--json", str(path))), capture_output=True,
+                          text=True, timeout=120)
+    results = {r["id"]: r for r in json.loads(done.stdout)["results"]}
+    assert results["outside.net.segment"]["status"] == "PASS", results["outside.net.segment"]
+    assert results["net.egress_allowed"]["status"] == "PASS", results["net.egress_allowed"]
+    refused = [r for cid, r in results.items() if cid.startswith("net.egress_refused")]
+    assert len(refused) == 2 and all(r["status"] == "PASS" for r in refused), refused
+    assert f"{WORLD_A}:9/tcp" in refused[0]["observed"] and "192.0.2.1:9/tcp" in refused[1]["observed"]
+    assert results["net.canary_tcp"]["status"] == "PASS"
+    assert done.returncode == 0, [r for r in results.values() if r["status"] == "FAIL"]

@@ -264,6 +264,27 @@ class Attachment:
                 except OSError:
                     pass  # the next gc tries again
 
+    def membership(self, pid: int) -> tuple[bool, str]:
+        """(ok, what was seen): pid's eth0 carries our address, its veth's other end is enslaved
+        to the segment's bridge and up."""
+        sandbox_ns = [("net", f"/proc/{pid}/ns/net")]
+        if self._nested:
+            sandbox_ns.insert(0, ("user", f"/proc/{pid}/ns/user"))
+        with nsexec.iproute(sandbox_ns) as ipr, nsexec.netlink_errors():
+            addresses = sorted(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)
+                               if a.get_attr("IFA_LABEL") == SANDBOX_IFNAME)
+        record = self.state.segment_record(self.segment)
+        with nsexec.iproute(segment.inside(self.state, self.segment, record)) as ipr, nsexec.netlink_errors():
+            found = ipr.link_lookup(ifname=f"sbx-{self.member}")
+            bridge = ipr.link_lookup(ifname="sbx-br")
+            link = ipr.get_links(found[0])[0] if found else None
+            master = link.get_attr("IFLA_MASTER") if link else None
+            up = bool(link and link.get_attr("IFLA_OPERSTATE") == "UP")
+        on_bridge = bool(bridge) and master == bridge[0]
+        observed = (f"eth0 {', '.join(addresses) or 'without an address'}; veth sbx-{self.member} "
+                    f"{'on the bridge' if on_bridge else 'not on the bridge'}{', up' if up else ', down'}")
+        return addresses == [self.address] and on_bridge and up, observed
+
     # ------------------------------------------------------------ what it was
 
     @property
