@@ -187,12 +187,17 @@ def _killed_launcher_leaves_and_gc_removes(command, env, state_root, lab=None):
         assert wait_until(lambda: (net_state.read_json(os.path.join(state_root, "segments", segment,
                                                                     "segment.json")) or {}).get("pasta"), 30)
         record = net_state.read_json(os.path.join(state_root, "segments", segment, "segment.json"))
-        time.sleep(0.5)  # the workload is running
+        members = os.path.join(state_root, "segments", segment, "members")
+        assert wait_until(lambda: all((net_state.read_json(os.path.join(members, m)) or {}).get("init")
+                                      for m in os.listdir(members)), 20)
+        inits = [net_state.read_json(os.path.join(members, m))["init"] for m in os.listdir(members)]
     finally:
         launcher.kill()
         launcher.wait()
-    assert _segment_dirs(state_root) == [segment]  # nothing removed it: the launcher was killed
     from sandbox.net import procs
+    # the sandbox dies with its launcher (parent-death signal); what it leaves is for gc
+    assert wait_until(lambda: not any(procs.alive(init) for init in inits), 10)
+    assert _segment_dirs(state_root) == [segment]  # nothing removed it: the launcher was killed
     assert procs.alive(record["pasta"])
     gc = subprocess.run(command[:command.index("run")] + ["gc"], capture_output=True, text=True, env=env, cwd="/")
     assert gc.returncode == 0, gc.stderr
