@@ -20,7 +20,7 @@ import signal
 import socket
 import struct
 
-from .. import _libc
+from .. import _libc, fds as inherited
 
 NS_TYPES = {"user": _libc.CLONE_NEWUSER, "net": _libc.CLONE_NEWNET}
 HELPER_TIMEOUT = 20.0
@@ -28,6 +28,13 @@ HELPER_TIMEOUT = 20.0
 
 class NamespaceError(OSError):
     """A helper could not join a namespace or do its work: errno and what it was doing."""
+
+
+def forked(keep: set[int]) -> None:
+    """First thing in every helper: close what it inherited but does not need. The launcher may
+    have other threads forking helpers at the same moment, and a copy of their pipe ends or of
+    the state lock held here would keep them waiting for an EOF or a lock that never comes."""
+    inherited.close_all_except({0, 1, 2} | keep)
 
 
 def join(namespaces: list[tuple[str, str]], as_root: bool = False) -> None:
@@ -71,7 +78,7 @@ def call(namespaces: list[tuple[str, str]], work, *, as_root: bool = False) -> t
     pid = os.fork()
     if pid == 0:  # helper: no return, no Python clean-up
         try:
-            parent_end.close()
+            forked({child_end.fileno()})
             join(namespaces, as_root)
             value, fds = work()
             socket.send_fds(child_end, [json.dumps({"value": value}).encode()], fds)
@@ -148,6 +155,7 @@ def run(namespaces: list[tuple[str, str]], argv: list[str], stdin: bytes = b"", 
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            forked(set())
             join(namespaces, as_root)
             _default_signals()
             os.execv(argv[0], argv)
@@ -214,7 +222,7 @@ def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_roo
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(report_r)
+            forked({report_w, *pass_fds})
             os.setsid()
             grandchild = os.fork()
             if grandchild:
@@ -226,15 +234,9 @@ def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_roo
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.dup2(log, 2)
-            keep = set(pass_fds) | {0, 1, 2, report_w}
+            forked({report_w, *pass_fds})
             for fd in pass_fds:
                 os.set_inheritable(fd, True)
-            for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
-                if int(fd) not in keep and int(fd) > 2:
-                    try:
-                        os.close(int(fd))
-                    except OSError:
-                        pass
             join(namespaces, as_root)
             if prepare is not None:
                 prepare()

@@ -77,10 +77,15 @@ def usable(state: State, name: str, record: dict | None) -> bool:
 # ---------------------------------------------------------------- creation
 
 def _configure_new_netns() -> None:
-    """In S, as its creator: loopback up, forwarding on (S's own sysctl, not the host's), no
-    IPv6 (segments carry IPv4; this also keeps link-local IPv6 chatter off the bridge)."""
+    """In S, as its creator: loopback up, forwarding on (S's own sysctls, not the host's), ICMP
+    errors not rate-limited (refusals are admin-prohibited errors: past the default burst a
+    program refused again and again would wait for its retransmission timer), no IPv6 (segments
+    carry IPv4; this also keeps link-local IPv6 chatter off the bridge)."""
     loopback.bring_up_loopback()
-    for path, value in (("/proc/sys/net/ipv4/ip_forward", "1"), ("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"),
+    for path, value in (("/proc/sys/net/ipv4/ip_forward", "1"), ("/proc/sys/net/ipv4/icmp_ratelimit", "0"),
+                        ("/proc/sys/net/ipv4/icmp_msgs_per_sec", "100000"),
+                        ("/proc/sys/net/ipv4/icmp_msgs_burst", "100000"),
+                        ("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"),
                         ("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")):
         try:
             with open(path, "w") as handle:
@@ -108,8 +113,7 @@ def _create_namespaces_root(directory: str) -> None:
     if pid == 0:
         code = 1
         try:
-            os.close(to_child_w)
-            os.close(to_parent_r)
+            nsexec.forked({to_child_r, to_parent_w})
             _libc.unshare(_libc.CLONE_NEWUSER)
             os.write(to_parent_w, b"u")
             if os.read(to_child_r, 1) == b"g":
