@@ -379,3 +379,63 @@ def test_verify_checks_segment_membership_and_egress_canaries(lab, tmp_path):
     assert f"{WORLD_A}:9/tcp" in refused[0]["observed"] and "192.0.2.1:9/tcp" in refused[1]["observed"]
     assert results["net.canary_tcp"]["status"] == "PASS"
     assert done.returncode == 0, [r for r in results.values() if r["status"] == "FAIL"]
+
+
+# ---------------------------------------------------------------- attacks from inside
+
+SPOOF = r'''
+import json, socket, subprocess, time
+victim = socket.gethostbyname("victim")
+run = lambda *a: subprocess.run(a, capture_output=True, text=True)
+out = {"victim": victim}
+out["addr"] = run("ip", "addr", "add", victim + "/24", "dev", "eth0").returncode
+def attempt(source):
+    s = socket.socket(); s.settimeout(2)
+    try:
+        if source:
+            s.bind((source, 0))
+        s.connect(("198.51.100.10", 8001)); s.send(b"ping"); return "ok:" + s.recv(64).decode()
+    except OSError as exc:
+        return type(exc).__name__ + ":" + str(exc.errno)
+    finally:
+        s.close()
+out["as_victim"] = attempt(victim)
+run("ip", "link", "set", "eth0", "address", "02:5b:00:00:00:99")
+out["new_mac"] = attempt(None)
+print(json.dumps(out))
+'''
+
+
+def test_a_workload_with_cap_net_admin_cannot_take_a_neighbours_egress(lab, tmp_path):
+    """The rules live in the segment's namespace: a workload holding CAP_NET_ADMIN in its own
+    namespaces may renumber its interface, but frames with a neighbour's address (or a MAC not
+    its own) are dropped at its bridge port, so the neighbour's allowlist never applies to it."""
+    seg = unique("spoof")
+    victim = bridge_profile(tmp_path, "victim", segment=seg, hostname="victim", hostname_resolution=True,
+                            egress=[f"{WORLD_A}:8001/tcp"])
+    attacker = tmp_path / "attacker.toml"
+    attacker.write_text(bridge_profile(tmp_path, "a", segment=seg, hostname="attacker", hostname_resolution=True,
+                                       egress=[f"{WORLD_A}:8002/tcp"]).read_text()
+                        + '[capabilities]\nkeep = ["CAP_NET_ADMIN"]\n')
+    background = subprocess.Popen(lab.launcher(sandbox_command("run", "-q", str(victim), "--", "sleep", "30")),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        state_root = os.environ["SANDBOX_NET_DIR"]
+        members = os.path.join(state_root, "segments", seg, "members")
+        assert wait_until(lambda: os.path.isdir(members) and any(
+            (net_state.read_json(os.path.join(members, m)) or {}).get("init") for m in os.listdir(members)), 30)
+        done = subprocess.run(lab.launcher(sandbox_command("run", "-q", str(attacker), "--", "python3", "-c", SPOOF)),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.splitlines()[-1])
+    finally:
+        background.kill()
+        background.wait()
+    assert out["addr"] == 0  # it may renumber itself: CAP_NET_ADMIN in its own namespace
+    assert not out["as_victim"].startswith("ok"), out
+    assert not out["new_mac"].startswith("ok"), out
+    assert not [s for s in lab.seen if s[1] == 8001], lab.seen  # the world never saw it
+    # the victim's launcher was killed: once its sandbox is gone, gc removes the segment
+    segment_dir = os.path.join(os.environ["SANDBOX_NET_DIR"], "segments", seg)
+    assert wait_until(lambda: subprocess.run(sandbox_command("gc"), capture_output=True).returncode == 0
+                      and not os.path.isdir(segment_dir), 15)
