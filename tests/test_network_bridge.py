@@ -169,6 +169,18 @@ def test_egress_allowed_reached_others_refused_fast_rootless(lab, tmp_path):
 
 # ---------------------------------------------------------------- cleanup after a killed launcher
 
+def _collect_after_kill(launcher_pid: int, env=None, segment_dir: str | None = None) -> None:
+    """A killed launcher's sandbox dies with it; gc then removes its cgroups and its segment.
+    Retried: the cgroup stays busy until the kernel has reaped the sandbox's last process."""
+    from sandbox import cgroups
+
+    def clean() -> bool:
+        subprocess.run(sandbox_command("gc"), capture_output=True, env=env, cwd="/")
+        return not [p for p in cgroups.leaked() if f"sandbox-{launcher_pid}-" in p] and \
+            not (segment_dir and os.path.isdir(segment_dir))
+    assert wait_until(clean, 20)
+
+
 def _segment_dirs(state_root: str) -> list[str]:
     try:
         return os.listdir(os.path.join(state_root, "segments"))
@@ -206,6 +218,7 @@ def _killed_launcher_leaves_and_gc_removes(command, env, state_root, lab=None):
     assert wait_until(lambda: not procs.alive(record["pasta"]), 5)
     if record.get("keeper"):
         assert wait_until(lambda: not procs.alive(record["keeper"]), 5)
+    _collect_after_kill(launcher.pid, env)
 
 
 def test_sigkill_of_a_launcher_then_gc_removes_everything_root(lab, tmp_path):
@@ -435,7 +448,5 @@ def test_a_workload_with_cap_net_admin_cannot_take_a_neighbours_egress(lab, tmp_
     assert not out["as_victim"].startswith("ok"), out
     assert not out["new_mac"].startswith("ok"), out
     assert not [s for s in lab.seen if s[1] == 8001], lab.seen  # the world never saw it
-    # the victim's launcher was killed: once its sandbox is gone, gc removes the segment
-    segment_dir = os.path.join(os.environ["SANDBOX_NET_DIR"], "segments", seg)
-    assert wait_until(lambda: subprocess.run(sandbox_command("gc"), capture_output=True).returncode == 0
-                      and not os.path.isdir(segment_dir), 15)
+    # the victim's launcher was killed: once its sandbox is gone, gc removes its cgroups and segment
+    _collect_after_kill(background.pid, segment_dir=os.path.join(os.environ["SANDBOX_NET_DIR"], "segments", seg))
