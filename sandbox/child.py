@@ -83,6 +83,7 @@ class ChildContext:
     gate_fd: int = -1  # the start gate: the workload execs once one byte can be read from it
     detached: bool = False  # the launcher leaves after "created" (OCI runtime): no parent-death signal
     faults: tuple = ()  # tests only: (step, errno) pairs from sandbox.faults, made to fail
+    join_userns_fd: int = -1  # rootless bridge: the segment's user namespace, which ours must descend from
 
 
 class _StepFailed(Exception):
@@ -141,7 +142,7 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0, cgroup_fd: int
     cgroup v2 directory), straight into that cgroup (in_cgroup): no migration to wait for later.
     Otherwise A, made by ``fork``. ``prepare()`` runs first in the child; its descriptors stay
     below ``pidfd_above``."""
-    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() else -1
+    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() and ctx.join_userns_fd < 0 else -1
     if parent_pidfd >= 0:
         cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
         pid, pidfd, in_cgroup = -1, -1, False
@@ -234,6 +235,8 @@ def run_intermediate(ctx: ChildContext):
                 os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
         if ctx.new_user_ns:
             with step(ctx, "user namespace"):
+                if ctx.join_userns_fd >= 0:  # see sandbox/net/segment.py
+                    _libc.setns(ctx.join_userns_fd, _libc.CLONE_NEWUSER)
                 _libc.unshare(_libc.CLONE_NEWUSER)
         protocol.send(ctx.message_fd, protocol.READY)
         _take_sandbox_ids(ctx)
@@ -315,7 +318,7 @@ def _arm_parent_death_signal(ctx: ChildContext) -> None:
 def needed_fds(ctx: ChildContext) -> set[int]:
     """The descriptors A keeps: the standard ones and every one ctx names."""
     needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.gate_fd, ctx.channel_fd, ctx.parent_pidfd,
-              *ctx.pass_fds}
+              ctx.join_userns_fd, *ctx.pass_fds}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)

@@ -65,6 +65,7 @@ class Result:
     stdout_truncated: bool = False  # more than max_output was written; the rest was dropped
     stderr_truncated: bool = False
     violations: list = field(default_factory=list)
+    network: dict | None = None  # bridge mode: segment, address, egress as resolved (sandbox.net)
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -161,6 +162,7 @@ class Launch:
         self._started = 0.0
         self._waited = False
         self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
+        self.network = None  # sandbox.net.Attachment in bridge mode
 
     # ------------------------------------------------------------ the four steps
 
@@ -271,6 +273,8 @@ class Launch:
                 self._close(fd)
             if self._trees is not None:
                 self._trees.close()
+            if self.network is not None:
+                self.network.detach()  # idempotent, never raises
             if self._cgroup is not None and not self.detached:
                 self._cgroup.destroy()  # idempotent; keeps the final figures, read once
             if not self._waited:
@@ -300,6 +304,12 @@ class Launch:
                     from .image.mount import open_root_tree
                     trees.fds["/"] = open_root_tree(self.profile, plan.id_map)
         self.warnings += trees.warnings
+        if self.profile is not None and self.profile.network.mode == "bridge":
+            from . import net  # the segment, its rules and egress, made ready before the fork
+            with _ParentStep("network"):
+                self.network = net.prepare(self.profile)
+            if self.network is not None:
+                self.warnings += self.network.warnings
         with _ParentStep("pipes"):
             message_r, message_w = self._pipe()
             go_r, go_w = self._pipe()
@@ -363,7 +373,9 @@ class Launch:
         if self.profile is not None:
             # From the sources as the launcher checked them: the trees it opened, the real paths
             # the child walks, the optional sources that are missing.
-            mount_plan = mounts.build_plan(self.profile, trees) if self.profile.namespaces.mount else None
+            network_files = self.network.files if self.network is not None else ()
+            mount_plan = (mounts.build_plan(self.profile, trees, network_files=network_files)
+                          if self.profile.namespaces.mount else None)
         else:
             mount_plan = plan.mounts
             if mount_plan is not None and trees.fds:
@@ -380,6 +392,7 @@ class Launch:
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             gate_fd=gate_fd, parent_pid=os.getpid(), pass_fds=self.pass_fds, tty=self.tty, stdio=stdio,
             channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached,
+            join_userns_fd=self.network.userns_fd if self.network is not None else -1,
             faults=tuple(faults.INJECTED.items()))
 
     def _filter_policy(self):
@@ -444,7 +457,9 @@ class Launch:
             if faults.INJECTED:
                 faults.fail_if_injected("id map")
             if self.plan.new_user_ns:
-                namespaces.write_id_maps(pid, self.plan.id_map)
+                # A rootless sandbox on a segment descends from the segment's user namespace,
+                # whose own process must write its maps (sandbox/net/segment.py).
+                (self.network or namespaces).write_id_maps(pid, self.plan.id_map)
             os.write(self._go_w, protocol.GO)
             return None
         except OSError as exc:
@@ -465,6 +480,8 @@ class Launch:
                 faults.fail_if_injected("cgroup placement")
             if self.init_pid != placer.pid:
                 self._cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
+            if self.network is not None:  # init's network namespace exists: its interface now
+                self.network.attach(self.init_pid)
             os.write(self._placed_w, protocol.GO)
         except OSError as exc:
             self._aside(SetupError("cgroup placement", exc.errno or 0, exc.strerror or str(exc)))
@@ -662,6 +679,8 @@ class Launch:
                 result.pids_peak = stats.pids_peak
                 result.pids_limit_hit = bool(stats.pids_limit_hits)
         result.warnings = self.warnings
+        if self.network is not None:
+            result.network = self.network.record
         result.profile_name = self.plan.name
         result.argv = self.argv
 

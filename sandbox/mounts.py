@@ -139,12 +139,14 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, opened=None) -> MountPlan:
+def build_plan(profile: Profile, opened=None, network_files: tuple | list = ()) -> MountPlan:
     """Profile -> ordered operations. `opened` is the launcher's sources.SourceTrees (opened
     trees, resolved paths, missing optional sources); without it (the verifier's expectations)
     optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)
     Pure apart from that and from where the audit log is (kept out). [[secrets]] are planned
-    empty: their values are read when a launch starts, and put in by with_secrets()."""
+    empty: their values are read when a launch starts, and put in by with_secrets().
+    network_files: (host file, path inside) pairs from sandbox.net, bound read-only last, over
+    whatever the profile put there (a bind, never a write: /etc may be a host bind)."""
     fs = profile.filesystem
     if isinstance(opened, dict):
         trees, resolved, missing = opened, {}, None
@@ -184,6 +186,7 @@ def build_plan(profile: Profile, opened=None) -> MountPlan:
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/sys/")]
     operations += [Mask(p) for p in fs.masked_paths]
     operations += [ReadOnly(p) for p in fs.readonly_paths]
+    operations += [Bind(source, target) for source, target in network_files]
     root = None if fs.root == "tmpfs" else fs.root
     operations += _audit_masks(profile, [op for op in mounts if isinstance(op, Bind)], root)
     if profile.image.rootfs:

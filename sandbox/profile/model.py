@@ -176,11 +176,34 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class Network:
-    """[network]: networking."""
+    """[network]: networking (see docs/network.md)."""
 
-    mode: str = spec("none", kind="enum", choices=("none", "host"),
-                     doc="none: a new network namespace with only loopback; host: the host's network.",
-                     relaxes="the workload can reach the host's network and the internet")
+    mode: str = spec("none", kind="enum", choices=("none", "host", "bridge"),
+                     doc="none: a new network namespace with only loopback; host: the host's network; "
+                         "bridge: a new network namespace with loopback and one interface on a segment "
+                         "(see segment, egress, publish).",
+                     relaxes="the workload has network access beyond its own loopback")
+    segment: str = spec("", kind="segment",
+                        doc="bridge: sandboxes that name the same segment reach each other; others cannot. "
+                            "Empty: a segment of this sandbox alone.",
+                        relaxes="other sandboxes on this segment can reach this one, and it them")
+    egress: tuple[str, ...] = spec((), kind="egress",
+                                   doc="bridge: destinations outside the segment the workload may reach: "
+                                       "\"HOST[:PORT[-PORT]][/tcp|udp]\" (HOST an IPv4 address, a CIDR network "
+                                       "or a name resolved at launch) or \"PORT[/tcp|udp]\" (any host). "
+                                       "Everything else is refused at once.",
+                                   relaxes="the workload can reach these destinations outside its segment")
+    publish: tuple[str, ...] = spec((), kind="publish",
+                                    doc="bridge: \"[ADDRESS:]HOSTPORT:PORT[/tcp|udp]\": connections to the "
+                                        "host's ADDRESS (default 127.0.0.1) port HOSTPORT reach the sandbox's "
+                                        "PORT.",
+                                    relaxes="host addresses forward connections into the sandbox")
+    hostname_resolution: bool = spec(False, kind="bool",
+                                     doc="bridge: /etc/hosts inside lists every sandbox on the segment that "
+                                         "asks for it, by its process.hostname (kept up to date).")
+    dns: tuple[str, ...] = spec((), kind="nameservers",
+                                doc="bridge: name servers written to /etc/resolv.conf inside; reachable "
+                                    "only if egress allows them (53/udp).")
 
 
 @dataclass(frozen=True)
