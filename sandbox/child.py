@@ -331,7 +331,7 @@ def run_init(ctx: ChildContext):
         with step(ctx, "init"):
             if not ctx.detached:
                 capabilities.set_parent_death_signal(signal.SIGKILL)
-            _shed_caller_identity()
+            identity = _caller_identity_area()  # read from the host's /proc, while it is there
         children_fd = -1
         if not ctx.new_pid_ns:
             with step(ctx, "child subreaper"):
@@ -361,6 +361,11 @@ def run_init(ctx: ChildContext):
             if os.read(ctx.placed_fd, 1) != protocol.GO:
                 _die()
             os.close(ctx.placed_fd)
+        with step(ctx, "init"):
+            # Before any process of the workload exists; not sooner, for the launcher, which runs as
+            # the same user when rootless, may still open /proc/<init>/ns/* until it has placed us
+            # (a segment's interface is attached then).
+            _shed_caller_identity(identity)
         if ctx.new_cgroup_ns:
             with step(ctx, "cgroup namespace"):  # only now: its root is the cgroup we were placed in
                 _libc.unshare(_libc.CLONE_NEWCGROUP)
@@ -410,16 +415,21 @@ def _reap_until(ctx: ChildContext, workload: int, children_fd: int = -1):
             _die(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
 
 
-def _shed_caller_identity() -> None:
+def _caller_identity_area() -> tuple[int, int, int, int]:
+    """Where this process's argv and environment strings are (arg_start, arg_end, env_start,
+    env_end: fields 48-51 of proc(5)), from the host's /proc: the root is not built yet."""
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()  # fields[0] is field 3
+    return tuple(int(value) for value in fields[45:49])
+
+
+def _shed_caller_identity(area: tuple[int, int, int, int]) -> None:
     """Init is a copy of the launching process: blank the command line and environment its
     memory still holds (what /proc/1/cmdline and /proc/1/environ show; a caller's arguments may
     carry tokens), and make it non-dumpable, so that no process of the sandbox can read the rest
     of that copy through /proc/1/mem or ptrace, whatever its ids. See docs/threat-model.md."""
+    arg_start, arg_end, env_start, env_end = area
     _libc.prctl(PR_SET_DUMPABLE, 0)
-    with open("/proc/self/stat", "rb") as handle:  # the host's /proc: the root is not built yet
-        fields = handle.read().rsplit(b")", 1)[1].split()
-    # Fields 48-51 of proc(5) (arg_start, arg_end, env_start, env_end); fields[0] is field 3.
-    arg_start, arg_end, env_start, env_end = (int(value) for value in fields[45:49])
     _libc.overwrite(arg_start, arg_end - arg_start, INIT_TITLE)
     _libc.overwrite(env_start, env_end - env_start, b"")
 

@@ -467,6 +467,137 @@ def gc():
         click.echo("nothing to collect: no cgroup or network segment of a dead launcher is left")
 
 
+# ---------------------------------------------------------------- images (docs/images.md)
+
+@main.group()
+def image():
+    """Container images: pull into the store, list, inspect, remove."""
+
+
+def _store():
+    from .image import Store
+    return Store()
+
+
+@image.command("pull")
+@click.argument("ref")
+@click.option("--digest", metavar="sha256:...", default="", help="Refuse any other image.")
+@click.option("--profile", "profile_name", metavar="PROFILE",
+              help="Apply this profile's [image] policy (allowed_registries, tls_verify).")
+@click.option("--tls-verify/--no-tls-verify", default=True, help="Require HTTPS with a verified certificate.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image's digest.")
+def image_pull(ref, digest, profile_name, tls_verify, quiet):
+    """Pull REF into the store, verifying every blob; print its digest."""
+    from .errors import SandboxError
+    from .image import ReferenceError, parse
+    try:
+        parsed = parse(ref)
+    except ReferenceError as exc:
+        raise click.BadParameter(str(exc), param_hint="REF") from None
+    allowed = None
+    try:
+        if profile_name:
+            from .api import load_profile
+            # Its policy only: with ref blanked, loading it pulls nothing.
+            settings = load_profile(profile_name, overrides={"image": {"ref": ""}}).image
+            allowed, tls_verify = settings.allowed_registries, settings.tls_verify
+        found = _store().pull(parsed, pin=digest, allowed=allowed, tls_verify=tls_verify, policy="always",
+                              log=None if quiet else lambda message: click.echo(f"sandbox: {message}", err=True))
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(found.id)
+
+
+@image.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def image_ls(as_json):
+    """List the images in the store."""
+    from .profile.units import format_size
+    images = _store().images()
+    if as_json:
+        click.echo(json.dumps([_image_dict(i) for i in images], indent=2))
+        return
+    for found in images:
+        names = ", ".join(found.references) or "(no reference)"
+        click.echo(f"{found.id[7:19]}  {format_size(found.size):>7}  {found.created[:10] or '?':<10}  {names}")
+
+
+def _image_dict(found) -> dict:
+    return {"id": found.id, "config": found.config_digest, "index": found.index_digest, "layers": list(found.layers),
+            "references": list(found.references), "created": found.created, "pulled": found.pulled,
+            "size": found.size, "path": found.path}
+
+
+@image.command("inspect")
+@click.argument("name")
+def image_inspect(name):
+    """Print what the store knows of an image (by digest, prefix or reference), as JSON."""
+    from .errors import SandboxError
+    try:
+        found = _store().get(name)
+        data = _image_dict(found)
+        data["config_json"] = found.config()
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(json.dumps(data, indent=2))
+
+
+@image.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Remove even an image a running sandbox uses.")
+def image_rm(names, force):
+    """Remove images (their layers go at the next prune)."""
+    from .errors import SandboxError
+    try:
+        for name in names:
+            click.echo(f"removed {_store().remove(name, force=force).id}")
+    except SandboxError as exc:
+        _fail(exc)
+
+
+@image.command("prune")
+@click.option("--all", "all_images", is_flag=True, help="Also images that a reference still names.")
+def image_prune(all_images):
+    """Remove unreferenced images, unused layers and leftovers of interrupted pulls."""
+    from .errors import SandboxError
+    try:
+        for item in _store().prune(all_images=all_images):
+            click.echo(f"removed {item}")
+    except SandboxError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------- scanning (docs/images.md)
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@click.option("--sarif", is_flag=True, help="Findings as SARIF 2.1.0 (for code-scanning dashboards).")
+@click.option("--fail-on", type=click.Choice(["low", "medium", "high", "critical"]),
+              help="Exit 1 when a finding at or above this severity remains.")
+@click.option("--allow", "allow_file", type=click.Path(dir_okay=False), help="Allowlist of accepted findings.")
+@click.option("--sbom", "sbom_file", type=click.Path(dir_okay=False), help="Write a CycloneDX SBOM here.")
+@click.option("--vuln-db", type=click.Path(file_okay=False), help="OSV database directory to match the SBOM against.")
+def scan(target, as_json, sarif, fail_on, allow_file, sbom_file, vuln_db):
+    """Scan an image (REF, or a digest in the store), a directory, or what a PROFILE's sandbox sees.
+
+    Files (setuid, capabilities, world-writable, devices, unknown owners, symlinks leaving the tree),
+    credentials, image configuration, installed software and its known vulnerabilities."""
+    from .errors import SandboxError
+    from .scan import run_scan
+    if as_json and sarif:
+        raise click.UsageError("--json and --sarif: choose one")
+    try:
+        report = run_scan(target, allowlist=allow_file, vuln_db=vuln_db)
+    except SandboxError as exc:
+        _fail(exc)
+    if sbom_file:
+        with open(sbom_file, "w") as handle:
+            handle.write(report.sbom_json())
+    click.echo(report.to_json() if as_json else report.to_sarif() if sarif else report.render())
+    sys.exit(1 if fail_on and report.failing(fail_on) else 0)
+
+
 @main.command()
 def schema():
     """Print the JSON Schema of the profile format."""

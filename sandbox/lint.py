@@ -54,7 +54,7 @@ CATALOGUE: dict[str, Check] = {check.id: check for check in (
     Check("SBX-NS-007", "warning", 0.5, "no cgroup namespace"),
     Check("SBX-NS-008", "warning", 0.3, "no time namespace"),
     # Network (docs/network.md)
-    Check("SBX-NET-001", "danger", 5.0, "network.mode = \"host\": the host's stack, its loopback services, the internet"),
+    Check("SBX-NET-001", "warning", 5.0, "network.mode = \"host\": the host's stack, its loopback services, the internet"),
     Check("SBX-NET-002", "warning", 0.5, "network.mode = \"bridge\": an interface on a segment"),
     Check("SBX-NET-003", "warning", 1.0, "a named segment: the other sandboxes on it reach this one"),
     Check("SBX-NET-004", "warning", 2.0, "egress to destinations outside the segment"),

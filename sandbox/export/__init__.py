@@ -39,6 +39,8 @@ HANDLED_KEYS = {
     "filesystem.sys": "/sys bind; warning", "filesystem.masked_paths": "maskedPaths; warning; InaccessiblePaths=",
     "filesystem.readonly_paths": "readonlyPaths; warning; ReadOnlyPaths=",
     "network.mode": "no network namespace; hostNetwork/NetworkPolicy; PrivateNetwork=",
+    **{f"network.{k}": "warning (segments are sandbox's own: docs/network.md)"
+       for k in ("segment", "egress", "publish", "hostname_resolution", "dns")},
     "limits.memory": "memory.limit; limits.memory; MemoryMax=", "limits.swap": "memory.swap; warning; MemorySwapMax=",
     "limits.memory_high": "unified; warning; MemoryHigh=", "limits.cpus": "cpu quota; limits.cpu; CPUQuota=",
     "limits.cpu_weight": "cpu.shares; warning; CPUWeight=", "limits.pids": "pids.limit; warning; TasksMax=",
@@ -108,6 +110,19 @@ def write_file(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def bridge_warnings(profile, warnings: "Warnings", target: str) -> None:
+    """[network] bridge mode: segments, egress allowlists and published ports are the launcher's
+    own (sandbox/net); no exported form carries them."""
+    network = profile.network
+    if network.mode != "bridge":
+        return
+    warnings.add("network.mode", f"'bridge' is sandbox's own: {target} gets a network namespace of its own "
+                 "with loopback only; give it the network the engine or the cluster provides")
+    for key in ("segment", "egress", "publish", "dns"):
+        if getattr(network, key):
+            warnings.add(f"network.{key}", f"not exported: {target} has no equivalent (docs/network.md)")
 
 
 class Warnings:

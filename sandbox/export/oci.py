@@ -36,7 +36,7 @@ import stat
 from .. import mounts
 from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, NOBODY, SECRET_DIR, Profile
-from . import ExportError, Warnings, prepare_output, write_file
+from . import ExportError, Warnings, bridge_warnings, prepare_output, write_file
 
 OCI_VERSION = "1.0.2"  # runc 1.1 and crun accept it; nothing below needs a later version
 ANNOTATION_PREFIX = "sandbox."
@@ -250,6 +250,7 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
 
 
 def _warn_lost(profile: Profile, user_inside: int, warnings: Warnings) -> None:
+    bridge_warnings(profile, warnings, "the bundle")
     if profile.landlock.enabled:
         warnings.add("landlock", "OCI has no Landlock: runc and crun do not restrict file access beneath the "
                      "mounts (sandbox-runtime may apply it from the sandbox.landlock annotation)")

@@ -128,9 +128,7 @@ def check_audit(profile: Profile, file: str) -> Iterator[Problem]:
 
 
 def check_network(profile: Profile, file: str) -> Iterator[Problem]:
-    network = profile.network
-    if network.mode == "bridge" and not profile.namespaces.network:
-        yield Problem(file, "namespaces.network", "true when network.mode is 'bridge'", "false")
+    network = profile.network  # (a namespace of its own: check_namespace_consistency)
     from ..net.spec import parse_publish
     seen: dict[tuple, int] = {}
     for index, text in enumerate(network.publish):
