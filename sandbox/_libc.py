@@ -207,6 +207,14 @@ def setdomainname(name: str) -> None:
         raise _fail("setdomainname", (name,))
 
 
+def personality(persona: int) -> int:
+    """personality(2); returns the previous persona."""
+    ret = libc.personality(ctypes.c_ulong(persona))
+    if ret == -1:
+        raise _fail("personality", (hex(persona),))
+    return ret
+
+
 def open_tree(dirfd: int, path, flags: int) -> int:
     ret = libc.syscall(ctypes.c_long(_SYSCALLS["open_tree"]), ctypes.c_int(dirfd), _fs(path),
                        ctypes.c_uint(flags))

@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import termios
+from typing import Any
 
 # signal's own functions, without the enum wrapping of signal.signal(): in a freshly forked
 # child that wrapping costs ~0.2 ms of copy-on-write faults per launch.
@@ -82,6 +83,23 @@ class ChildContext:
     channel_fd: int = -1  # unix socket to pass fds to the parent: b"T" pty master, b"L" seccomp listener
     gate_fd: int = -1  # the start gate: the workload execs once one byte can be read from it
     detached: bool = False  # the launcher leaves after "created" (OCI runtime): no parent-death signal
+    # What only some front ends ask for (the OCI runtime); the defaults are a profile's launch.
+    join_ns_fds: tuple = ()  # (fd, CLONE_NEW* flag): namespaces joined by path, before any is made
+    init_uid: int | None = None  # the ids init takes in a new user namespace (default: uid, gid)
+    init_gid: int | None = None
+    init_caps: tuple[str, ...] | None = None  # None: init drops every capability only in a user namespace
+    groups: tuple[int, ...] | None = None  # the workload's supplementary groups; None: none set
+    cap_sets: Any = None  # plan.CapabilitySets: the five sets as given, instead of keep_caps
+    no_new_privs: bool = True
+    sysctls: tuple = ()  # (name, value), written by init through the host's /proc in the new namespaces
+    domainname: str | None = None
+    oom_score_adj: int | None = None
+    personality: int | None = None
+    time_offsets: str | None = None  # /proc/self/timens_offsets text: init makes the time namespace
+    hooks_fd: int = -1  # init waits for one byte here before building the root (createRuntime hooks)
+    start_hooks: tuple = ()  # (path, args, env, timeout) run by the workload past the gate (startContainer)
+    hook_state: str = ""  # the OCI state JSON those hooks read on stdin
+    seccomp_log: bool = False
 
 
 class _StepFailed(Exception):
@@ -141,7 +159,8 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0, cgroup_fd: int
     cgroup v2 directory), straight into that cgroup (in_cgroup): no migration to wait for later.
     Otherwise A, made by ``fork``. ``prepare()`` runs first in the child; its descriptors stay
     below ``pidfd_above``."""
-    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() else -1
+    # Joining namespaces by path takes setns() before the others exist: only A can.
+    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() and not ctx.join_ns_fds else -1
     if parent_pidfd >= 0:
         cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
         pid, pidfd, in_cgroup = -1, -1, False
@@ -188,7 +207,7 @@ _clone_refused: list = []
 def _may_clone() -> bool:
     # Root's supplementary groups must go before the user namespace exists, which only A can do.
     try:
-        return not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread()
+        return (not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread())
     except OSError:  # no /proc: we cannot tell whether other threads exist
         return False
 
@@ -232,6 +251,9 @@ def run_intermediate(ctx: ChildContext):
         with step(ctx, "supplementary groups"):
             if os.geteuid() == 0:
                 os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
+        if ctx.join_ns_fds:
+            with step(ctx, "join namespaces"):
+                _join_namespaces(ctx)
         if ctx.new_user_ns:
             with step(ctx, "user namespace"):
                 _libc.unshare(_libc.CLONE_NEWUSER)
@@ -254,6 +276,15 @@ def run_intermediate(ctx: ChildContext):
         _die()
     except BaseException:
         _die()
+
+
+def _join_namespaces(ctx: ChildContext) -> None:
+    """setns() into the namespaces given by path (a pod's network, say), the user namespace first:
+    joining the others then needs capabilities in it."""
+    ordered = sorted(ctx.join_ns_fds, key=lambda item: item[1] != _libc.CLONE_NEWUSER)
+    for fd, nstype in ordered:
+        _libc.setns(fd, nstype)
+        os.close(fd)
 
 
 def run_cloned_init(ctx: ChildContext):
@@ -286,9 +317,17 @@ def _take_sandbox_ids(ctx: ChildContext) -> None:
     with step(ctx, "user and group ids"):
         # Host root is unmapped inside: files it creates would fail with EOVERFLOW. As the
         # sandbox user we keep every capability in our own namespace (it is not ns-root
-        # that changes), so the root can be built; the workload drops them later.
-        os.setresgid(ctx.gid, ctx.gid, ctx.gid)
-        os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+        # that changes), so the root can be built; the workload drops them later. An OCI
+        # container maps its own root: init becomes that (init_uid), and the workload changes later.
+        uid = ctx.uid if ctx.init_uid is None else ctx.init_uid
+        gid = ctx.gid if ctx.init_gid is None else ctx.init_gid
+        if ctx.groups is not None:
+            try:
+                os.setgroups([])  # allowed when a privileged parent wrote the maps
+            except PermissionError:
+                pass  # setgroups denied in this user namespace: there are none to drop
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
     with step(ctx, "parent-death signal"):
         # The kernel clears the parent-death signal whenever the effective ids change
         # (commit_creds), which they just did when root launched (host 0 -> 65534).
@@ -315,7 +354,7 @@ def _arm_parent_death_signal(ctx: ChildContext) -> None:
 def needed_fds(ctx: ChildContext) -> set[int]:
     """The descriptors A keeps: the standard ones and every one ctx names."""
     needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.gate_fd, ctx.channel_fd, ctx.parent_pidfd,
-              *ctx.pass_fds}
+              ctx.hooks_fd, *ctx.pass_fds, *(fd for fd, _ in ctx.join_ns_fds)}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
@@ -335,6 +374,21 @@ def run_init(ctx: ChildContext):
                 # Orphans come to us instead of the host's init, to be killed when the workload ends.
                 _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
                 children_fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY | os.O_CLOEXEC)
+        if ctx.oom_score_adj is not None:
+            with step(ctx, "oom score"):
+                _write_proc("/proc/self/oom_score_adj", str(ctx.oom_score_adj))
+        if ctx.sysctls:
+            with step(ctx, "sysctl"):
+                # Through the host's /proc, still ours: each entry is of the namespaces we are in.
+                for name, value in ctx.sysctls:
+                    _write_proc("/proc/sys/" + name.replace(".", "/"), value)
+        if ctx.hooks_fd >= 0:
+            with step(ctx, "hooks"):
+                # Our namespaces exist; the launcher runs the createRuntime/createContainer hooks now.
+                protocol.send(ctx.message_fd, protocol.HOOKS)
+                if os.read(ctx.hooks_fd, 1) != protocol.GO:
+                    _die()
+                os.close(ctx.hooks_fd)
         if ctx.plan is not None:
             with step(ctx, "mount"):
                 try:
@@ -345,6 +399,9 @@ def run_init(ctx: ChildContext):
         if ctx.hostname is not None:
             with step(ctx, "hostname"):
                 _libc.sethostname(ctx.hostname)
+        if ctx.domainname is not None:
+            with step(ctx, "domainname"):
+                _libc.setdomainname(ctx.domainname)
         if ctx.new_net_ns:
             with step(ctx, "network"):
                 network.bring_up_loopback()
@@ -361,6 +418,11 @@ def run_init(ctx: ChildContext):
         if ctx.new_cgroup_ns:
             with step(ctx, "cgroup namespace"):  # only now: its root is the cgroup we were placed in
                 _libc.unshare(_libc.CLONE_NEWCGROUP)
+        if ctx.time_offsets is not None:
+            with step(ctx, "time namespace"):
+                # Offsets can only be set before a process enters: the workload is the first.
+                _libc.unshare(_libc.CLONE_NEWTIME)
+                _write_proc("/proc/self/timens_offsets", ctx.time_offsets)
         with step(ctx, "fork workload"):
             workload = _libc.fork_single_threaded()
         if workload == 0:
@@ -371,11 +433,12 @@ def run_init(ctx: ChildContext):
             if ctx.detached:  # the launcher leaves after "created": our status is our exit code
                 os.close(ctx.message_fd)
                 ctx = dataclasses.replace(ctx, message_fd=-1)
-            if ctx.new_user_ns:
+            if ctx.new_user_ns or ctx.init_caps is not None:
                 # Init only reaps and forwards signals to a process of its own uid: it keeps no
                 # capability (in the user namespace it had them all) for the life of the sandbox.
-                capabilities.prepare(())
-                capabilities.finish(())
+                # An OCI container's workload may change uid: init keeps CAP_KILL to reach it.
+                capabilities.prepare(ctx.init_caps or ())
+                capabilities.finish(ctx.init_caps or ())
         _reap_until(ctx, workload, children_fd)
     except _StepFailed:
         _die()
@@ -405,6 +468,14 @@ def _reap_until(ctx: ChildContext, workload: int, children_fd: int = -1):
             # Leaving pid 1 makes the kernel kill everything else in the namespace. The workload's
             # status is also our exit status (what an engine's monitor sees of a detached sandbox).
             _die(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
+
+
+def _write_proc(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def _shed_caller_identity() -> None:
@@ -475,18 +546,40 @@ def run_workload(ctx: ChildContext):
                 os.setsid()
                 if ctx.tty:
                     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        if early_seccomp:
+            with step(ctx, "seccomp"):
+                # Without no_new_privs only a privileged process may load a filter: now, before the
+                # capabilities go (what runc does), so everything after must pass the filter.
+                load_bpf(ctx.seccomp_bpf, log=ctx.seccomp_log)
         with step(ctx, "capabilities"):
-            capabilities.prepare(ctx.keep_caps)
+            if ctx.cap_sets is not None:
+                capabilities.prepare_sets(ctx.cap_sets)
+            else:
+                capabilities.prepare(ctx.keep_caps)
         with step(ctx, "user and group ids"):
+            if ctx.groups is not None:
+                try:
+                    os.setgroups(list(ctx.groups))
+                except PermissionError:
+                    if ctx.groups:  # denied in a rootless user namespace: fine when none are asked for
+                        raise
             os.setresgid(ctx.gid, ctx.gid, ctx.gid)
             os.setresuid(ctx.uid, ctx.uid, ctx.uid)
         with step(ctx, "capabilities"):
-            capabilities.finish(ctx.keep_caps)
+            if ctx.cap_sets is not None:
+                capabilities.finish_sets(ctx.cap_sets)
+            else:
+                capabilities.finish(ctx.keep_caps)
         with step(ctx, "working directory"):
             os.umask(ctx.umask)
             os.chdir(ctx.cwd)
-        with step(ctx, "no_new_privs"):
-            capabilities.set_no_new_privs()
+        if ctx.personality is not None:
+            with step(ctx, "personality"):
+                _libc.personality(ctx.personality)
+        if ctx.no_new_privs:
+            with step(ctx, "no_new_privs"):
+                capabilities.set_no_new_privs()
         if ctx.landlock_rules is not None:
             with step(ctx, "landlock"):
                 for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort) or ():
@@ -500,11 +593,14 @@ def run_workload(ctx: ChildContext):
                 os.close(ctx.message_fd)
                 ctx = dataclasses.replace(ctx, message_fd=-1)
             _wait_at_gate(ctx.gate_fd)
+        if ctx.start_hooks:
+            with step(ctx, "startContainer hooks"):
+                run_hooks(ctx.start_hooks, ctx.hook_state, "startContainer")
         if ctx.message_fd >= 0:
             protocol.send(ctx.message_fd, protocol.EXEC)
-        if ctx.seccomp_bpf is not None:
+        if ctx.seccomp_bpf is not None and not early_seccomp:
             with step(ctx, "seccomp"):
-                listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener)
+                listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener, log=ctx.seccomp_log)
                 if ctx.seccomp_listener:
                     socket.send_fds(channel, [b"L"], [listener])
                     os.close(listener)
@@ -515,6 +611,26 @@ def run_workload(ctx: ChildContext):
         _die()
     except BaseException:
         _die()
+
+
+def run_hooks(hooks: tuple, state: str, stage: str) -> None:
+    """Run OCI hooks in order, each with the state on stdin and its timeout; the first that fails
+    raises OSError naming it (the runtime side and the workload's startContainer step share it)."""
+    import subprocess
+    for path, args, env, timeout in hooks:
+        try:
+            done = subprocess.run(list(args) or [path], executable=path, input=state.encode(),
+                                  env=dict(item.split("=", 1) for item in env if "=" in item),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+                                  close_fds=True)
+        except subprocess.TimeoutExpired:
+            raise OSError(errno.ETIMEDOUT, f"{stage} hook {path} did not finish within {timeout} s") from None
+        except OSError as exc:
+            raise OSError(exc.errno or errno.ENOEXEC, f"{stage} hook {path}: {exc.strerror}") from None
+        if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").strip().splitlines()
+            raise OSError(0, f"{stage} hook {path} failed with status {done.returncode}"
+                          + (f": {said[-1]}" if said else ""))
 
 
 def _wait_at_gate(gate_fd: int) -> None:

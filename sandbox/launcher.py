@@ -140,7 +140,8 @@ class Launch:
                  stderr=None, capture_output=False, max_output: int | None = DEFAULT_MAX_OUTPUT,
                  on_output_limit: str = "truncate", tty: bool = False, pass_fds: tuple[int, ...] = (),
                  forward_signals: bool = True, seccomp_mode: str | None = None, fork_server=None,
-                 detached: bool = False, start_gate: int | None = None, cgroup_name: str | None = None):
+                 detached: bool = False, start_gate: int | None = None, cgroup_name: str | None = None,
+                 namespaces_ready=None):
         if isinstance(profile, LaunchPlan):
             plan = profile.replace(argv=tuple(argv)) if argv else profile
         else:
@@ -160,7 +161,7 @@ class Launch:
         if seccomp_mode == "report" and plan.seccomp is None:
             seccomp_mode = None  # nothing is denied, so nothing to report
         if detached and (seccomp_mode or capture_output or fork_server is not None or start_gate is None
-                         or cgroup_name is None):
+                         or (cgroup_name is None and plan.cgroup_path is None)):
             raise ValueError("a detached launch needs a start gate and a cgroup name of its own, and has "
                              "nobody to report to or capture for")
         self.timeout = timeout if timeout is not None else plan.timeout
@@ -179,6 +180,12 @@ class Launch:
         # A detached sandbox outlives its creator: its cgroup needs a name that cgroups.gc(),
         # which collects sandbox-<dead launcher pid>-* cgroups, leaves alone.
         self.cgroup_name = cgroup_name
+        # Called with init's host pid once its namespaces exist and before its root is built (the
+        # OCI runtime's createRuntime and createContainer hooks); an exception aborts the launch.
+        self.namespaces_ready = namespaces_ready
+        self.start_hooks: tuple = ()  # (path, args, env, timeout): the workload runs them past the gate
+        self.hook_state = ""  # the OCI state those hooks read
+        self.cgroup = None  # the sandbox's SandboxCgroup once created (the OCI runtime records its paths)
         self.status = "new"  # new -> created -> running -> stopped -> deleted
         self.recorded: list = []
         self.warnings: list[str] = []
@@ -198,7 +205,7 @@ class Launch:
         self._previous_handlers = None
         self._placer = None
         self._reader = None
-        self._go_w = self._placed_w = self._gate_w = -1
+        self._go_w = self._placed_w = self._gate_w = self._hooks_w = -1
         self._seen: set[str] = set()
         self._error: SandboxError | None = None
         self._status_word: int | None = None
@@ -239,10 +246,12 @@ class Launch:
         try:
             self._create(start, cgprime)
         except BaseException:
-            if self.child_pid is not None:  # detached too: a sandbox that failed to start never lives on
+            if self.child_pid is not None or self.init_pid:  # detached too: a failed sandbox never lives on
                 self._kill()
                 self._end_supervision()
             self.delete()
+            if self.detached and self._cgroup is not None:
+                self._cgroup.destroy()
             raise
         finally:
             cgprime.stop()  # idempotent; normally already stopped before the fork
@@ -326,7 +335,12 @@ class Launch:
         from . import cgroups
         plan = self.plan
         cgroups.gc()
-        self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+        if plan.cgroup_path is not None:
+            from .cgroups import oci as oci_cgroups
+            cgroup = oci_cgroups.create_at(plan.cgroup_path, plan.cgroup_resources)
+        else:
+            cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+        self._cgroup = self.cgroup = cgroup
         self.warnings += list(getattr(cgroup, "warnings", ()))
         self._trees = trees = _IdmappedTrees()
         if self.profile is not None and plan.id_map is not None:
@@ -335,6 +349,8 @@ class Launch:
         message_r, message_w = self._pipe()
         go_r, go_w = self._pipe()
         placed_r, placed_w = self._pipe()
+        hooks_r, self._hooks_w = self._pipe() if self.namespaces_ready is not None else (-1, -1)
+        join_fds = self._open_namespaces()
         if self.detached:
             gate_r = self.start_gate
         else:
@@ -347,18 +363,19 @@ class Launch:
         stdio = self._stdio_pipes()
         channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
         ctx = self._context(trees, message_w, go_r, placed_r, gate_r, stdio,
-                            channel_child.fileno() if channel_child else -1)
+                            channel_child.fileno() if channel_child else -1, hooks_r, join_fds)
         if not self.tty and not self.detached:
             self._terminals = terminal.saved_states(fd if fd is not None else n for n, fd in enumerate(stdio))
         cgprime.stop()  # no thread may be running at fork
-        pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w), cgroup)
+        pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w, self._hooks_w), cgroup)
         self.child_pid = pid
         release_error = None
         if self._cloned:
             # Init waits for nothing else, and every page we touch before this is a
             # copy-on-write fault while init shares them: its maps first.
             release_error = self._release(pid)
-        for fd in [message_w, go_r, placed_r, gate_r if not self.detached else -1] + [
+        for fd in [message_w, go_r, placed_r, hooks_r, *(fd for fd, _ in join_fds),
+                   gate_r if not self.detached else -1] + [
                 fd for fd in stdio if fd is not None and fd in self._capture_names.values()]:
             self._close(fd)
         trees.close()
@@ -386,7 +403,20 @@ class Launch:
                 self._wait_first_process(pid)  # A, which left init to the engine's reaper
             self.child_pid = None
 
-    def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1) -> child.ChildContext:
+    def _open_namespaces(self) -> tuple:
+        """The namespaces the plan joins by path, opened now: a wrong path fails before any process."""
+        opened = []
+        for flag, path in self.plan.join_namespaces:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise SetupError("namespaces", exc.errno or 0, f"{path}: {exc.strerror}") from None
+            self._owned.add(fd)
+            opened.append((fd, flag))
+        return tuple(opened)
+
+    def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1, hooks_fd=-1,
+                 join_fds=()) -> child.ChildContext:
         plan = self.plan
         mount_plan = plan.mounts
         if mount_plan is not None and trees.fds:
@@ -399,7 +429,13 @@ class Launch:
             landlock_rules=plan.landlock_rules, landlock_best_effort=plan.landlock_best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             gate_fd=gate_fd, parent_pid=os.getpid(), pass_fds=self.pass_fds, tty=self.tty, stdio=stdio,
-            channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached)
+            channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached,
+            join_ns_fds=join_fds, init_uid=plan.init_ids[0] if plan.init_ids else None,
+            init_gid=plan.init_ids[1] if plan.init_ids else None, init_caps=plan.init_caps, groups=plan.groups,
+            cap_sets=plan.capability_sets, no_new_privs=plan.no_new_privs, sysctls=plan.sysctls,
+            domainname=plan.domainname, oom_score_adj=plan.oom_score_adj, personality=plan.personality,
+            time_offsets=plan.time_offsets, hooks_fd=hooks_fd, start_hooks=self.start_hooks,
+            hook_state=self.hook_state, seccomp_log=plan.seccomp_log)
 
     def _filter_policy(self):
         policy = self.plan.seccomp
@@ -461,7 +497,7 @@ class Launch:
         """Write the first process's id maps, then let it go on."""
         try:
             if self.plan.new_user_ns:
-                namespaces.write_id_maps(pid, self.plan.id_map)
+                _write_id_maps(pid, self.plan.id_map)
             os.write(self._go_w, protocol.GO)
             return None
         except OSError as exc:
@@ -533,11 +569,27 @@ class Launch:
                 self._start_recorder()
         elif kind == protocol.EXIT:
             self._status_word = message["status"]
+        elif kind == protocol.HOOKS:
+            self._run_namespace_hooks()
         elif kind == protocol.WARNING:
             self.warnings.append(message["message"])
         elif kind == protocol.ERROR:
             if self._error is None:
                 self._error = _error_from(message, self.argv[0])
+
+    def _run_namespace_hooks(self) -> None:
+        """Init waits with its namespaces made and its root not yet built: the caller's hooks run
+        now; a failure is the launch's error, and init, seeing the pipe close, gives up."""
+        try:
+            self.namespaces_ready(self.init_pid)
+            os.write(self._hooks_w, protocol.GO)
+        except SandboxError as exc:
+            self._error = self._error or exc
+        except OSError as exc:
+            self._error = self._error or SetupError("hooks", exc.errno or 0, exc.strerror or str(exc))
+        finally:
+            self._close(self._hooks_w)
+            self._hooks_w = -1
 
     def _deadline_passed(self) -> None:
         kind = self._deadline_kind
@@ -824,6 +876,28 @@ class _Placer:
     def join(self) -> None:
         with self._done:  # held until _run is over; taking it again later returns at once
             pass
+
+
+def _write_id_maps(pid: int, id_map) -> None:
+    """The maps written directly, or, for an unprivileged caller's maps of several ranges (an
+    OCI bundle's, rootless), through the setuid newuidmap/newgidmap helpers and /etc/subuid."""
+    try:
+        namespaces.write_id_maps(pid, id_map)
+        return
+    except PermissionError:
+        ranges = getattr(id_map, "uid_ranges", None)
+        if ranges is None or os.geteuid() == 0:
+            raise
+    import shutil
+    import subprocess
+    for helper, ranges in (("newgidmap", id_map.gid_ranges), ("newuidmap", id_map.uid_ranges)):
+        path = shutil.which(helper)
+        if path is None:
+            raise OSError(errno.EPERM, f"these id maps need {helper} (package uidmap), which is not installed")
+        argv = [path, str(pid)] + [str(n) for entry in ranges for n in entry]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError(errno.EPERM, f"{helper}: {done.stderr.strip() or done.returncode}")
 
 
 def _signal_pid(pid: int, signum: int) -> None:
