@@ -633,6 +633,76 @@ def run_hooks(hooks: tuple, state: str, stage: str) -> None:
                           + (f": {said[-1]}" if said else ""))
 
 
+def run_exec(ctx: ChildContext):
+    """A process joining a running container (sandbox-runtime exec), already in its namespaces and
+    cgroup (the caller set those up, then forked us into its pid namespace). The workload's steps,
+    in the same order: descriptors, terminal, rlimits, ids, capabilities, no_new_privs, seccomp."""
+    try:
+        channel = None
+        with step(ctx, "file descriptors"):
+            for signum in _RESET_SIGNALS:
+                _signal.signal(signum, _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, *ctx.pass_fds})
+            for fd in ctx.pass_fds:
+                os.set_inheritable(fd, True)
+        if ctx.tty:
+            with step(ctx, "terminal"):
+                import socket
+                channel = socket.socket(fileno=ctx.channel_fd)
+                master, slave = os.openpty()  # from the container's own devpts: we are in its mount namespace
+                socket.send_fds(channel, [b"/dev/ptmx"], [master])
+                os.close(master)
+                channel.close()
+                for target in (0, 1, 2):
+                    os.dup2(slave, target)
+                if slave > 2:
+                    os.close(slave)
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        with step(ctx, "rlimits"):
+            rlimits.apply(ctx.rlimits)
+        if ctx.oom_score_adj is not None:
+            with step(ctx, "oom score"):
+                _write_proc("/proc/self/oom_score_adj", str(ctx.oom_score_adj))
+        early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        if early_seccomp:
+            with step(ctx, "seccomp"):
+                load_bpf(ctx.seccomp_bpf, log=ctx.seccomp_log)
+        with step(ctx, "capabilities"):
+            capabilities.prepare_sets(ctx.cap_sets)
+        with step(ctx, "user and group ids"):
+            if ctx.groups is not None:
+                try:
+                    os.setgroups(list(ctx.groups))
+                except PermissionError:
+                    if ctx.groups:
+                        raise
+            os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+            os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+        with step(ctx, "capabilities"):
+            capabilities.finish_sets(ctx.cap_sets)
+        with step(ctx, "working directory"):
+            os.umask(ctx.umask)
+            os.chdir(ctx.cwd)
+        if ctx.personality is not None:
+            with step(ctx, "personality"):
+                _libc.personality(ctx.personality)
+        if ctx.no_new_privs:
+            with step(ctx, "no_new_privs"):
+                capabilities.set_no_new_privs()
+        with step(ctx, "exec"):
+            _find_executable(ctx)
+        if ctx.seccomp_bpf is not None and not early_seccomp:
+            with step(ctx, "seccomp"):
+                load_bpf(ctx.seccomp_bpf, log=ctx.seccomp_log)
+        _exec(ctx)
+    except _StepFailed:
+        _die()
+    except BaseException:
+        _die()
+
+
 def _wait_at_gate(gate_fd: int) -> None:
     """Block until one byte can be read from the gate (a pipe, or a FIFO opened O_NONBLOCK whose
     writer may not exist yet: select() waits for one); its end without a byte means abort."""

@@ -188,6 +188,14 @@ class Log:
             except OSError:
                 pass
 
+    def touch(self) -> None:
+        """The log file exists from the start, as runc's does (containerd reads it after a failure)."""
+        if self.path:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            except OSError:
+                pass
+
     def error(self, message: str) -> None:
         self.write("error", message)
         try:
@@ -210,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         globals_, command, options, positionals = parse(argv)
         log = Log(globals_.log, globals_.log_format, globals_.debug)
+        log.touch()
         if globals_.version:
             print(f"sandbox-runtime version {VERSION}\nspec: {SPEC_VERSION}")
             return 0

@@ -20,6 +20,9 @@ from .state import Container, RuntimeFailure, all_containers, now_rfc3339, proce
 
 def run_command(command: str, root: str, options, positionals: list[str], log, globals_) -> int:
     handler = globals()[f"cmd_{command}"]
+    if command == "create":
+        handler(root, options, positionals, log)
+        return 0
     return handler(root, options, positionals, log)
 
 
