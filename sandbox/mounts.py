@@ -511,11 +511,14 @@ def _device_node(root_fd: int, op: DeviceNode) -> None:
 
 def _cgroup_tree(root_fd: int, op: CgroupTree) -> None:
     flags = _libc.MS_RDONLY if op.readonly else 0
-    if len(op.dirs) == 1 and op.dirs[0][0] == "":
-        _bind_oci(root_fd, op.dirs[0][1], op.target, flags | SECURE_FLAGS, True)
+    # A rootless container may have no cgroup of its own: then it sees none (an empty tmpfs),
+    # never the host's tree.
+    dirs = [(name, path) for name, path in op.dirs if os.path.isdir(OLDROOT + path)]
+    if len(dirs) == 1 and dirs[0][0] == "":
+        _bind_oci(root_fd, dirs[0][1], op.target, flags | SECURE_FLAGS, True)
         return
     _mount_at(root_fd, op.target, "tmpfs", SECURE_FLAGS, "mode=755,size=64k")
-    for name, host_dir in op.dirs:
+    for name, host_dir in dirs:
         _bind_oci(root_fd, host_dir, f"{op.target}/{name}", flags | SECURE_FLAGS, True)
     if op.readonly:
         top = _resolve(root_fd, op.target)

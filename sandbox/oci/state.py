@@ -33,10 +33,15 @@ class RuntimeFailure(SandboxError):
 
 
 def default_root() -> str:
-    if os.geteuid() == 0 and not os.environ.get("XDG_RUNTIME_DIR", "").startswith("/run/user/"):
+    """/run/sandbox-runtime for host root; $XDG_RUNTIME_DIR/sandbox-runtime otherwise (rootless
+    podman runs the runtime as root of its user namespace, with its XDG_RUNTIME_DIR)."""
+    from .spec import in_initial_user_namespace
+    if os.geteuid() == 0 and in_initial_user_namespace():
         return "/run/sandbox-runtime"
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sandbox-runtime-{os.geteuid()}"
-    return os.path.join(runtime_dir, "sandbox-runtime")
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return os.path.join(runtime_dir, "sandbox-runtime")
+    return f"/tmp/sandbox-runtime-{os.geteuid()}"
 
 
 def check_id(container_id: str) -> None:
