@@ -55,7 +55,7 @@ def path_of(cgroups_path: str, container_id: str) -> str:
             raise ValueError(f"expected a systemd slice:prefix:name, found {cgroups_path!r}")
         unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
         return "/" + "/".join(_expand_slice(slice_name) + [unit])
-    path = os.path.normpath("/" + cgroups_path)
+    path = os.path.normpath("/" + cgroups_path.lstrip("/"))
     if ".." in path.split("/"):
         raise ValueError("a path without ..")
     return path
