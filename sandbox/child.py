@@ -100,6 +100,7 @@ class ChildContext:
     start_hooks: tuple = ()  # (path, args, env, timeout) run by the workload past the gate (startContainer)
     hook_state: str = ""  # the OCI state JSON those hooks read on stdin
     seccomp_log: bool = False
+    new_keyring: str | None = None  # a session keyring of this name (OCI: the host's is not shared)
 
 
 class _StepFailed(Exception):
@@ -546,6 +547,13 @@ def run_workload(ctx: ChildContext):
                 os.setsid()
                 if ctx.tty:
                     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if ctx.new_keyring is not None:
+            with step(ctx, "session keyring"):
+                try:
+                    _libc.join_session_keyring(ctx.new_keyring)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSYS:  # no keyrings in this kernel: none to share either
+                        raise
         early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
         if early_seccomp:
             with step(ctx, "seccomp"):

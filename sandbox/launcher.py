@@ -435,7 +435,7 @@ class Launch:
             cap_sets=plan.capability_sets, no_new_privs=plan.no_new_privs, sysctls=plan.sysctls,
             domainname=plan.domainname, oom_score_adj=plan.oom_score_adj, personality=plan.personality,
             time_offsets=plan.time_offsets, hooks_fd=hooks_fd, start_hooks=self.start_hooks,
-            hook_state=self.hook_state, seccomp_log=plan.seccomp_log)
+            hook_state=self.hook_state, seccomp_log=plan.seccomp_log, new_keyring=plan.new_keyring)
 
     def _filter_policy(self):
         policy = self.plan.seccomp

@@ -69,6 +69,7 @@ class LaunchPlan:
     cgroup_path: str | None = None  # an absolute cgroup path (OCI cgroupsPath) instead of a sandbox-* name
     cgroup_resources: Any = None  # OCI linux.resources, applied by sandbox.cgroups.oci
     seccomp_log: bool = False  # SECCOMP_FILTER_FLAG_LOG
+    new_keyring: str | None = None  # the workload joins a new session keyring of this name
     annotations: dict | None = None  # an OCI bundle's, for the policy that checks a plan (org.sandbox.*)
 
     def replace(self, **changes) -> "LaunchPlan":

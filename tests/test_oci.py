@@ -301,3 +301,56 @@ def test_console_socket_receives_the_pty_master(tmp_path, state_root, bundle):
     finally:
         server.close()
     assert left_behind(state_root, cid) == []
+
+
+def test_device_rules_on_cgroup_v2_are_a_bpf_program(tmp_path):
+    """The v2 form of linux.resources.devices (runc's and crun's device filter), checked on a
+    cgroup of the unified tree: what the rules allow opens, the rest is EPERM."""
+    require("cgroup_v2")
+    from sandbox.cgroups import oci as oci_cgroups
+    from sandbox.cgroups.devices import attach_program
+    unified = [d for name, d in oci_cgroups.hierarchies().items() if name in ("", "unified")][0]
+    directory = os.path.join(unified, f"sbxtest-devices-{os.getpid()}")
+    os.mkdir(directory)
+    try:
+        attach_program(directory, [{"allow": False, "access": "rwm"},
+                                   {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                                   {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "r"}])
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with open(os.path.join(directory, "cgroup.procs"), "w") as handle:
+                    handle.write(str(os.getpid()))
+                results = []
+                for path, mode in (("/dev/null", os.O_RDWR), ("/dev/zero", os.O_RDONLY), ("/dev/zero", os.O_WRONLY),
+                                   ("/dev/full", os.O_RDONLY)):
+                    try:
+                        os.close(os.open(path, mode))
+                        results.append("ok")
+                    except OSError as exc:
+                        results.append(exc.errno)
+                os.write(write_fd, json.dumps(results).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        results = json.loads(os.read(read_fd, 4096))
+        os.close(read_fd)
+    finally:
+        os.rmdir(directory)
+    import errno
+    assert results == ["ok", "ok", errno.EPERM, errno.EPERM]
+
+
+def test_the_container_has_a_session_keyring_of_its_own(state_root, bundle):
+    """runc's default: the container joins a new session keyring (named after it), never the
+    runtime's; --no-new-keyring keeps the caller's."""
+    cid = _cid("keys")
+    directory = bundle(["sh", "-c", f"grep -c ' _ses.{cid}: ' /proc/keys"], linux__maskedPaths=[])
+    done = runtime(state_root, "run", "--bundle", directory, cid)
+    assert done.returncode == 0 and done.stdout.strip() == "1", (done.stdout, done.stderr)
+    other = _cid("keys")
+    directory = bundle(["sh", "-c", f"grep -c ' _ses.{other}: ' /proc/keys"], "b2", linux__maskedPaths=[])
+    done = runtime(state_root, "run", "--no-new-keyring", "--bundle", directory, other)
+    assert done.stdout.strip() == "0", (done.stdout, done.stderr)

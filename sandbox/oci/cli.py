@@ -27,7 +27,7 @@ GLOBAL_FLAGS = {
 # Accepted and ignored, because they change nothing about isolation (docs/oci.md lists them):
 # --criu (no checkpointing), --rootless (detected), --systemd-cgroup (no systemd: the
 # slice:prefix:name form is mapped to cgroupfs paths), create/run --no-pivot (we always
-# pivot_root, which is stricter), --no-new-keyring (see docs), --notify-socket (no sd_notify).
+# pivot_root, which is stricter), --notify-socket (no sd_notify). --no-new-keyring is honoured.
 _CREATE = {
     "--bundle": ("bundle", True, False), "-b": ("bundle", True, False),
     "--console-socket": ("console_socket", True, False), "--pid-file": ("pid_file", True, False),

@@ -117,6 +117,9 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
     if bundle.terminal and not options.console_socket:
         raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
     bundle = policy.check(bundle, log=log)
+    if options.no_new_keyring:
+        import dataclasses
+        bundle = dataclasses.replace(bundle, plan=bundle.plan.replace(new_keyring=None))
     preserve = int(options.preserve_fds or 0)
     container.make()
     gate = -1

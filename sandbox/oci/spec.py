@@ -325,7 +325,8 @@ class _Translation:
             init_caps=("CAP_KILL",), groups=groups, capability_sets=CapabilitySets(**caps),
             no_new_privs=no_new_privs, sysctls=sysctls, domainname=domainname or None, oom_score_adj=oom,
             personality=personality, time_offsets=time_offsets, cgroup_path=cgroup_path,
-            cgroup_resources=resources, seccomp_log=seccomp_log, annotations=dict(annotations))
+            cgroup_resources=resources, seccomp_log=seccomp_log, annotations=dict(annotations),
+            new_keyring=f"_ses.{self.container_id}"[:64])
         return Bundle(self.container_id, self.bundle_dir, self.config, plan, hooks, terminal, console_size,
                       dict(annotations), cgroup_dirs, self.rootless)
 
