@@ -26,7 +26,6 @@ import os
 import select
 import signal
 import termios
-from typing import Any
 
 # signal's own functions, without the enum wrapping of signal.signal(): in a freshly forked
 # child that wrapping costs ~0.2 ms of copy-on-write faults per launch.
@@ -89,7 +88,7 @@ class ChildContext:
     init_gid: int | None = None
     init_caps: tuple[str, ...] | None = None  # None: init drops every capability only in a user namespace
     groups: tuple[int, ...] | None = None  # the workload's supplementary groups; None: none set
-    cap_sets: Any = None  # plan.CapabilitySets: the five sets as given, instead of keep_caps
+    cap_sets: object = None  # plan.CapabilitySets: the five sets as given, instead of keep_caps
     no_new_privs: bool = True
     sysctls: tuple = ()  # (name, value), written by init through the host's /proc in the new namespaces
     domainname: str | None = None

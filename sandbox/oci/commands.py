@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -29,6 +28,7 @@ def run_command(command: str, root: str, options, positionals: list[str], log, g
 # ---------------------------------------------------------------- create, start, run
 
 def _hook_state(container_id: str, status: str, pid: int, bundle: str, annotations: dict) -> str:
+    import json
     state = {"ociVersion": "1.2.0", "id": container_id, "status": status, "pid": pid, "bundle": bundle}
     if annotations:
         state["annotations"] = annotations
@@ -108,11 +108,14 @@ def send_console(socket_path: str, master: int, size=None) -> None:
 
 
 def cmd_create(root, options, positionals, log, *, keep_gate=False):
+    import json
     container_id = positionals[0]
     container = Container(root, container_id)
     bundle_dir = os.path.abspath(options.bundle or ".")
     from . import policy, spec
     bundle = spec.load_bundle(bundle_dir, container_id)
+    for warning in bundle.warnings:
+        log.warning(warning)
     spec.check_hooks_exist(bundle)
     if bundle.terminal and not options.console_socket:
         raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
@@ -214,11 +217,14 @@ def _destroy(container: Container, cgroup=None) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    if cgroup is None and container.extra.get("cgroup_dirs"):
-        cgroup = container.cgroup()
-    if cgroup is not None and cgroup.active:
-        cgroup.thaw()
-        cgroup.destroy()
+    if cgroup is not None:
+        if cgroup.active:
+            cgroup.thaw()
+            cgroup.destroy()
+    elif container.extra.get("cgroup_dirs"):
+        left = container.destroy_cgroups()
+        if left:
+            raise RuntimeFailure(f"cgroups still busy after kill: {', '.join(left)}")
 
 
 def cmd_start(root, options, positionals, log):
@@ -239,9 +245,7 @@ def cmd_start(root, options, positionals, log):
             os.write(gate, b"g")
         finally:
             os.close(gate)
-        os.unlink(container.fifo)
-        container.state["status"] = "running"
-        container.save()
+        os.unlink(container.fifo)  # the status is "running" from now on (state.py derives it)
         hooks = (container.extra.get("hooks") or {}).get("poststart")
         if hooks:
             state = _hook_state(container.id, "running", container.pid, container.state.get("bundle", ""),
@@ -304,12 +308,14 @@ def cmd_run(root, options, positionals, log):
 # ---------------------------------------------------------------- state, list
 
 def cmd_state(root, options, positionals, log):
+    import json
     container = _existing(root, positionals[0]).load()
     print(json.dumps(container.oci_state(), indent=2))
     return 0
 
 
 def cmd_list(root, options, positionals, log):
+    import json
     containers = all_containers(root)
     fmt = options.format or "table"
     if fmt not in ("table", "json"):
@@ -339,9 +345,6 @@ def cmd_list(root, options, positionals, log):
 
 # ---------------------------------------------------------------- kill, delete
 
-SIGNAL_NAMES = {name: int(value) for name, value in signal.Signals.__members__.items()}
-
-
 def parse_signal(text: str) -> int:
     if text.isdigit():
         number = int(text)
@@ -350,8 +353,9 @@ def parse_signal(text: str) -> int:
     upper = text.upper()
     if not upper.startswith("SIG"):
         upper = "SIG" + upper
-    if upper in SIGNAL_NAMES:
-        return SIGNAL_NAMES[upper]
+    number = getattr(signal, upper, None)  # SIGTERM...: module constants, no enum walk
+    if upper.startswith("SIG") and not upper.startswith(("SIG_", "SIGRTM")) and isinstance(number, int):
+        return int(number)
     for base in ("SIGRTMIN", "SIGRTMAX"):
         if upper.startswith(base) and upper[len(base):] and upper[len(base)] in "+-":
             offset = int(upper[len(base):])
@@ -473,6 +477,7 @@ def cmd_resume(root, options, positionals, log):
 
 
 def cmd_ps(root, options, positionals, log):
+    import json
     container = _existing(root, positionals[0]).load()
     cgroup = container.cgroup() if container.extra.get("cgroup_dirs") else None
     if cgroup is not None and cgroup.active:
@@ -509,6 +514,7 @@ def _stats(container: Container) -> dict:
 
 
 def cmd_events(root, options, positionals, log):
+    import json
     container = _existing(root, positionals[0]).load()
     if options.stats:
         print(json.dumps(_stats(container)))
@@ -538,6 +544,7 @@ def _bytes(text: str) -> int:
 
 
 def cmd_update(root, options, positionals, log):
+    import json
     container, cgroup = _running_cgroup(root, positionals[0], "update")
     resources: dict = {}
     if options.resources:
@@ -583,6 +590,7 @@ def cmd_exec(root, options, positionals, log):
 
 
 def cmd_spec(root, options, positionals, log):
+    import json
     from .defaults import default_config
     directory = options.bundle or "."
     path = os.path.join(directory, "config.json")
@@ -595,6 +603,7 @@ def cmd_spec(root, options, positionals, log):
 
 
 def cmd_features(root, options, positionals, log):
+    import json
     from .defaults import features
     print(json.dumps(features(), indent=4))
     return 0

@@ -105,6 +105,7 @@ def _translate(process: dict, file: str, config: dict, container_id: str):
     if linux.has("seccomp"):
         translation = _Translation.__new__(_Translation)
         translation.container_id = container_id
+        translation.warnings = []
         policy, log = translation._seccomp(linux, caps)
         if policy is not None:
             from ..seccomp import compile_bpf

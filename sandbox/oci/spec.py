@@ -103,6 +103,7 @@ class Bundle:
     annotations: dict
     cgroup_dirs: dict  # hierarchy -> directory, as created
     rootless: bool
+    warnings: tuple = ()  # what was honoured more strictly than asked, for the runtime's log
 
 
 # ---------------------------------------------------------------- field access with paths
@@ -211,6 +212,7 @@ class _Translation:
         self.rootless = rootless()
         self.can_mknod = not self.rootless
         self.namespaces: dict[str, str | None] = {}  # type -> path or None (new)
+        self.warnings: list[str] = []
 
     def bundle(self) -> Bundle:
         from ..plan import CapabilitySets, IdMappings, LaunchPlan, DEFAULT_KILL_AFTER
@@ -328,7 +330,7 @@ class _Translation:
             cgroup_resources=resources, seccomp_log=seccomp_log, annotations=dict(annotations),
             new_keyring=f"_ses.{self.container_id}"[:64])
         return Bundle(self.container_id, self.bundle_dir, self.config, plan, hooks, terminal, console_size,
-                      dict(annotations), cgroup_dirs, self.rootless)
+                      dict(annotations), cgroup_dirs, self.rootless, tuple(self.warnings))
 
     # -- pieces -------------------------------------------------------------------------
 
@@ -625,6 +627,25 @@ class _Translation:
             policy = import_docker(section.data, frozenset(caps["effective"]), name=f"oci:{self.container_id}")
         except (ValueError, TypeError, KeyError) as exc:
             raise SpecError("linux.seccomp", f"expected an OCI seccomp section ({exc})") from None
+        from ..seccomp import compile_bpf
+        try:
+            compile_bpf(policy)
+        except ValueError as exc:
+            if len(policy.architectures) == 1:
+                raise SpecError("linux.seccomp", f"the filter cannot be compiled: {exc}") from None
+            # Argument rules on a multiplexed call (socket through i386's socketcall) that libseccomp
+            # cannot express for a foreign ABI: that ABI is refused altogether instead (its calls
+            # kill the process), which is stricter, never weaker, than what was asked.
+            import dataclasses
+            native = dataclasses.replace(policy, architectures=("native",))
+            try:
+                compile_bpf(native)
+            except ValueError as again:
+                raise SpecError("linux.seccomp", f"the filter cannot be compiled: {again}") from None
+            dropped = ", ".join(a for a in policy.architectures if a != "native")
+            self.warnings.append(f"config.json: linux.seccomp.architectures: {dropped} refused altogether "
+                                 f"(libseccomp cannot express this profile's argument rules for them: {exc})")
+            policy = native
         return policy, log
 
     def _sysctls(self, linux: _Fields) -> tuple:

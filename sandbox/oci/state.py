@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-import re
 import time
 
-from ..errors import SandboxError
-
 OCI_VERSION = "1.2.0"
-ID_RE = re.compile(r"^[\w+\-.]+$")
+_ID_PUNCTUATION = set("_+-.")
 
 
-class RuntimeFailure(SandboxError):
-    """A command that cannot be carried out (runc's wording where the engines look for it)."""
+class RuntimeFailure(Exception):
+    """A command that cannot be carried out (runc's wording where the engines look for it).
+    Not a SandboxError: start, kill, state and delete must not import the error tree's dataclasses."""
 
     exit_code = 1
+
+    def one_line(self) -> str:
+        return str(self)
 
 
 def default_root() -> str:
@@ -45,7 +45,8 @@ def default_root() -> str:
 
 
 def check_id(container_id: str) -> None:
-    if not container_id or not ID_RE.match(container_id) or container_id in (".", ".."):
+    if not container_id or container_id in (".", "..") or not all(
+            ch.isalnum() or ch in _ID_PUNCTUATION for ch in container_id) or not container_id.isascii():
         raise RuntimeFailure(f"invalid container id format: {container_id!r}")
 
 
@@ -104,6 +105,19 @@ class Container:
             self._lock_fd = -1
 
     def load(self) -> "Container":
+        """From state.marshal, a copy of state.json that needs no json import (start, kill and
+        delete run once or more per container: the json module and its regular expressions are
+        ~8 ms of each); from state.json when there is no copy."""
+        import marshal
+        try:
+            with open(os.path.join(self.dir, "state.marshal"), "rb") as handle:
+                state = marshal.loads(handle.read())
+            if isinstance(state, dict):
+                self.state = state
+                return self
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+        import json
         try:
             with open(os.path.join(self.dir, "state.json")) as handle:
                 self.state = json.load(handle)
@@ -114,17 +128,22 @@ class Container:
         return self
 
     def save(self) -> None:
-        temporary = os.path.join(self.dir, "state.json.tmp")
-        with open(temporary, "w") as handle:
-            json.dump(self.state, handle)
-        os.replace(temporary, os.path.join(self.dir, "state.json"))
+        import json
+        import marshal
+        for name, data in (("state.json", json.dumps(self.state).encode()), ("state.marshal", marshal.dumps(self.state))):
+            temporary = os.path.join(self.dir, name + ".tmp")
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, os.path.join(self.dir, name))
 
     def config(self) -> dict:
+        import json
         with open(os.path.join(self.dir, "config.json")) as handle:
             return json.load(handle)
 
     def remove(self) -> None:
-        for name in ("state.json", "state.json.tmp", "config.json", "exec.fifo", "lock"):
+        for name in ("state.json", "state.json.tmp", "state.marshal", "state.marshal.tmp", "config.json", "exec.fifo",
+                     "lock"):
             try:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
@@ -162,10 +181,55 @@ class Container:
         return oci_cgroups.attach(self.extra.get("cgroup_dirs") or {})
 
     def frozen(self) -> bool:
-        if not self.extra.get("cgroup_dirs"):
-            return False
-        from ..cgroups import oci as oci_cgroups
-        return oci_cgroups.is_frozen(self.cgroup())
+        """Read straight from the freezer's files: the cgroups package is not needed for this."""
+        for name, directory in (self.extra.get("cgroup_dirs") or {}).items():
+            if "freezer" in name.split(","):
+                if _read(os.path.join(directory, "freezer.state")).strip() in ("FROZEN", "FREEZING"):
+                    return True
+            elif name in ("", "unified"):
+                if "frozen 1" in _read(os.path.join(directory, "cgroup.events")):
+                    return True
+        return False
+
+    def destroy_cgroups(self, timeout: float = 5.0) -> list[str]:
+        """Kill every process of the container's cgroups and remove them (what `delete` needs,
+        without the cgroups package); returns the directories that could not be removed."""
+        import signal
+        dirs = list(dict.fromkeys((self.extra.get("cgroup_dirs") or {}).values()))
+        for name, directory in (self.extra.get("cgroup_dirs") or {}).items():
+            if "freezer" in name.split(","):
+                _write(os.path.join(directory, "freezer.state"), "THAWED")  # frozen tasks act on no signal
+            elif name in ("", "unified"):
+                _write(os.path.join(directory, "cgroup.freeze"), "0")
+                _write(os.path.join(directory, "cgroup.kill"), "1")
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = set()
+            for directory in dirs:
+                for sub, _, _ in os.walk(directory):
+                    pids.update(int(p) for p in _read(os.path.join(sub, "cgroup.procs")).split())
+            if not pids or time.monotonic() > deadline:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.005)
+        left = []
+        for directory in dirs:
+            for sub, _, _ in sorted(os.walk(directory), key=lambda entry: -entry[0].count("/")):
+                for _ in range(200):
+                    try:
+                        os.rmdir(sub)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.01)  # tasks still exiting
+            if os.path.isdir(directory):
+                left.append(directory)
+        return left
 
     def oci_state(self) -> dict:
         status = self.status()
@@ -186,6 +250,32 @@ class Container:
         except OSError:
             return None
         return children[0] if children else None
+
+
+def _read(path: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, 65536).decode()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, value.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def all_containers(root: str) -> list[Container]:
