@@ -629,7 +629,7 @@ class _Translation:
             raise SpecError("linux.seccomp", f"expected an OCI seccomp section ({exc})") from None
         from ..seccomp import compile_bpf
         try:
-            compile_bpf(policy)
+            _compile_or_known_refusal(policy)
         except ValueError as exc:
             if len(policy.architectures) == 1:
                 raise SpecError("linux.seccomp", f"the filter cannot be compiled: {exc}") from None
@@ -700,6 +700,23 @@ class _Translation:
             if found:
                 hooks[stage] = tuple(found)
         return hooks
+
+
+def _compile_or_known_refusal(policy) -> None:
+    """compile_bpf (cached on disk), and a refusal remembered too: engines send the same profile
+    for every container, and libseccomp takes ~5 ms to refuse it again."""
+    from .. import usercache
+    from ..seccomp import compile_bpf, policy_digest
+    directory = usercache.directory("seccomp")
+    name = policy_digest(policy) + ".refused"
+    known = usercache.read(directory, name)
+    if known is not None:
+        raise ValueError(known.decode(errors="replace"))
+    try:
+        compile_bpf(policy)
+    except ValueError as exc:
+        usercache.write(directory, name, str(exc).encode())
+        raise
 
 
 def check_hooks_exist(bundle: Bundle) -> None:
