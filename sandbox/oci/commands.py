@@ -129,8 +129,8 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
     created = False
     try:
         container.lock()
-        with open(os.path.join(container.dir, "config.json"), "w") as handle:
-            json.dump(bundle.config, handle)
+        from .state import write_private
+        write_private(os.path.join(container.dir, "config.json"), json.dumps(bundle.config).encode())
         os.mkfifo(container.fifo, 0o600)
         gate = os.open(container.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         launch = _launch(bundle, gate, preserve)

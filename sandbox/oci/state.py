@@ -131,10 +131,7 @@ class Container:
         import json
         import marshal
         for name, data in (("state.json", json.dumps(self.state).encode()), ("state.marshal", marshal.dumps(self.state))):
-            temporary = os.path.join(self.dir, name + ".tmp")
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, os.path.join(self.dir, name))
+            write_private(os.path.join(self.dir, name), data)
 
     def config(self) -> dict:
         import json
@@ -250,6 +247,17 @@ class Container:
         except OSError:
             return None
         return children[0] if children else None
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Atomically, readable by the owner only: a config's environment may hold secrets."""
+    temporary = path + ".tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 def _read(path: str) -> str:
