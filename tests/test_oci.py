@@ -354,3 +354,43 @@ def test_the_container_has_a_session_keyring_of_its_own(state_root, bundle):
     directory = bundle(["sh", "-c", f"grep -c ' _ses.{other}: ' /proc/keys"], "b2", linux__maskedPaths=[])
     done = runtime(state_root, "run", "--no-new-keyring", "--bundle", directory, other)
     assert done.stdout.strip() == "0", (done.stdout, done.stderr)
+
+
+# ---------------------------------------------------------------- attacks, as regression tests
+
+def test_a_rootfs_symlink_cannot_send_a_mount_to_the_host(tmp_path, state_root, bundle, world_dir):
+    """An image whose /escape is a symlink to a host path: the mount lands inside the container."""
+    directory = bundle(["sh", "-c", "ls /escape/"], mounts=base_config(["true"])["mounts"] + [
+        {"destination": "/escape/inner", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}])
+    (directory / "rootfs" / "escape").symlink_to(str(world_dir))
+    cid = _cid("escape")
+    done = runtime(state_root, "run", "--bundle", directory, cid)
+    # resolved inside the rootfs, where the link leads nowhere: refused (runc would make it there)
+    assert done.returncode == 1 and "/escape/inner" in done.stderr and "dangling symlink" in done.stderr
+    assert not (world_dir / "inner").exists() and os.listdir(world_dir) == []
+    assert left_behind(state_root, cid) == []
+
+
+def test_exec_leaks_no_descriptor_of_the_runtime(tmp_path, state_root, bundle):
+    """CVE-2024-21626's way out: a directory descriptor of the host kept across exec."""
+    directory = bundle(["sleep", "30"])
+    cid = _cid("fds")
+    steps = monitor(state_root, [
+        ["create", "--bundle", str(directory), "--pid-file", str(tmp_path / "p"), cid], ["start", cid],
+        ["exec", cid, "ls", "/proc/self/fd"], ["exec", cid, "sh", "-c", "readlink /proc/self/cwd; readlink /proc/self/root"],
+        ["delete", "--force", cid]])
+    listing, links = steps[2], steps[3]
+    assert listing["rc"] == 0 and sorted(listing["stdout"].split()) == ["0", "1", "2", "3"], listing
+    assert links["stdout"].split() == ["/", "/"], links
+
+
+def test_the_container_sees_only_its_own_cgroups(state_root, bundle):
+    require("cgroup_v1")
+    cid = _cid("cgview")
+    directory = bundle(["sh", "-c", "ls /sys/fs/cgroup/memory/ | grep -c '^libpod\\|^sandbox\\|^system' ; "
+                                    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; touch /sys/fs/cgroup/x 2>&1"],
+                       linux__resources={"memory": {"limit": 32 << 20}})
+    done = runtime(state_root, "run", "--bundle", directory, cid)
+    lines = done.stdout.split("\n")
+    assert lines[0] == "0" and lines[1] == str(32 << 20), done.stdout
+    assert "Read-only file system" in done.stdout
