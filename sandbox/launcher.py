@@ -334,11 +334,11 @@ class Launch:
     def _create(self, start: bool, cgprime) -> None:
         from . import cgroups
         plan = self.plan
-        cgroups.gc()
-        if plan.cgroup_path is not None:
+        if plan.cgroup_path is not None:  # the OCI runtime's: no sandbox-<pid>-* cgroups to collect
             from .cgroups import oci as oci_cgroups
             cgroup = oci_cgroups.create_at(plan.cgroup_path, plan.cgroup_resources)
         else:
+            cgroups.gc()
             cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
         self._cgroup = self.cgroup = cgroup
         self.warnings += list(getattr(cgroup, "warnings", ()))
