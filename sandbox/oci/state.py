@@ -191,7 +191,6 @@ class Container:
     def destroy_cgroups(self, timeout: float = 5.0) -> list[str]:
         """Kill every process of the container's cgroups and remove them (what `delete` needs,
         without the cgroups package); returns the directories that could not be removed."""
-        import signal
         dirs = list(dict.fromkeys((self.extra.get("cgroup_dirs") or {}).values()))
         for name, directory in (self.extra.get("cgroup_dirs") or {}).items():
             if "freezer" in name.split(","):
@@ -209,7 +208,7 @@ class Container:
                 break
             for pid in pids:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, 9)  # SIGKILL, without signal's enums (~3 ms to import)
                 except OSError:
                     pass
             time.sleep(0.005)
