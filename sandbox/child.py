@@ -100,6 +100,7 @@ class ChildContext:
     hook_state: str = ""  # the OCI state JSON those hooks read on stdin
     seccomp_log: bool = False
     new_keyring: str | None = None  # a session keyring of this name (OCI: the host's is not shared)
+    seccomp_agent: bool = False  # OCI listenerPath: the filter's listener goes to the launcher before "created"
 
 
 class _StepFailed(Exception):
@@ -554,11 +555,12 @@ def run_workload(ctx: ChildContext):
                     if exc.errno != errno.ENOSYS:  # no keyrings in this kernel: none to share either
                         raise
         early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        agent_listener = -1
         if early_seccomp:
             with step(ctx, "seccomp"):
                 # Without no_new_privs only a privileged process may load a filter: now, before the
                 # capabilities go (what runc does), so everything after must pass the filter.
-                load_bpf(ctx.seccomp_bpf, log=ctx.seccomp_log)
+                agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent, log=ctx.seccomp_log)
         with step(ctx, "capabilities"):
             if ctx.cap_sets is not None:
                 capabilities.prepare_sets(ctx.cap_sets)
@@ -594,6 +596,16 @@ def run_workload(ctx: ChildContext):
         if ctx.detached:
             with step(ctx, "exec"):  # found now, as runc does: `create` reports a missing command
                 _find_executable(ctx)
+        if ctx.seccomp_agent:
+            with step(ctx, "seccomp"):
+                # The seccomp agent (OCI listenerPath) gets the filter's listener from the runtime,
+                # which is only there until "created": the filter is loaded now, and what runs
+                # until exec (the start gate) passes through it too.
+                if not early_seccomp:
+                    agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=True, log=ctx.seccomp_log)
+                    early_seccomp = True
+                socket.send_fds(channel, [b"L"], [agent_listener])
+                os.close(agent_listener)
         protocol.send(ctx.message_fd, protocol.CREATED)
         with step(ctx, "start gate"):
             if ctx.detached:  # the launcher has gone: later errors go to our stderr

@@ -193,6 +193,7 @@ class Launch:
         self.child_pid: int | None = None  # the first process: A, or init itself when cloned
         self.init_pid: int | None = None  # the sandbox's init (pid 1 inside), as the host sees it
         self.terminal_master = -1  # with tty and detached: the pty master, for the caller to keep
+        self.seccomp_listener = -1  # with an OCI seccomp agent: the filter's listener, for the caller to send
         self._owned: set[int] = set()  # every fd we opened, closed exactly once (see _close)
         self._pidfd = -1  # the first process's, when the fork server made it (then not our child)
         self._cloned = False  # the first process is init itself (child.spawn)
@@ -361,7 +362,8 @@ class Launch:
                 self._gate_w = -1
         self._go_w, self._placed_w = go_w, placed_w
         stdio = self._stdio_pipes()
-        channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty else (None, None))
+        channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty or plan.seccomp_agent
+                                         else (None, None))
         ctx = self._context(trees, message_w, go_r, placed_r, gate_r, stdio,
                             channel_child.fileno() if channel_child else -1, hooks_r, join_fds)
         if not self.tty and not self.detached:
@@ -435,7 +437,8 @@ class Launch:
             cap_sets=plan.capability_sets, no_new_privs=plan.no_new_privs, sysctls=plan.sysctls,
             domainname=plan.domainname, oom_score_adj=plan.oom_score_adj, personality=plan.personality,
             time_offsets=plan.time_offsets, hooks_fd=hooks_fd, start_hooks=self.start_hooks,
-            hook_state=self.hook_state, seccomp_log=plan.seccomp_log, new_keyring=plan.new_keyring)
+            hook_state=self.hook_state, seccomp_log=plan.seccomp_log, new_keyring=plan.new_keyring,
+            seccomp_agent=plan.seccomp_agent is not None)
 
     def _filter_policy(self):
         policy = self.plan.seccomp
@@ -562,6 +565,8 @@ class Launch:
                 elif master >= 0:
                     self._relay = terminal.Relay(master)
                     self._relay.start()
+            if self.plan.seccomp_agent is not None:
+                self.seccomp_listener = self._receive_fd(b"L")  # the caller's, for the seccomp agent
         elif kind == protocol.EXEC:
             if self.timeout:
                 self._deadline, self._deadline_kind = time.monotonic() + self.timeout, "timeout"

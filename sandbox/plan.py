@@ -70,6 +70,7 @@ class LaunchPlan:
     cgroup_resources: Any = None  # OCI linux.resources, applied by sandbox.cgroups.oci
     seccomp_log: bool = False  # SECCOMP_FILTER_FLAG_LOG
     new_keyring: str | None = None  # the workload joins a new session keyring of this name
+    seccomp_agent: tuple[str, str] | None = None  # OCI (listenerPath, listenerMetadata): the listener's destination
     annotations: dict | None = None  # an OCI bundle's, for the policy that checks a plan (org.sandbox.*)
 
     def replace(self, **changes) -> "LaunchPlan":

@@ -394,3 +394,42 @@ def test_the_container_sees_only_its_own_cgroups(state_root, bundle):
     lines = done.stdout.split("\n")
     assert lines[0] == "0" and lines[1] == str(32 << 20), done.stdout
     assert "Read-only file system" in done.stdout
+
+
+def test_seccomp_notify_goes_to_the_agent_at_listener_path(tmp_path, state_root, bundle):
+    """SCMP_ACT_NOTIFY with linux.seccomp.listenerPath: the agent gets runc's ContainerProcessState
+    and the listener, and its answers are what the container's calls return."""
+    import threading
+    from sandbox.seccomp.model import Action, Rule, SeccompPolicy
+    from sandbox.seccomp.notify import Recorder
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    seen, stop = {}, threading.Event()
+
+    def agent():
+        connection, _ = server.accept()
+        with connection:
+            message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
+        seen.update(json.loads(message))
+        policy = SeccompPolicy("denylist", Action("allow"), (Rule(("mkdir", "mkdirat"), Action("errno", 13)),))
+        seen["violations"] = [v.syscall for v in Recorder(fds[0], policy).run_until(stop)]
+    thread = threading.Thread(target=agent)
+    thread.start()
+    try:
+        seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                   "listenerPath": path, "listenerMetadata": "meta",
+                   "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+        directory = bundle(["sh", "-c", "mkdir /tmp/x 2>&1; echo status $?"], linux__seccomp=seccomp)
+        cid = _cid("agent")
+        done = runtime(state_root, "run", "--bundle", directory, cid)
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert "Permission denied" in done.stdout and "status 1" in done.stdout, done.stdout
+    assert seen["fds"] == ["seccompFd"] and seen["metadata"] == "meta" and seen["state"]["id"] == cid
+    assert "mkdir" in seen["violations"] or "mkdirat" in seen["violations"]
+    assert left_behind(state_root, cid) == []

@@ -108,6 +108,26 @@ def send_console(socket_path: str, master: int, size=None) -> None:
         socket.send_fds(connection, [b"/dev/ptmx"], [master])
 
 
+def send_to_seccomp_agent(bundle, init_pid: int, listener: int) -> None:
+    """The filter's listener to the agent at linux.seccomp.listenerPath, as runc sends it: one JSON
+    ContainerProcessState (the fd named "seccompFd", the metadata, the OCI state) over SCM_RIGHTS."""
+    import json
+    import socket
+    path, metadata = bundle.plan.seccomp_agent
+    state = {"ociVersion": bundle.config.get("ociVersion", "1.2.0"), "id": bundle.container_id,
+             "status": "creating", "pid": init_pid, "bundle": bundle.directory}
+    if bundle.annotations:
+        state["annotations"] = bundle.annotations
+    message = {"ociVersion": state["ociVersion"], "fds": ["seccompFd"], "pid": init_pid, "metadata": metadata,
+               "state": state}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(path)
+            socket.send_fds(connection, [json.dumps(message).encode()], [listener])
+    except OSError as exc:
+        raise RuntimeFailure(f"config.json: linux.seccomp.listenerPath: {path}: {exc.strerror or exc}") from None
+
+
 def cmd_create(root, options, positionals, log, *, keep_gate=False):
     import json
     container_id = positionals[0]
@@ -157,6 +177,13 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
                                       if stage in ("poststart", "poststop")},
                             "rootless": bundle.rootless, "owner": os.geteuid()}}
             container.save()
+            if launch.seccomp_listener >= 0:
+                try:
+                    send_to_seccomp_agent(bundle, launch.init_pid, launch.seccomp_listener)
+                finally:
+                    os.close(launch.seccomp_listener)
+            elif bundle.plan.seccomp_agent is not None:
+                raise RuntimeFailure("the container's seccomp listener was not received")
             if bundle.terminal:
                 master = launch.terminal_master
                 if master < 0:

@@ -213,6 +213,7 @@ class _Translation:
         self.can_mknod = not self.rootless
         self.namespaces: dict[str, str | None] = {}  # type -> path or None (new)
         self.warnings: list[str] = []
+        self.seccomp_agent = None
 
     def bundle(self) -> Bundle:
         from ..plan import CapabilitySets, IdMappings, LaunchPlan, DEFAULT_KILL_AFTER
@@ -328,7 +329,7 @@ class _Translation:
             no_new_privs=no_new_privs, sysctls=sysctls, domainname=domainname or None, oom_score_adj=oom,
             personality=personality, time_offsets=time_offsets, cgroup_path=cgroup_path,
             cgroup_resources=resources, seccomp_log=seccomp_log, annotations=dict(annotations),
-            new_keyring=f"_ses.{self.container_id}"[:64])
+            new_keyring=f"_ses.{self.container_id}"[:64], seccomp_agent=self.seccomp_agent)
         return Bundle(self.container_id, self.bundle_dir, self.config, plan, hooks, terminal, console_size,
                       dict(annotations), cgroup_dirs, self.rootless, tuple(self.warnings))
 
@@ -617,11 +618,17 @@ class _Translation:
                 index = arg.get("index", int, required=True)
                 if not 0 <= index <= 5:
                     raise SpecError(arg.at("index"), "expected 0..5", index)
+        agent = None
         if uses_notify or section.has("listenerPath"):
-            if not section.has("listenerPath"):
+            path = section.get("listenerPath", str)
+            if not path:
                 raise SpecError("linux.seccomp.listenerPath", "required when an action is SCMP_ACT_NOTIFY")
-            raise SpecError("linux.seccomp.listenerPath", "not supported by sandbox-runtime yet: seccomp user "
-                            "notification to an agent", section.get("listenerPath", str))
+            if not path.startswith("/"):
+                raise SpecError("linux.seccomp.listenerPath", "expected an absolute path", path)
+            if not uses_notify:
+                raise SpecError("linux.seccomp.listenerPath", "expected an SCMP_ACT_NOTIFY action to go with it")
+            agent = (path, section.get("listenerMetadata", str, ""))
+        self.seccomp_agent = agent
         from ..seccomp.docker import import_docker
         try:
             policy = import_docker(section.data, frozenset(caps["effective"]), name=f"oci:{self.container_id}")
