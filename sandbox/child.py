@@ -369,6 +369,10 @@ def run_init(ctx: ChildContext):
             if not ctx.detached:
                 capabilities.set_parent_death_signal(signal.SIGKILL)
             _shed_caller_identity()
+            if ctx.start_hooks:
+                # The hooks' state names init's pid as the host sees it: the host's /proc, still ours.
+                ctx = dataclasses.replace(ctx, hook_state=ctx.hook_state.replace(
+                    '"pid": 0', f'"pid": {int(os.readlink("/proc/self"))}', 1))
         children_fd = -1
         if not ctx.new_pid_ns:
             with step(ctx, "child subreaper"):
@@ -732,7 +736,8 @@ def _wait_at_gate(gate_fd: int) -> None:
         except BlockingIOError:
             continue
         if byte == protocol.GO:
-            os.close(gate_fd)
+            # Left open (close-on-exec): its end tells `sandbox-runtime start`, the FIFO's writer,
+            # that the workload has exec'd (or died), so it can run the poststart hooks after it.
             return
         if not byte:
             _die()

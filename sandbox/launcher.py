@@ -351,6 +351,8 @@ class Launch:
         go_r, go_w = self._pipe()
         placed_r, placed_w = self._pipe()
         hooks_r, self._hooks_w = self._pipe() if self.namespaces_ready is not None else (-1, -1)
+        if self.start_hooks:
+            import subprocess  # noqa: F401 - the workload runs them after pivot_root, with no stdlib to import
         join_fds = self._open_namespaces()
         if self.detached:
             gate_r = self.start_gate

@@ -433,3 +433,31 @@ def test_seccomp_notify_goes_to_the_agent_at_listener_path(tmp_path, state_root,
     assert seen["fds"] == ["seccompFd"] and seen["metadata"] == "meta" and seen["state"]["id"] == cid
     assert "mkdir" in seen["violations"] or "mkdirat" in seen["violations"]
     assert left_behind(state_root, cid) == []
+
+
+def test_hooks_run_at_their_points_with_the_state_on_stdin(tmp_path, state_root, bundle, world_dir):
+    hook = world_dir / "hook.sh"
+    hook.write_text('#!/bin/sh\nread state\necho "$1 $state" >> "$2"\n')
+    hook.chmod(0o755)
+    log = world_dir / "log"
+
+    def entry(stage, inside=False):
+        return {"path": "/hooks/hook.sh" if inside else str(hook), "args": ["hook.sh", stage,
+                "/hooks/log" if inside else str(log)], "timeout": 10}
+    stages = ("prestart", "createRuntime", "createContainer", "poststart", "poststop")
+    hooks = {stage: [entry(stage)] for stage in stages}
+    hooks["startContainer"] = [entry("startContainer", inside=True)]
+    directory = bundle(["sh", "-c", "echo ran >> /hooks/log"], hooks=hooks, mounts=base_config(["true"])["mounts"] + [
+        {"destination": "/hooks", "type": "bind", "source": str(world_dir), "options": ["rbind", "rw"]}])
+    cid = _cid("hooks")
+    done = runtime(state_root, "run", "--bundle", directory, cid)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    order = [line.split(" ", 1)[0] for line in lines]
+    assert order == ["prestart", "createRuntime", "createContainer", "startContainer", "ran", "poststart",
+                     "poststop"] or order == ["prestart", "createRuntime", "createContainer", "startContainer",
+                                              "poststart", "ran", "poststop"], order
+    states = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in lines if line != "ran"}
+    assert all(state["id"] == cid for state in states.values())
+    assert states["createRuntime"]["pid"] > 0 and states["startContainer"]["pid"] == states["createRuntime"]["pid"]
+    assert states["poststop"]["status"] == "stopped"

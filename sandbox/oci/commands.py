@@ -271,9 +271,10 @@ def cmd_start(root, options, positionals, log):
                 from None
         try:
             os.write(gate, b"g")
+            os.unlink(container.fifo)  # the status is "running" from now on (state.py derives it)
+            _wait_for_exec(gate)
         finally:
             os.close(gate)
-        os.unlink(container.fifo)  # the status is "running" from now on (state.py derives it)
         hooks = (container.extra.get("hooks") or {}).get("poststart")
         if hooks:
             state = _hook_state(container.id, "running", container.pid, container.state.get("bundle", ""),
@@ -285,6 +286,16 @@ def cmd_start(root, options, positionals, log):
     finally:
         container.unlock()
     return 0
+
+
+def _wait_for_exec(gate: int, timeout: float = 120.0) -> None:
+    """The workload holds the FIFO's read end, close-on-exec, from the gate to its exec (through
+    the startContainer hooks): its end shows as POLLERR on our write end. start returns after it,
+    so the poststart hooks run once the container's process runs, as the spec says."""
+    import select
+    poller = select.poll()
+    poller.register(gate, select.POLLERR)
+    poller.poll(int(timeout * 1000))
 
 
 def _existing(root: str, container_id: str) -> Container:
