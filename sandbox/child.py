@@ -365,6 +365,16 @@ def needed_fds(ctx: ChildContext) -> set[int]:
 def run_init(ctx: ChildContext):
     """Process B: pid 1 inside. Builds the root, then stays as the reaper."""
     try:
+        if ctx.time_offsets is not None:
+            with step(ctx, "time namespace"):
+                # Offsets can only be set before a process enters (the workload will be the first).
+                # Our /proc files are ours only while we are dumpable, which the change of ids has
+                # undone: dumpable for this one write, while nothing of the container exists yet
+                # (the next step makes init non-dumpable for good).
+                _libc.unshare(_libc.CLONE_NEWTIME)
+                _libc.prctl(PR_SET_DUMPABLE, 1)
+                _write_proc("/proc/self/timens_offsets", ctx.time_offsets)
+                _libc.prctl(PR_SET_DUMPABLE, 0)
         with step(ctx, "init"):
             if not ctx.detached:
                 capabilities.set_parent_death_signal(signal.SIGKILL)
@@ -381,7 +391,11 @@ def run_init(ctx: ChildContext):
                 children_fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY | os.O_CLOEXEC)
         if ctx.oom_score_adj is not None:
             with step(ctx, "oom score"):
+                # Dumpable for the write (our /proc files are root's otherwise, unreachable in a user
+                # namespace); nothing of the container exists yet to make use of it.
+                _libc.prctl(PR_SET_DUMPABLE, 1)
                 _write_proc("/proc/self/oom_score_adj", str(ctx.oom_score_adj))
+                _libc.prctl(PR_SET_DUMPABLE, 0)
         if ctx.sysctls:
             with step(ctx, "sysctl"):
                 # Through the host's /proc, still ours: each entry is of the namespaces we are in.
@@ -423,11 +437,6 @@ def run_init(ctx: ChildContext):
         if ctx.new_cgroup_ns:
             with step(ctx, "cgroup namespace"):  # only now: its root is the cgroup we were placed in
                 _libc.unshare(_libc.CLONE_NEWCGROUP)
-        if ctx.time_offsets is not None:
-            with step(ctx, "time namespace"):
-                # Offsets can only be set before a process enters: the workload is the first.
-                _libc.unshare(_libc.CLONE_NEWTIME)
-                _write_proc("/proc/self/timens_offsets", ctx.time_offsets)
         with step(ctx, "fork workload"):
             workload = _libc.fork_single_threaded()
         if workload == 0:

@@ -461,3 +461,27 @@ def test_hooks_run_at_their_points_with_the_state_on_stdin(tmp_path, state_root,
     assert all(state["id"] == cid for state in states.values())
     assert states["createRuntime"]["pid"] > 0 and states["startContainer"]["pid"] == states["createRuntime"]["pid"]
     assert states["poststop"]["status"] == "stopped"
+
+
+def test_a_user_namespace_of_several_ranges_and_time_offsets(state_root, world_dir):
+    """The rootfs must be reachable by the container's root (host 300000 here), as with runc."""
+    namespaces = base_config(["true"])["linux"]["namespaces"] + [{"type": "user"}, {"type": "time"}]
+    config = base_config(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; cut -d. -f1 /proc/uptime"])
+    for key, value in dict(linux__namespaces=namespaces,
+                                     linux__uidMappings=[{"containerID": 0, "hostID": 300000, "size": 1000},
+                                           {"containerID": 1000, "hostID": 310000, "size": 1000}],
+                       linux__gidMappings=[{"containerID": 0, "hostID": 300000, "size": 2000}],
+                       linux__timeOffsets={"boottime": {"secs": 86400 * 400, "nanosecs": 0}},
+                       process__user={"uid": 1500, "gid": 1500}).items():
+        section, field = key.split("__")
+        config[section][field] = value
+    config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]
+    directory = write_bundle(world_dir / "bundle", config)
+    cid = _cid("userns")
+    done = runtime(state_root, "run", "--bundle", directory, cid)
+    assert done.returncode == 0, done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert lines[:3] == ["0 300000 1000", "1000 310000 1000", "0 300000 2000"], lines
+    assert lines[3] == "1500"
+    assert int(lines[4]) >= 86400 * 400  # the boot time offset, seen through /proc/uptime
+    assert left_behind(state_root, cid) == []
