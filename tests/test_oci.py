@@ -32,6 +32,11 @@ def state_root(tmp_path):
     if root.exists():
         for name in os.listdir(root):
             runtime(root, "delete", "--force", name)
+    for directory in cgroup_dirs_of("/sandbox-runtime"):  # the default parent, once empty
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 
 
 @pytest.fixture

@@ -138,6 +138,12 @@ class Podman:
         self("rm", "-af", "-t", "0")
         _run(self.base + ["system", "reset", "-f"], env=self.env)
         shutil.rmtree(self.top, ignore_errors=True)
+        for path in ("/libpod_parent/conmon", "/libpod_parent"):  # podman's parent cgroups, once empty
+            for directory in cgroup_dirs_of(path):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
 
 
 @pytest.fixture(scope="module")
