@@ -132,7 +132,11 @@ class Launch:
     None: no cap) and on_output_limit ("truncate": drop the rest and say so in the Result;
     "kill": end the sandbox), tty, pass_fds, forward_signals, seccomp_mode (None, "report" or
     "learn"), fork_server, and for the OCI runtime detached, start_gate (see create()) and
-    cgroup_name (a name cgroups.gc() does not collect; the default is sandbox-<our pid>-<random>).
+    cgroup_name (a name cgroups.gc() does not collect; the default is sandbox-<our pid>-<random>;
+    a plan with cgroup_path needs none), and namespaces_ready (called with init's host pid once its
+    namespaces exist, before its root is built: the OCI createRuntime hooks). After create(), a
+    detached launch leaves the caller terminal_master (tty) and seccomp_listener (a plan with
+    seccomp_agent) to send on, and `cgroup` (the SandboxCgroup) to record.
     """
 
     def __init__(self, profile: Profile | LaunchPlan, argv: list[str] | tuple[str, ...] | None = None, *,
