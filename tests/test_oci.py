@@ -124,6 +124,8 @@ def test_cgroups_path_in_both_forms():
     assert path_of("", "x") == "/sandbox-runtime/x"
     with pytest.raises(ValueError):
         path_of("a:b", "x")
+    with pytest.raises(ValueError):  # cgroups.gc() would collect it
+        path_of("/sandbox-1234-abcd", "x")
 
 
 # ---------------------------------------------------------------- the command line

@@ -58,6 +58,9 @@ def path_of(cgroups_path: str, container_id: str) -> str:
     path = os.path.normpath("/" + cgroups_path.lstrip("/"))
     if ".." in path.split("/"):
         raise ValueError("a path without ..")
+    if any(_fs.NAME_RE.match(part) for part in path.split("/")):
+        # cgroups.gc() collects sandbox-<pid>-* cgroups whose launcher is gone: never a container's
+        raise ValueError("a path without sandbox-<pid>-* names (reserved for sandbox run's own cgroups)")
     return path
 
 
