@@ -492,3 +492,34 @@ def test_a_user_namespace_of_several_ranges_and_time_offsets(state_root, world_d
     assert lines[3] == "1500"
     assert int(lines[4]) >= 86400 * 400  # the boot time offset, seen through /proc/uptime
     assert left_behind(state_root, cid) == []
+
+
+def test_an_unprivileged_user_runs_a_rootless_bundle(world_dir):
+    """`spec --rootless` and `run` as uid 65534: a user namespace mapping the caller to 0, no
+    cgroup of its own (none delegated), device nodes bound from the host."""
+    require("rootless")
+    from oci_helpers import portable_runtime
+    tools = world_dir / "tools"
+    tools.mkdir()
+    runtime_path = str(portable_runtime(tools))
+    bundle_dir = world_dir / "bundle"
+    bundle_dir.mkdir()
+    make_rootfs(bundle_dir)
+    subprocess.run(["chown", "-R", "65534:65534", str(bundle_dir)], check=True)
+    env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(world_dir / "xdg")}
+    (world_dir / "xdg").mkdir()
+    os.chown(world_dir / "xdg", 65534, 65534)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    done = subprocess.run(as_nobody + [runtime_path, "spec", "--rootless"], cwd=bundle_dir, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    config = json.loads((bundle_dir / "config.json").read_text())
+    config["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map; ls /dev/null"]
+    config["process"]["env"] = ["PATH=/bin"]
+    (bundle_dir / "config.json").write_text(json.dumps(config))
+    done = subprocess.run(as_nobody + [runtime_path, "run", "rl"], cwd=bundle_dir, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[0] == "0" and lines[1].split() == ["0", "65534", "1"] and lines[2] == "/dev/null"
+    assert not (world_dir / "xdg" / "sandbox-runtime" / "rl").exists()
