@@ -523,3 +523,12 @@ def test_an_unprivileged_user_runs_a_rootless_bundle(world_dir):
     lines = done.stdout.split("\n")
     assert lines[0] == "0" and lines[1].split() == ["0", "65534", "1"] and lines[2] == "/dev/null"
     assert not (world_dir / "xdg" / "sandbox-runtime" / "rl").exists()
+
+
+def test_a_console_socket_nobody_listens_on_fails_create_and_leaves_nothing(tmp_path, state_root, bundle):
+    directory = bundle(["tty"], process__terminal=True)
+    cid = _cid("noconsole")
+    steps = monitor(state_root, [["create", "--bundle", str(directory), "--console-socket", str(tmp_path / "none"),
+                                  "--pid-file", str(tmp_path / "p"), cid]])
+    assert steps[0]["rc"] == 1, steps
+    assert left_behind(state_root, cid) == []

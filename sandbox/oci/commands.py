@@ -195,6 +195,7 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
             _write_pid_file(options.pid_file, launch.init_pid)
         except BaseException:
             _destroy(container, launch.cgroup)
+            created = False  # nothing of it stays: the state goes too (finally, below)
             raise
         finally:
             launch.delete()  # what this process holds; the container lives on
