@@ -532,3 +532,12 @@ def test_a_console_socket_nobody_listens_on_fails_create_and_leaves_nothing(tmp_
                                   "--pid-file", str(tmp_path / "p"), cid]])
     assert steps[0]["rc"] == 1, steps
     assert left_behind(state_root, cid) == []
+
+
+def test_init_keeps_no_capability_but_kill_and_that_only_for_another_uid(state_root, bundle):
+    for uid, expected in ((0, 0), (1000, 1 << 5)):  # CAP_KILL is capability 5
+        directory = bundle(["sh", "-c", "sleep 0.2; grep CapEff /proc/1/status"], f"b{uid}",
+                           process__user={"uid": uid, "gid": uid})
+        done = runtime(state_root, "run", "--bundle", directory, _cid(f"init{uid}"))
+        assert done.returncode == 0, done.stderr
+        assert int(done.stdout.split()[1], 16) == expected, (uid, done.stdout)

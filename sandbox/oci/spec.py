@@ -325,7 +325,7 @@ class _Translation:
             mounts=mounts, hostname=hostname or None, rlimits=rlimits, keep_caps=(), new_session=True,
             landlock_rules=None, landlock_best_effort=True, seccomp=seccomp, cgroup_limits=None, timeout=None,
             kill_after=DEFAULT_KILL_AFTER, profile=None, join_namespaces=join, init_ids=init_ids,
-            init_caps=("CAP_KILL",), groups=groups, capability_sets=CapabilitySets(**caps),
+            init_caps=self._init_caps(uid), groups=groups, capability_sets=CapabilitySets(**caps),
             no_new_privs=no_new_privs, sysctls=sysctls, domainname=domainname or None, oom_score_adj=oom,
             personality=personality, time_offsets=time_offsets, cgroup_path=cgroup_path,
             cgroup_resources=resources, seccomp_log=seccomp_log, annotations=dict(annotations),
@@ -334,6 +334,15 @@ class _Translation:
                       dict(annotations), cgroup_dirs, self.rootless, tuple(self.warnings))
 
     # -- pieces -------------------------------------------------------------------------
+
+    def _init_caps(self, uid: int) -> tuple[str, ...]:
+        """What init keeps once the workload runs: nothing when the workload has init's uid (0)
+        and a pid namespace of its own (init then only signals it, and the kernel ends the rest);
+        CAP_KILL otherwise, to forward signals to a workload of another uid or, without a pid
+        namespace, to kill what it leaves. Init's code is ours alone (non-dumpable)."""
+        if uid == 0 and self.namespaces.get("pid", "host") is None:
+            return ()
+        return ("CAP_KILL",)
 
     @staticmethod
     def _ints(fields: _Fields, key: str) -> list[int]:
