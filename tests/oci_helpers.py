@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "id", "echo", "sleep", "true", "false", "env", "mount", "ps", "grep", "touch",
            "mkdir", "rm", "hostname", "head", "wc", "tty", "stat", "readlink", "kill", "trap", "ip", "uname",
-           "domainname", "sysctl", "test", "nproc")
+           "domainname", "sysctl", "test", "nproc", "mknod")
 
 
 def make_rootfs(directory: Path) -> Path:

@@ -541,3 +541,17 @@ def test_init_keeps_no_capability_but_kill_and_that_only_for_another_uid(state_r
         done = runtime(state_root, "run", "--bundle", directory, _cid(f"init{uid}"))
         assert done.returncode == 0, done.stderr
         assert int(done.stdout.split()[1], 16) == expected, (uid, done.stdout)
+
+
+def test_devices_are_denied_unless_allowed_even_without_device_rules(state_root, bundle):
+    """A bundle with no linux.resources.devices still gets deny-all plus runc's defaults: with
+    CAP_MKNOD the container can make /dev/mem's node, never open it."""
+    caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"]
+    directory = bundle(["sh", "-c", "mknod /dev/mem2 c 1 1 && head -c1 /dev/mem2 >/dev/null; echo status $?; "
+                                    "head -c1 /dev/zero | wc -c"],
+                       process__capabilities={name: caps for name in ("bounding", "effective", "permitted")},
+                       linux__resources={})
+    done = runtime(state_root, "run", "--bundle", directory, _cid("devices"))
+    assert done.returncode == 0, done.stderr
+    assert "Operation not permitted" in done.stderr + done.stdout and "status 1" in done.stdout, done
+    assert done.stdout.split()[-1] == "1"  # /dev/zero, allowed by default, reads

@@ -475,8 +475,10 @@ class _Translation:
         resources = dict(resources)
         rules = list(resources.get("devices") or [])
         if rules or not self.rootless:
-            # runc's defaults come after the bundle's rules, then an allow rule per linux.devices entry
-            rules += [dict(rule) for rule in DEFAULT_DEVICE_RULES]
+            # Deny everything first (runc's starting point too: a cgroup inherits its parent's
+            # allow-all otherwise), then the bundle's rules, runc's defaults, and an allow rule
+            # per linux.devices entry; the last rule that matches decides.
+            rules = [{"allow": False, "access": "rwm"}] + rules + [dict(rule) for rule in DEFAULT_DEVICE_RULES]
             for entry, device in linux.items("devices"):
                 kind = device.get("type")
                 if kind in ("c", "b", "u"):
