@@ -101,6 +101,7 @@ class ChildContext:
     seccomp_log: bool = False
     new_keyring: str | None = None  # a session keyring of this name (OCI: the host's is not shared)
     seccomp_agent: bool = False  # OCI listenerPath: the filter's listener goes to the launcher before "created"
+    agent_fd: int = -1  # exec only: the socket the listener goes out on
 
 
 class _StepFailed(Exception):
@@ -675,7 +676,7 @@ def run_exec(ctx: ChildContext):
             for signum in _RESET_SIGNALS:
                 _signal.signal(signum, _signal.SIG_DFL)
             _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, *ctx.pass_fds})
+            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, ctx.agent_fd, *ctx.pass_fds})
             for fd in ctx.pass_fds:
                 os.set_inheritable(fd, True)
         if ctx.tty:
@@ -700,7 +701,7 @@ def run_exec(ctx: ChildContext):
         early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
         if early_seccomp:
             with step(ctx, "seccomp"):
-                load_bpf(ctx.seccomp_bpf, log=ctx.seccomp_log)
+                _load_for_exec(ctx)
         with step(ctx, "capabilities"):
             capabilities.prepare_sets(ctx.cap_sets)
         with step(ctx, "user and group ids"):
@@ -727,12 +728,24 @@ def run_exec(ctx: ChildContext):
             _find_executable(ctx)
         if ctx.seccomp_bpf is not None and not early_seccomp:
             with step(ctx, "seccomp"):
-                load_bpf(ctx.seccomp_bpf, log=ctx.seccomp_log)
+                _load_for_exec(ctx)
         _exec(ctx)
     except _StepFailed:
         _die()
     except BaseException:
         _die()
+
+
+def _load_for_exec(ctx: ChildContext) -> None:
+    """The container's filter for an exec'd process; with a seccomp agent, its listener goes to
+    the runtime (agent_fd, a socket), which sends it on to the agent."""
+    listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent, log=ctx.seccomp_log)
+    if ctx.seccomp_agent:
+        import socket
+        with socket.socket(fileno=os.dup(ctx.agent_fd)) as channel:
+            socket.send_fds(channel, [b"L"], [listener])
+        os.close(listener)
+        os.close(ctx.agent_fd)
 
 
 def _wait_at_gate(gate_fd: int) -> None:

@@ -405,40 +405,56 @@ def test_the_container_sees_only_its_own_cgroups(state_root, bundle):
 
 def test_seccomp_notify_goes_to_the_agent_at_listener_path(tmp_path, state_root, bundle):
     """SCMP_ACT_NOTIFY with linux.seccomp.listenerPath: the agent gets runc's ContainerProcessState
-    and the listener, and its answers are what the container's calls return."""
+    and the listener (at create, and for each exec'd process), and its answers are what the
+    container's calls return."""
     import threading
     from sandbox.seccomp.model import Action, Rule, SeccompPolicy
     from sandbox.seccomp.notify import Recorder
     path = str(tmp_path / "agent.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
-    server.listen(1)
-    seen, stop = {}, threading.Event()
+    server.listen(4)
+    server.settimeout(0.2)
+    messages, violations, stop = [], [], threading.Event()
+    policy = SeccompPolicy("denylist", Action("allow"), (Rule(("mkdir", "mkdirat"), Action("errno", 13)),))
+
+    def serve(fd):
+        violations.extend(v.syscall for v in Recorder(fd, policy).run_until(stop))
 
     def agent():
-        connection, _ = server.accept()
-        with connection:
-            message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
-        seen.update(json.loads(message))
-        policy = SeccompPolicy("denylist", Action("allow"), (Rule(("mkdir", "mkdirat"), Action("errno", 13)),))
-        seen["violations"] = [v.syscall for v in Recorder(fds[0], policy).run_until(stop)]
+        workers = []
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except (socket.timeout, OSError):
+                continue
+            with connection:
+                message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
+            messages.append(json.loads(message))
+            workers.append(threading.Thread(target=serve, args=(fds[0],)))
+            workers[-1].start()
+        for worker in workers:
+            worker.join(10)
     thread = threading.Thread(target=agent)
     thread.start()
+    cid = _cid("agent")
     try:
         seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                    "listenerPath": path, "listenerMetadata": "meta",
                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
-        directory = bundle(["sh", "-c", "mkdir /tmp/x 2>&1; echo status $?"], linux__seccomp=seccomp)
-        cid = _cid("agent")
-        done = runtime(state_root, "run", "--bundle", directory, cid)
+        directory = bundle(["sh", "-c", "mkdir /tmp/x 2>&1; echo status $?; sleep 30"], linux__seccomp=seccomp)
+        steps = monitor(state_root, [
+            ["create", "--bundle", str(directory), "--pid-file", str(tmp_path / "p"), cid], ["start", cid],
+            ["exec", cid, "sh", "-c", "mkdir /tmp/y 2>&1; echo status $?"], ["delete", "--force", cid]])
     finally:
         stop.set()
-        thread.join(10)
+        thread.join(20)
         server.close()
-    assert done.returncode == 0, done.stderr
-    assert "Permission denied" in done.stdout and "status 1" in done.stdout, done.stdout
-    assert seen["fds"] == ["seccompFd"] and seen["metadata"] == "meta" and seen["state"]["id"] == cid
-    assert "mkdir" in seen["violations"] or "mkdirat" in seen["violations"]
+    assert [s["rc"] for s in steps] == [0, 0, 0, 0], steps
+    assert "Permission denied" in steps[2]["stdout"] and "status 1" in steps[2]["stdout"], steps[2]
+    assert len(messages) == 2 and all(m["fds"] == ["seccompFd"] and m["metadata"] == "meta" for m in messages)
+    assert messages[0]["state"]["id"] == cid and messages[1]["pid"] != messages[0]["pid"]
+    assert {"mkdir", "mkdirat"} & set(violations)
     assert left_behind(state_root, cid) == []
 
 

@@ -100,13 +100,14 @@ def _translate(process: dict, file: str, config: dict, container_id: str):
         terminal = fields.get("terminal", bool, False)
     except SpecError as exc:
         raise SpecError(exc.field, str(exc).split(": ", 2)[-1], file=file) from None
-    seccomp_bpf, log = None, False
+    seccomp_bpf, log, agent = None, False, None
     linux = _Fields(config.get("linux") or {}, "linux")
     if linux.has("seccomp"):
         translation = _Translation.__new__(_Translation)
         translation.container_id = container_id
         translation.warnings = []
         policy, log = translation._seccomp(linux, caps)
+        agent = translation.seccomp_agent
         if policy is not None:
             from ..seccomp import compile_bpf
             seccomp_bpf = compile_bpf(policy)
@@ -116,7 +117,8 @@ def _translate(process: dict, file: str, config: dict, container_id: str):
         personality = 0x0008
     return dict(argv=tuple(args), env=env, cwd=cwd, uid=uid, gid=gid, groups=groups, umask=umask,
                 cap_sets=CapabilitySets(**caps), rlimits=rlimits, oom_score_adj=oom, no_new_privs=nnp,
-                seccomp_bpf=seccomp_bpf, seccomp_log=log, personality=personality), terminal
+                seccomp_bpf=seccomp_bpf, seccomp_log=log, personality=personality,
+                seccomp_agent=agent is not None), terminal, agent
 
 
 def exec_process(root: str, options, positionals: list[str], log) -> int:
@@ -131,7 +133,7 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
         raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused)")
     config = container.config()
     process, file = _process_config(options, positionals, config)
-    fields, terminal = _translate(process, file, config, container.id)
+    fields, terminal, agent = _translate(process, file, config, container.id)
     if terminal and not options.console_socket:
         raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
     target = container.workload_pid() or container.pid
@@ -146,6 +148,10 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process comes back to us to be waited for
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    agent_ours = agent_theirs = None
+    if agent is not None:  # the exec'd process's listener comes back on this, for the agent
+        import socket
+        agent_ours, agent_theirs = socket.socketpair()
     console = None
     if terminal:
         import socket
@@ -156,7 +162,7 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
         new_net_ns=False, plan=None, keep_caps=(), new_session=False, landlock_rules=None, landlock_best_effort=True,
         message_fd=error_w, go_fd=-1, placed_fd=-1, parent_pid=os.getpid(), tty=terminal,
         channel_fd=console.fileno() if console is not None else -1, pass_fds=tuple(range(3, 3 + preserve)),
-        **fields)
+        agent_fd=agent_theirs.fileno() if agent_theirs is not None else -1, **fields)
     helper = os.fork()
     if helper == 0:
         try:
@@ -191,6 +197,8 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
     os.close(pid_w)
     if console is not None:
         console.close()
+    if agent_theirs is not None:
+        agent_theirs.close()
     os.waitpid(helper, 0)
     data = b""
     while chunk := os.read(pid_r, 64):
@@ -210,6 +218,8 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
         raise RuntimeFailure(_exec_failure(report, fields["argv"][0]))
     if not pid:
         raise RuntimeFailure("exec failed: the process could not be started")
+    if agent_ours is not None:
+        _send_listener_to_agent(agent_ours, agent, container, pid)
     if options.pid_file:
         from .commands import _write_pid_file
         _write_pid_file(options.pid_file, pid)
@@ -232,6 +242,31 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
         except ChildProcessError:
             return 255
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+
+
+def _send_listener_to_agent(channel, agent, container: Container, pid: int) -> None:
+    """The exec'd process's listener (it has exec'd: the filter is loaded) to the seccomp agent,
+    in the same message create sends, with the process's pid."""
+    import socket
+    try:
+        message, fds, _, _ = socket.recv_fds(channel, 16, 1)
+    finally:
+        channel.close()
+    if message != b"L" or not fds:
+        raise RuntimeFailure("exec: the seccomp listener of the process was not received")
+    path, metadata = agent
+    state = {"ociVersion": container.state.get("ociVersion", "1.2.0"), "id": container.id, "status": "running",
+             "pid": container.pid, "bundle": container.state.get("bundle", "")}
+    message = {"ociVersion": state["ociVersion"], "fds": ["seccompFd"], "pid": pid, "metadata": metadata,
+               "state": state}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(path)
+            socket.send_fds(connection, [json.dumps(message).encode()], [fds[0]])
+    except OSError as exc:
+        raise RuntimeFailure(f"exec: linux.seccomp.listenerPath: {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fds[0])
 
 
 def _exec_failure(report: bytes, argv0: str) -> str:
