@@ -7,8 +7,11 @@
 
 The names below are loaded on first use, so `import sandbox` stays cheap.
 """
-__all__ = ["ExecError", "ForkServer", "Launch", "LimitsUnavailable", "Problem", "Profile", "ProfileError",
-           "Result", "SandboxError", "SetupError", "builtin_profile_names", "load_profile", "profile_from_dict", "run"]
+__all__ = ["CommandFailed", "ExecError", "ForkServer", "Launch", "LimitsUnavailable", "Problem", "Profile",
+           "ProfileError", "Result", "SandboxError", "SetupError", "builtin_profile_names", "load_profile",
+           "profile_from_dict", "run"]
+# subprocess's stream constants, for run(stdout=sandbox.PIPE, ...); subprocess's own work too
+PIPE, STDOUT, DEVNULL = -1, -2, -3
 
 
 def __getattr__(name):

@@ -98,8 +98,11 @@ def start() -> None:
         return
     stop = threading.Event()
     thread = threading.Thread(target=_prime, args=(stop,), name="sandbox-cgroup-priming", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had (the caller's cgroup at its pids limit): only slower
+        return
     _state.update(thread=thread, stop=stop)
-    thread.start()
 
 
 def stop() -> None:

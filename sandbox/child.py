@@ -34,7 +34,7 @@ import _signal
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
 # including this package, are out of reach.
 from .compiled_dataclass import dataclass
-from . import _libc, capabilities, faults, fds, landlock, mounts, network, protocol, rlimits
+from . import _libc, capabilities, execfail, faults, fds, landlock, mounts, network, protocol, rlimits
 from .profile.model import DEFAULT_PATH
 from .seccomp import load_bpf
 
@@ -102,6 +102,7 @@ class ChildContext:
     new_keyring: str | None = None  # a session keyring of this name (OCI: the host's is not shared)
     seccomp_agent: bool = False  # OCI listenerPath: the filter's listener goes to the launcher before "created"
     agent_fd: int = -1  # exec only: the socket the listener goes out on
+    faults: tuple = ()  # tests only: (step, errno) pairs from sandbox.faults, made to fail
 
 
 class _StepFailed(Exception):
@@ -119,9 +120,9 @@ class step:
         self._ctx, self._name = ctx, name
 
     def __enter__(self) -> None:
-        if faults.INJECTED:  # tests only (sandbox/faults.py): this step fails as the kernel would
+        if self._ctx.faults:  # tests only (sandbox/faults.py): this step fails as the kernel would
             try:
-                faults.fail_if_injected(self._name)
+                faults.fail_if_injected(self._name, self._ctx.faults)
             except OSError as exc:
                 self.__exit__(OSError, exc, None)  # reports it and raises _StepFailed
 
@@ -142,8 +143,7 @@ def _report(ctx: ChildContext, step_name: str, err: int, message: str, **extra) 
     if ctx.message_fd >= 0:
         protocol.send_error(ctx.message_fd, step_name, err, message, **extra)
         return
-    import errno as _errno_names
-    name = f" ({_errno_names.errorcode.get(err, err)})" if err else ""
+    name = f" ({errno.errorcode.get(err, err)})" if err else ""
     try:
         os.write(2, f"sandbox: {step_name}: {message}{name}\n".encode(errors="replace"))
     except OSError:
@@ -412,7 +412,7 @@ def run_init(ctx: ChildContext):
         if ctx.plan is not None:
             with step(ctx, "mount"):
                 try:
-                    mounts.enter_new_root(ctx.plan)
+                    mounts.enter_new_root(ctx.plan, ctx.faults)
                 except mounts.MountError as exc:
                     _report(ctx, "mount", exc.errno or 0, exc.strerror or str(exc))
                     raise _StepFailed from None
@@ -783,5 +783,7 @@ def _exec(ctx: ChildContext):
         os.execvpe(ctx.argv[0], list(ctx.argv), ctx.env)
     except OSError as exc:
         err = exc.errno or errno.ENOEXEC
-        _report(ctx, "exec", err, f"{ctx.argv[0]}: {exc.strerror}")
+        # "bad interpreter /x (not inside the sandbox)" rather than "not found" for a file right there
+        detail = execfail.explain(ctx.argv[0], err, ctx.env.get("PATH")) or ""
+        _report(ctx, "exec", err, f"{ctx.argv[0]}: {detail or exc.strerror}", detail=detail)
         _die(127 if err == errno.ENOENT else 126)

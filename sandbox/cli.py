@@ -42,55 +42,87 @@ def main():
     """Run untrusted code in a minimal container built from Linux primitives."""
 
 
+_RUN_OPTIONS = (
+    click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro|rw]]",
+                 help="Bind a host path (read-only unless :rw; a relative SRC is the current directory's)."),
+    click.option("--env", multiple=True, metavar="NAME[=VALUE]",
+                 help="Set a variable inside; NAME alone passes the host's variable through."),
+    click.option("--cwd", metavar="DIR", help="Working directory inside (relative: below the profile's)."),
+    click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m."),
+    click.option("--kill-after", metavar="DURATION",
+                 help="At the timeout, SIGTERM first and SIGKILL after this grace period (default 3s)."),
+    click.option("--network", metavar="MODE", help="The network mode: none or host."),
+    click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M."),
+    click.option("--cpus", metavar="N", help="CPU bandwidth in cores, e.g. 0.5."),
+    click.option("--pids", metavar="N", help="Maximum number of processes and threads."),
+    click.option("--image", metavar="REF",
+                 help="Run from this container image (oci:DIR[:TAG], oci-archive:FILE, docker://HOST/NAME...)."),
+    click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                 help="Any profile key, dotted (limits.nofile...), VALUE as TOML (a bare word is a string)."),
+)
+_RUN_OPTION_NAMES = ("binds", "env", "cwd", "timeout", "kill_after", "image", "network", "memory", "cpus", "pids", "settings")
+
+
+def run_options(command):
+    """The options that change the profile, shared by run, check, lint and verify, so that check
+    and lint show what will actually run. They reach the command as one `options` dict."""
+    import functools
+
+    @functools.wraps(command)
+    def with_options(*args, **kwargs):
+        options = {name: kwargs.pop(name) for name in _RUN_OPTION_NAMES}
+        return command(*args, options=options, **kwargs)
+    for option in reversed(_RUN_OPTIONS):
+        with_options = option(with_options)
+    return with_options
+
+
+def _load(profile: str, options: dict):
+    """The profile with the run options, every problem on its own line (exit 125)."""
+    from .cli_run import load_with_options, report_problems
+    from .errors import ProfileError, SandboxError
+    try:
+        loaded, notes = load_with_options(profile, options)
+    except ProfileError as exc:
+        report_problems(exc)
+    except SandboxError as exc:
+        _fail(exc)
+    for note in notes:
+        _warn(note)
+    return loaded
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro|rw]]", help="Bind a host path (read-only unless :rw).")
-@click.option("--env", "envs", multiple=True, metavar="NAME=VALUE", help="Set a variable inside.")
-@click.option("--cwd", metavar="DIR", help="Working directory inside.")
-@click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m.")
-@click.option("--kill-after", metavar="DURATION", help="Grace between SIGTERM and SIGKILL at the timeout (default 3s).")
-@click.option("--network", type=click.Choice(["none", "host"]), help="Override the network mode.")
-@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M.")
-@click.option("--cpus", type=float, metavar="N", help="CPU bandwidth in cores, e.g. 0.5.")
-@click.option("--pids", type=int, metavar="N", help="Maximum number of processes and threads.")
+@run_options
 @click.option("--tty", is_flag=True, help="Give the workload a fresh pseudo-terminal.")
 @click.option("--stats", is_flag=True, help="Print what the run used, on stderr.")
-@click.option("--result-json", type=click.Path(dir_okay=False, writable=True), help="Write the result as JSON.")
+@click.option("--result-json", metavar="FILE",
+              help="Write the result (or the error) as JSON; - for standard output, the workload's then going "
+                   "to standard error.")
 @click.option("--verify", "verify_first", is_flag=True, help="Verify the isolation first; refuse to run on a failure.")
 @click.option("--report-violations", is_flag=True, help="Report denied system calls after the run.")
+@click.option("--strict", is_flag=True, help="Refuse to run a profile with `sandbox lint` dangers.")
 @click.option("-q", "--quiet", is_flag=True, help="No warnings.")
-def run(profile, command, binds, envs, cwd, timeout, kill_after, network, memory, cpus, pids, tty, stats, result_json,
-        verify_first, report_violations, quiet):
+def run(profile, command, options, tty, stats, result_json, verify_first, report_violations, strict, quiet):
     """Run COMMAND (default: the profile's) in a sandbox built from PROFILE (a file or built-in name).
 
     Options go before `--`; everything after it is the command."""
     from . import cgprime
     cgprime.start()  # the cgroup-migration grace period, paid behind the imports (see cgprime.py)
     from .cli_run import execute
-    limits = {name: value for name, value in (("memory", memory), ("cpus", cpus), ("pids", pids),
-                                              ("kill_after", kill_after)) if value is not None}
-    execute(profile, command, binds, envs, cwd, timeout, network, tty, stats, result_json, verify_first,
-            report_violations, quiet, limits=limits)
+    execute(profile, command, options, tty=tty, stats=stats, result_json=result_json, verify_first=verify_first,
+            report_violations=report_violations, quiet=quiet, strict=strict)
 
 
 @main.command()
 @click.argument("profile")
-def check(profile):
-    """Validate PROFILE and print it fully resolved, as TOML."""
-    from .api import load_profile
-    from .errors import SandboxError
+@run_options
+def check(profile, options):
+    """Validate PROFILE (with the run options given) and print it fully resolved, as TOML."""
     from .profile.dump import to_toml
-    from .errors import ProfileError
-    try:
-        loaded = load_profile(profile)
-    except ProfileError as exc:  # every problem, one line each
-        for problem in exc.problems:
-            click.echo(f"sandbox: {problem}", err=True)
-        sys.exit(exc.exit_code)
-    except SandboxError as exc:
-        _fail(exc)
-    click.echo(to_toml(loaded), nl=False)
+    click.echo(to_toml(_load(profile, options)), nl=False)
 
 
 @main.command()
@@ -108,49 +140,66 @@ def profiles():
 
 @main.command()
 @click.argument("profile")
-@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON (with --score: an object with the score).")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on dangers.")
-def lint(profile, as_json, strict):
-    """Report every relaxation of the secure defaults in PROFILE, and risky choices."""
-    from .api import load_profile
-    from .errors import SandboxError
-    from .lint import lint as lint_profile
-    try:
-        loaded = load_profile(profile)
-    except SandboxError as exc:
-        _fail(exc)
+@click.option("--score", "show_score", is_flag=True, help="Also give the exposure score, 0 (locked down) to 10.")
+@click.option("--max-score", type=click.FloatRange(0, 10), metavar="N",
+              help="Exit 1 when the exposure score is above N (a CI gate; implies --score).")
+def lint(profile, options, as_json, strict, show_score, max_score):
+    """Report every relaxation of the secure defaults in PROFILE (with the run options given), and
+    risky choices.
+
+    Each finding has a stable id (docs/lint.md). Exit 1 on a danger (--strict: on a warning too)
+    or a score above --max-score, else 0."""
+    from .lint import level, lint as lint_profile, score
+    loaded = _load(profile, options)
     findings = lint_profile(loaded)
+    show_score = show_score or max_score is not None
+    exposure = score(findings)
+    over = max_score is not None and exposure > max_score
     if as_json:
-        click.echo(json.dumps([f.__dict__ for f in findings], indent=2))
+        listed = [f.to_dict() for f in findings]
+        click.echo(json.dumps({"profile": loaded.name, "score": exposure, "level": level(exposure),
+                               "max_score": max_score, "findings": listed} if show_score else listed, indent=2))
     else:
         for finding in findings:
             click.echo(str(finding))
         counts = {s: sum(f.severity == s for f in findings) for s in ("danger", "warning", "info")}
         click.echo(f"{loaded.name}: {counts['danger']} danger, {counts['warning']} warnings, {counts['info']} info")
+        if show_score:
+            gate = "" if max_score is None else f" ({'above' if over else 'within'} --max-score {max_score:g})"
+            click.echo(f"{loaded.name}: exposure score {exposure:.1f}/10 ({level(exposure)}){gate}")
     failing = {"danger", "warning"} if strict else {"danger"}
-    sys.exit(1 if any(f.severity in failing for f in findings) else 0)
+    sys.exit(1 if over or any(f.severity in failing for f in findings) else 0)
 
 
-@main.command()
-@click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Audit log to read (default: this user's).")
-@click.option("-n", "--tail", default=20, show_default=True, help="How many launches to show.")
-@click.option("--json", "as_json", is_flag=True, help="Raw records, one JSON object a line.")
-def audit(log_file, tail, as_json):
-    """Show the audit trail of recent launches."""
-    from pathlib import Path
-    from .audit import log_path, read
-    path = Path(log_file) if log_file else log_path()
+_LOG_OPTION = click.option("--log", "log_file", type=click.Path(dir_okay=False),
+                           help="Audit log to read (default: this user's, or $SANDBOX_AUDIT_LOG).")
+
+
+@main.group(invoke_without_command=True)
+@_LOG_OPTION
+@click.option("-n", "--tail", default=20, show_default=True, help="How many launches to show (0: all).")
+@click.option("--since", metavar="DURATION|TIME", help="Only launches since then: 1h, 30m, 2d, or 2025-01-31T12:00.")
+@click.option("--profile", "profile_name", metavar="NAME", help="Only launches of this profile.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a launch: its start record and its end.")
+@click.pass_context
+def audit(ctx, log_file, tail, since, profile_name, as_json):
+    """Show the audit trail of recent launches; `sandbox audit verify` checks its hash chain."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .audit import launches, log_path
+    path = log_file or log_path()
+    cutoff = _since(since) if since else None
     try:
-        records = read(path)
+        shown = launches(path, tail=tail, since=cutoff, profile=profile_name)
     except FileNotFoundError:
         click.echo(f"sandbox: no audit log at {path} yet", err=True)
         sys.exit(0)
-    ends = {r.get("id"): r for r in records if r.get("event") == "end"}
-    starts = [r for r in records if r.get("event") == "start"][-tail:]
-    for start in starts:
-        end = ends.get(start.get("id"), {})
+    for start, end in shown:
         if as_json:
-            click.echo(json.dumps({**start, "end": end}))
+            click.echo(json.dumps({**start, "end": end or {}}))
             continue
         outcome = ("running or killed" if not end else f"error: {end['error']}" if "error" in end
                    else f"exit {end.get('exit_code')}")
@@ -159,22 +208,71 @@ def audit(log_file, tail, as_json):
                    + (f"  [{len(start.get('relaxations', []))} relaxations]" if start.get("relaxations") else ""))
 
 
+def _since(text: str) -> float:
+    """An epoch time from '1h' (ago) or an ISO 8601 time (UTC unless it says otherwise)."""
+    from datetime import datetime, timezone
+    from .profile.units import parse_duration
+    import time as _time
+    try:
+        return _time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"expected a duration (1h, 30m) or an ISO 8601 time, found {text!r}",
+                                 param_hint="--since") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@audit.command("verify")
+@_LOG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="The outcome as JSON.")
+def audit_verify(log_file, as_json):
+    """Check the audit log's hash chain (and its rotated files).
+
+    Exit 0 when intact; 1 naming the first record changed, removed or reordered."""
+    from .audit import log_path, verify
+    path = log_file or log_path()
+    if not os.path.exists(path) and not os.path.exists(path + ".1"):
+        _fail_text(f"no audit log at {path}")
+    outcome = verify(path)
+    if as_json:
+        click.echo(json.dumps({"log": path, **outcome.to_dict()}, indent=2))
+    elif outcome.ok:
+        click.echo(f"{path}: {outcome.summary()}")
+        for note in outcome.notes:
+            click.echo(f"  note: {note}")
+    else:
+        click.echo(f"sandbox: {path}: broken chain: {outcome.problem}", err=True)
+    sys.exit(0 if outcome.ok else 1)
+
+
+def _fail_text(message: str) -> None:
+    click.echo(f"sandbox: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 @main.command()
 @click.argument("profile")
+@run_options
 @click.option("--json", "as_json", is_flag=True, help="The full results as JSON.")
 @click.option("--stress", is_flag=True, help="Also allocate and fork past the limits (in the sandbox).")
 @click.option("--against", metavar="PROFILE", help="Judge by another profile's promises (e.g. untrusted).")
-def verify(profile, as_json, stress, against):
-    """Launch PROFILE with a probe and check, one by one, that its isolation holds.
+def verify(profile, options, as_json, stress, against):
+    """Launch PROFILE (with the run options given) with a probe and check, one by one, that its
+    isolation holds.
 
     Exit 0 when every expectation holds, 1 when any fails, 125 when it could not run."""
     from .api import load_profile
     from .errors import SandboxError
     from .verify import verify_profile
     from .verify.report import use_colour
+    loaded = _load(profile, options)
     try:
-        outcome = verify_profile(load_profile(profile), stress=stress,
-                                 against=load_profile(against) if against else None)
+        outcome = verify_profile(loaded, stress=stress, against=load_profile(against) if against else None)
     except SandboxError as exc:
         _fail(exc)
     for warning in outcome.warnings:
@@ -233,33 +331,75 @@ def _write_or_print(text: str, output: str | None) -> None:
 
 
 @main.command("import")
-@click.argument("kind", type=click.Choice(["docker-seccomp"]))
+@click.argument("kind", type=click.Choice(["docker-seccomp", "oci"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the profile here (default: stdout).")
-@click.option("--base", default="untrusted", show_default=True, help="Profile the new one extends.")
+@click.option("--base", default="untrusted", show_default=True, help="docker-seccomp: the profile the new one extends (an oci import stands alone).")
 def import_(kind, file, output, base):
-    """Turn a Docker/OCI seccomp JSON profile into a sandbox profile."""
+    """Turn a Docker/OCI seccomp JSON profile (docker-seccomp), or an OCI bundle's config.json (oci),
+    into a sandbox profile. What a profile cannot express is listed as warnings on stderr."""
+    if kind == "oci":
+        from .export.cli import import_oci_command
+        import_oci_command(file, output)
+        return
     import tomli_w
+    from .lint import seccomp_findings
     from .seccomp import import_docker, policy_to_profile_toml
-    skipped: list = []
+    reasons: dict = {}
     try:
-        policy = import_docker(file, skipped=skipped)
+        policy = import_docker(file, reasons=reasons)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.UsageError(f"{file}: not a Docker seccomp profile: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"{file}: not a Docker seccomp profile: invalid JSON: {exc}") from None
     document = {"name": os.path.splitext(os.path.basename(output or file))[0],
                 "description": f"Imported from {os.path.basename(file)} (Docker seccomp)"}
     document.update(policy_to_profile_toml(policy, base=base))
     _write_or_print(tomli_w.dumps(document), output)
-    for note in skipped:
-        _warn(f"not imported: {note}")
+    by_reason: dict = {}
+    for name, why in reasons.items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        _warn(f"not imported: {', '.join(names)}: {why}")
+    _print_widenings(seccomp_findings(policy))
 
 
-@main.command()
+def _print_widenings(findings) -> None:
+    """What `sandbox lint` says about a policy's widenings, on stderr (stdout may hold the profile)."""
+    from .cli_run import echo
+    if not findings:
+        echo("sandbox: the policy allows nothing the default policy denies")
+        return
+    counts = {s: sum(f.severity == s for f in findings) for s in ("danger", "warning")}
+    echo(f"sandbox: the policy allows more than the default policy ({counts['danger']} danger, "
+         f"{counts['warning']} warnings; `sandbox lint` reports the same):")
+    for finding in findings:
+        echo(f"sandbox:   {finding}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
-@click.option("--format", "fmt", type=click.Choice(["docker-seccomp"]), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
-def export(profile, fmt, output):
-    """Write PROFILE's policy in another tool's format."""
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--format", "fmt", type=click.Choice(["docker-seccomp", "oci", "kubernetes", "systemd"]),
+              required=True, help="docker-seccomp: the policy as JSON; oci: a bundle (config.json, rootfs/); "
+              "kubernetes: Pod, NetworkPolicy, RuntimeClass and seccomp JSON; systemd: a .service unit.")
+@click.option("-o", "--output", type=click.Path(), help="A file (docker-seccomp; default stdout) or a new "
+              "directory (the other formats).")
+@click.option("--rootless", is_flag=True, help="oci, systemd: for a runtime run by an unprivileged user "
+              "(maps its uid, as `runc spec --rootless`).")
+@click.option("--compat", type=click.Choice(["runc-1.1"]), help="oci: leave out what this runtime refuses.")
+@click.option("--image", metavar="IMAGE", help="kubernetes: the container image.")
+def export(profile, command, fmt, output, rootless, compat, image):
+    """Write PROFILE in another tool's format (COMMAND after `--` replaces the profile's).
+
+    What the target cannot express is listed as warnings on stderr (docs/oci.md)."""
+    if fmt != "docker-seccomp":
+        from .export.cli import export_command
+        export_command(profile, list(command), fmt, output, rootless=rootless, compat=compat, image=image)
+        return
+    if command or rootless or compat or image:
+        raise click.UsageError("--format docker-seccomp writes the policy alone: no command, --rootless, "
+                               "--compat or --image")
     from .api import load_profile
     from .errors import SandboxError
     from .seccomp import export_docker
@@ -280,19 +420,22 @@ def export(profile, fmt, output):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the learned profile here.")
 @click.option("--base", default="untrusted", show_default=True, help="Profile to run under and extend.")
 def learn(command, output, base):
-    """Run COMMAND (trusted!) recording its system calls, and write a minimal allowlist profile.
+    """Run COMMAND (trusted!) recording its system calls and the files it executes, and write a
+    profile allowing just those: a minimal seccomp allowlist and an [exec] allow list.
 
-    While learning every system call is let through: use it only on workloads you trust."""
+    While learning every system call is let through (and the base's exec list is lifted): use it
+    only on workloads you trust."""
     import tomli_w
     from .api import load_profile
     from .errors import SandboxError
     from .launcher import Launch
     from .seccomp import default_policy, policy_to_profile_toml
-    from .seccomp.learn import minimal_policy
+    from .profile.model import Exec
+    from .seccomp.learn import minimal_policy, proposed_exec_list
     command = [c for i, c in enumerate(command) if not (i == 0 and c == "--")]
     try:
         profile = load_profile(base)
-        launch = Launch(profile, command, seccomp_mode="learn")
+        launch = Launch(profile.replace(exec=Exec()), command, seccomp_mode="learn")
         from .program import startup_done
         startup_done()  # the workload may run for long: collect again from here (see program.py)
         result = launch.run()
@@ -304,8 +447,11 @@ def learn(command, output, base):
     document = {"name": os.path.splitext(os.path.basename(output))[0] if output else "learned",
                 "description": f"Learned from: {' '.join(command)[:80]}"}
     document.update(policy_to_profile_toml(policy, base=base))
+    executed = proposed_exec_list(launch.recorded)
+    document["exec"] = {"allow": executed}
     _write_or_print(tomli_w.dumps(document), output)
-    click.echo(f"sandbox: learned {len(recorded)} system calls (workload exit {result.exit_code})", err=True)
+    click.echo(f"sandbox: learned {len(recorded)} system calls and {len(executed)} executables "
+               f"(workload exit {result.exit_code})", err=True)
     sys.exit(0 if result.exit_code == 0 else result.exit_code)
 
 
@@ -313,8 +459,142 @@ def learn(command, output, base):
 def gc():
     """Remove cgroups left behind by launchers that were killed."""
     from .cgroups import gc as collect
-    for path in collect():
+    removed = collect()
+    for path in removed:
         click.echo(f"removed {path}")
+    if not removed:
+        click.echo("nothing to collect: no cgroup of a dead launcher is left")
+
+
+# ---------------------------------------------------------------- images (docs/images.md)
+
+@main.group()
+def image():
+    """Container images: pull into the store, list, inspect, remove."""
+
+
+def _store():
+    from .image import Store
+    return Store()
+
+
+@image.command("pull")
+@click.argument("ref")
+@click.option("--digest", metavar="sha256:...", default="", help="Refuse any other image.")
+@click.option("--profile", "profile_name", metavar="PROFILE",
+              help="Apply this profile's [image] policy (allowed_registries, tls_verify).")
+@click.option("--tls-verify/--no-tls-verify", default=True, help="Require HTTPS with a verified certificate.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image's digest.")
+def image_pull(ref, digest, profile_name, tls_verify, quiet):
+    """Pull REF into the store, verifying every blob; print its digest."""
+    from .errors import SandboxError
+    from .image import ReferenceError, parse
+    try:
+        parsed = parse(ref)
+    except ReferenceError as exc:
+        raise click.BadParameter(str(exc), param_hint="REF") from None
+    allowed = None
+    try:
+        if profile_name:
+            from .api import load_profile
+            # Its policy only: with ref blanked, loading it pulls nothing.
+            settings = load_profile(profile_name, overrides={"image": {"ref": ""}}).image
+            allowed, tls_verify = settings.allowed_registries, settings.tls_verify
+        found = _store().pull(parsed, pin=digest, allowed=allowed, tls_verify=tls_verify, policy="always",
+                              log=None if quiet else lambda message: click.echo(f"sandbox: {message}", err=True))
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(found.id)
+
+
+@image.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def image_ls(as_json):
+    """List the images in the store."""
+    from .profile.units import format_size
+    images = _store().images()
+    if as_json:
+        click.echo(json.dumps([_image_dict(i) for i in images], indent=2))
+        return
+    for found in images:
+        names = ", ".join(found.references) or "(no reference)"
+        click.echo(f"{found.id[7:19]}  {format_size(found.size):>7}  {found.created[:10] or '?':<10}  {names}")
+
+
+def _image_dict(found) -> dict:
+    return {"id": found.id, "config": found.config_digest, "index": found.index_digest, "layers": list(found.layers),
+            "references": list(found.references), "created": found.created, "pulled": found.pulled,
+            "size": found.size, "path": found.path}
+
+
+@image.command("inspect")
+@click.argument("name")
+def image_inspect(name):
+    """Print what the store knows of an image (by digest, prefix or reference), as JSON."""
+    from .errors import SandboxError
+    try:
+        found = _store().get(name)
+        data = _image_dict(found)
+        data["config_json"] = found.config()
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(json.dumps(data, indent=2))
+
+
+@image.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Remove even an image a running sandbox uses.")
+def image_rm(names, force):
+    """Remove images (their layers go at the next prune)."""
+    from .errors import SandboxError
+    try:
+        for name in names:
+            click.echo(f"removed {_store().remove(name, force=force).id}")
+    except SandboxError as exc:
+        _fail(exc)
+
+
+@image.command("prune")
+@click.option("--all", "all_images", is_flag=True, help="Also images that a reference still names.")
+def image_prune(all_images):
+    """Remove unreferenced images, unused layers and leftovers of interrupted pulls."""
+    from .errors import SandboxError
+    try:
+        for item in _store().prune(all_images=all_images):
+            click.echo(f"removed {item}")
+    except SandboxError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------- scanning (docs/images.md)
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@click.option("--sarif", is_flag=True, help="Findings as SARIF 2.1.0 (for code-scanning dashboards).")
+@click.option("--fail-on", type=click.Choice(["low", "medium", "high", "critical"]),
+              help="Exit 1 when a finding at or above this severity remains.")
+@click.option("--allow", "allow_file", type=click.Path(dir_okay=False), help="Allowlist of accepted findings.")
+@click.option("--sbom", "sbom_file", type=click.Path(dir_okay=False), help="Write a CycloneDX SBOM here.")
+@click.option("--vuln-db", type=click.Path(file_okay=False), help="OSV database directory to match the SBOM against.")
+def scan(target, as_json, sarif, fail_on, allow_file, sbom_file, vuln_db):
+    """Scan an image (REF, or a digest in the store), a directory, or what a PROFILE's sandbox sees.
+
+    Files (setuid, capabilities, world-writable, devices, unknown owners, symlinks leaving the tree),
+    credentials, image configuration, installed software and its known vulnerabilities."""
+    from .errors import SandboxError
+    from .scan import run_scan
+    if as_json and sarif:
+        raise click.UsageError("--json and --sarif: choose one")
+    try:
+        report = run_scan(target, allowlist=allow_file, vuln_db=vuln_db)
+    except SandboxError as exc:
+        _fail(exc)
+    if sbom_file:
+        with open(sbom_file, "w") as handle:
+            handle.write(report.sbom_json())
+    click.echo(report.to_json() if as_json else report.to_sarif() if sarif else report.render())
+    sys.exit(1 if fail_on and report.failing(fail_on) else 0)
 
 
 @main.command()

@@ -7,7 +7,15 @@ from __future__ import annotations
 import os
 import sys
 
+from .errors import SandboxError
+
 EXIT_USAGE = 125
+
+
+class DangerRefused(SandboxError):
+    """`run --strict`: the profile has findings `sandbox lint` calls danger."""
+
+    step = "lint"
 
 
 def echo(message: str) -> None:
@@ -28,71 +36,118 @@ def fail(exc) -> None:
     sys.exit(exc.exit_code)
 
 
-def _bad_parameter(message: str, hint: str):
-    import click
-    return click.BadParameter(message, param_hint=hint)
+def load_with_options(profile: str, options: dict):
+    """The profile with the run options (cli.run_options) merged over it, and their notes.
+    Raises ProfileError naming the option (`--memory: limits.memory: expected ...`)."""
+    from .api import load_profile
+    from .options import run_overrides
+    table, notes = run_overrides(style="cli", **options)
+    return load_profile(profile, overrides=table or None), notes
 
 
-def overrides(binds, envs, cwd, timeout, network, limits: dict | None = None) -> dict:
-    """The command line's options as a profile table, merged over the profile and validated with it."""
-    table: dict = {}
-    if limits:
-        table["limits"] = dict(limits)
-    for spec in binds:
-        parts = spec.split(":")
-        if len(parts) == 1:
-            parts += [parts[0]]
-        if len(parts) == 2:
-            parts.append("ro")
-        if len(parts) != 3 or parts[2] not in ("ro", "rw") or not parts[0] or not parts[1]:
-            raise _bad_parameter(f"expected SRC[:DST[:ro|rw]], found {spec!r}", "--bind")
-        # On the command line a relative source means the caller's directory, as with cp or mount.
-        table.setdefault("filesystem", {}).setdefault("mounts", []).append(
-            {"source": os.path.abspath(parts[0]), "target": parts[1], "mode": parts[2]})
-    for spec in envs:
-        name, sep, value = spec.partition("=")
-        if not sep or not name:
-            raise _bad_parameter(f"expected NAME=VALUE, found {spec!r}", "--env")
-        table.setdefault("process", {}).setdefault("env", {})[name] = value
-    if cwd:
-        table.setdefault("process", {})["cwd"] = cwd
-    if timeout:
-        table.setdefault("limits", {})["timeout"] = timeout
-    if network:
-        table["network"] = {"mode": network}
-        table.setdefault("namespaces", {})["network"] = network == "none"
-    return table
+def report_problems(exc) -> None:
+    """A ProfileError, every problem on its own line; exits 125."""
+    for problem in exc.problems:
+        echo(f"sandbox: {problem}")
+    sys.exit(exc.exit_code)
 
 
-def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network=None, tty=False,
-            stats=False, result_json=None, verify_first=False, report_violations=False, quiet=False,
-            limits: dict | None = None):
+class _ResultRecord:
+    """--result-json: opened before anything is launched (an unwritable path is a usage error
+    then, not a lost exit status after the run), written whatever happens, exactly once.
+    "-" is standard output, which then carries the record only (execute() sends the workload's
+    own standard output to standard error)."""
+
+    def __init__(self, path: str | None):
+        self.path, self.handle = path, None
+        if path is None:
+            return
+        if path == "-":
+            self.handle = sys.stdout
+            return
+        try:
+            self.handle = open(path, "w")
+        except OSError as exc:
+            echo(f"sandbox: --result-json {path}: cannot write: {exc.strerror or exc}")
+            sys.exit(EXIT_USAGE)
+
+    def error(self, exc, step: str | None = None, profile=None) -> None:
+        from .errors import ExecError, ProfileError
+        step = step or getattr(exc, "step", None) or ("profile" if isinstance(exc, ProfileError) else
+                                                       "exec" if isinstance(exc, ExecError) else "setup")
+        error = {"step": step,
+                 "errno": getattr(exc, "errno", None) or None, "message": exc.one_line()}
+        if isinstance(exc, ProfileError):
+            error["problems"] = [str(p) for p in exc.problems]
+        self.write({"exit_code": exc.exit_code, "error": error,
+                    "profile_name": getattr(profile, "name", ""), "warnings": []})
+
+    def result(self, result) -> None:
+        self.write({**result.to_dict(), "error": None})
+
+    def write(self, record: dict) -> None:
+        if self.handle is None:
+            return
+        import json
+        handle, self.handle = self.handle, None
+        try:
+            json.dump(record, handle, indent=2, default=str)
+            handle.write("\n")
+            handle.flush()
+        except OSError as exc:  # e.g. the disk filled up during the run: the exit status stands
+            warn(f"--result-json {self.path}: not written: {exc.strerror or exc}")
+        finally:
+            if handle is not sys.stdout:
+                try:
+                    handle.close()
+                except OSError:
+                    pass
+
+
+def execute(profile, command, options: dict | None = None, *, tty=False, stats=False, result_json=None,
+            verify_first=False, report_violations=False, quiet=False, strict=False):
     """The run command; exits with the workload's status."""
-    from .api import load_profile, run as run_sandbox
-    from .errors import SandboxError
+    from .api import run as run_sandbox
+    from .errors import ProfileError
     command = list(command)
     if command[:1] == ["--"]:
         command = command[1:]
+    if result_json == "-" and tty:
+        echo("sandbox: --result-json - writes the record to standard output, which --tty gives the workload")
+        sys.exit(EXIT_USAGE)
+    record = _ResultRecord(result_json)
+    loaded = None
     try:
-        loaded = load_profile(profile, overrides=overrides(binds, envs, cwd, timeout, network, limits))
+        loaded, notes = load_with_options(profile, options or {})
+        _check_dangers(loaded, strict, quiet)
         if verify_first:
             from .verify import verify_profile
             report = verify_profile(loaded)
             if not report.ok:
                 echo(report.render())
                 echo("sandbox: verification failed: not running the workload")
+                record.write({"exit_code": EXIT_USAGE, "profile_name": loaded.name, "warnings": [],
+                              "error": {"step": "verify", "errno": None,
+                                        "message": "verification failed: not running the workload",
+                                        "failed": [r["id"] for r in report.results if r["status"] == "FAIL"]}})
                 sys.exit(EXIT_USAGE)
         from .program import startup_done
         startup_done()
-        result = run_sandbox(loaded, command or None, tty=tty,
-                             seccomp_mode="report" if report_violations else None)
+        result = run_sandbox(loaded, command or None, tty=tty, report_violations=report_violations,
+                             stdout=2 if result_json == "-" else None)
+    except ProfileError as exc:
+        record.error(exc)
+        report_problems(exc)
     except SandboxError as exc:
+        record.error(exc, profile=loaded)
         fail(exc)
+    result.warnings[:0] = notes
     if not quiet:
         for warning in result.warnings:
             warn(warning)
     if result.timed_out:
-        echo(f"sandbox: killed: timeout after {loaded.limits.timeout if not timeout else timeout}")
+        from .profile.units import format_duration
+        echo(f"sandbox: killed: timeout after {format_duration(loaded.limits.timeout)}")
     elif result.oom_killed:
         from .profile.units import format_size
         limit = format_size(loaded.limits.memory) if loaded.limits.memory else "?"
@@ -109,12 +164,25 @@ def execute(profile, command, binds=(), envs=(), cwd=None, timeout=None, network
                      f"(first: pid {v['first_pid']}, args {', '.join(v['first_args'][:3])})")
         else:
             echo("sandbox: no system call was denied")
-    if result_json:
-        import json
-        with open(result_json, "w") as handle:
-            json.dump(result.to_dict(), handle, indent=2)
-            handle.write("\n")
+    record.result(result)
     sys.exit(result.exit_code)
+
+
+def _check_dangers(profile, strict: bool, quiet: bool) -> None:
+    """`sandbox lint`'s dangers, said before the run; with --strict, a refusal to run."""
+    from .lint import REFUSED_AT_LAUNCH, lint
+    # What the launch refuses anyway is said by its error, not by a warning before it.
+    dangers = [f for f in lint(profile) if f.severity == "danger" and f.id not in REFUSED_AT_LAUNCH]
+    if not dangers:
+        return
+    if strict:
+        shown = "; ".join(f"{f.key}: {f.message}" for f in dangers[:3])
+        more = f" (and {len(dangers) - 3} more)" if len(dangers) > 3 else ""
+        raise DangerRefused(f"--strict: the profile has {len(dangers)} danger finding{'s' * (len(dangers) > 1)} "
+                      f"(sandbox lint): {shown}{more}")
+    if not quiet:
+        for finding in dangers:
+            warn(f"danger: {finding.key}: {finding.message}")
 
 
 def format_stats(result) -> str:

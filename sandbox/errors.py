@@ -5,6 +5,7 @@
      +-- SetupError              a step of building the sandbox failed (step, errno, message)
      |    +-- LimitsUnavailable  a required resource limit cannot be applied here
      +-- ExecError               the workload could not be executed (126, or 127 when not found)
+     +-- CommandFailed           run(..., check=True): the workload exited non-zero (.result)
 
 Every error renders as one line for the CLI: ``sandbox: <message>``.
 """
@@ -73,5 +74,29 @@ class ExecError(SandboxError):
         self.errno = err
         self.exit_code = 127 if err == _errno.ENOENT else 126
         self.detail = detail
-        what = detail or ("command not found" if err == _errno.ENOENT else "cannot execute")
-        super().__init__(f"{argv0}: {what} ({_errno.errorcode.get(err, err)})")
+        what = "command not found" if err == _errno.ENOENT else "cannot execute"
+        # The detail names the file itself, as a shell says it ("/job/x: bad interpreter /y ...").
+        super().__init__(f"{detail or f'{argv0}: {what}'} ({_errno.errorcode.get(err, err)})")
+
+
+class CommandFailed(SandboxError):
+    """`sandbox.run(..., check=True)`: the workload ran and exited non-zero (or was killed).
+
+    Carries the whole `Result` (`.result`), and subprocess.CalledProcessError's attributes:
+    `.returncode` (the exit status `sandbox run` would exit with), `.cmd`, `.stdout` (`.output`),
+    `.stderr`.
+    """
+
+    def __init__(self, result):
+        self.result = result
+        self.returncode = self.exit_code = result.exit_code
+        self.cmd = list(result.argv)
+        self.stdout = self.output = result.stdout
+        self.stderr = result.stderr
+        if result.timed_out:
+            what = "was killed on timeout"
+        elif result.signal:
+            what = f"died of signal {result.signal}" + (" (out of memory)" if result.oom_killed else "")
+        else:
+            what = f"exited with status {result.exit_code}"
+        super().__init__(f"{' '.join(self.cmd)[:200]}: {what}")

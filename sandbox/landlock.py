@@ -21,6 +21,7 @@ import stat
 from typing import Iterable
 
 from ._libc import libc, syscall_number
+from . import execlist
 
 # --- syscall flags ----------------------------------------------------------
 LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
@@ -74,6 +75,34 @@ ACCESS_FILE = (ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE
 
 READ = ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR | ACCESS_FS_EXECUTE
 WRITE = ACCESS_FS_ALL & ~READ
+
+# A rule's optional third element: the path is an [exec] allow pattern, expanded in the workload
+# after pivot_root (execlist.expand), each match granted the rule's access.
+PATTERN = "pattern"
+
+
+def rules_for(profile) -> tuple | None:
+    """The Landlock rules of a profile: (path, access) pairs, and (pattern, access, PATTERN) for
+    [exec] allow; None when Landlock is off. Derived from the mounts: everything readable, the rw
+    binds, tmpfs mounts, /dev and landlock.write writable. Without an exec list every readable
+    path is executable too (as the mounts allow); with one, execute is granted only on what the
+    patterns match, and nowhere else, in particular not on anything writable."""
+    if not profile.landlock.enabled:
+        return None
+    fs = profile.filesystem
+    writable = [m.target for m in fs.mounts if m.mode == "rw"] + [t.target for t in fs.tmpfs]
+    if fs.dev:
+        writable.append("/dev")
+    if not fs.readonly_root:
+        writable.append("/")
+    allow = profile.exec.allow
+    strip = ACCESS_FS_EXECUTE if allow is not None else 0
+    rules: list[tuple] = [("/", READ & ~strip)]
+    rules += [(path, (READ | WRITE) & ~strip) for path in writable + list(profile.landlock.write)]
+    rules += [(path, READ & ~strip) for path in profile.landlock.read]
+    if allow is not None:
+        rules += [(pattern, ACCESS_FS_EXECUTE, PATTERN) for pattern in allow]
+    return tuple(rules)
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -134,7 +163,9 @@ def restrict(rules: list[tuple[str, int]], *, handle_network: bool = False,
     """Confine the calling thread (and its future children) with Landlock.
 
     ``rules`` are (path, access) pairs: access beneath ``path`` is allowed,
-    every other handled filesystem access is denied. With ``handle_network``
+    every other handled filesystem access is denied. A (pattern, access, PATTERN) triple is an
+    [exec] allow pattern, expanded here (execlist.expand) and granted on each match; such a rule
+    is never best-effort: an allowlist that cannot be enforced refuses to run. With ``handle_network``
     TCP bind/connect is denied except on the listed ports. Scopes deny
     signalling processes and connecting to abstract unix sockets outside the
     new domain. Requires no_new_privs (see module docstring).
@@ -157,6 +188,9 @@ def restrict(rules: list[tuple[str, int]], *, handle_network: bool = False,
 
     abi = abi_version()
     if abi == 0:
+        if any(len(rule) > 2 for rule in rules):
+            raise OSError(errno.EOPNOTSUPP, "landlock unsupported by this kernel: the [exec] allowlist "
+                          "cannot be enforced")
         degrade(errno.EOPNOTSUPP, "landlock unsupported by this kernel: file access not restricted")
         return warnings
 
@@ -180,8 +214,14 @@ def restrict(rules: list[tuple[str, int]], *, handle_network: bool = False,
     ruleset_fd = _syscall("landlock_create_ruleset", ctypes.byref(attr),
                           ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
     try:
-        for path, access in rules:
-            _add_path_rule(ruleset_fd, path, access, attr.handled_access_fs, warnings)
+        for path, access, *kind in rules:
+            if kind:  # an [exec] allow pattern, expanded in this (the workload's) view
+                matched, notes = execlist.expand(path)
+                warnings += notes
+                for match, _directory in matched:
+                    _add_path_rule(ruleset_fd, match, access, attr.handled_access_fs, warnings)
+            else:
+                _add_path_rule(ruleset_fd, path, access, attr.handled_access_fs, warnings)
         if attr.handled_access_net:
             for rights, ports in ((ACCESS_NET_BIND_TCP, bind_ports),
                                   (ACCESS_NET_CONNECT_TCP, connect_ports)):

@@ -28,9 +28,9 @@ import time
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc, child, mounts, namespaces, protocol, terminal
+from . import _libc, child, faults, mounts, namespaces, protocol, rlimits, sources, terminal
 from .errors import ExecError, SandboxError, SetupError
-from .plan import LaunchPlan, build_env, cgroup_limits, landlock_rules, plan_for, with_terminal_type  # noqa: F401
+from .plan import LaunchPlan, build_env, cgroup_limits, plan_for, with_terminal_type  # noqa: F401
 from .profile.model import Profile
 
 SETUP_TIMEOUT = 30.0  # seconds for the child to get from fork to exec; a hang here is a bug
@@ -72,55 +72,6 @@ class Result:
         data.pop("stderr")
         data["argv"] = list(self.argv)
         return data
-
-
-class _IdmappedTrees:
-    """Detached, idmapped copies of rw bind sources, made while we are still host root."""
-
-    def __init__(self):
-        self.fds: dict[str, int] = {}
-        self.warnings: list[str] = []
-
-    def open(self, profile: Profile, idmap: namespaces.IdMap) -> None:
-        if os.geteuid() != 0 or not profile.namespaces.user:
-            return
-        for mount in profile.filesystem.mounts:
-            if mount.mode != "rw" or mount.idmap == "no" or not os.path.isdir(mount.source):
-                continue
-            info = os.stat(mount.source)
-            if info.st_uid == idmap.host_uid and mount.idmap == "auto":
-                continue
-            try:
-                self.fds[mount.target] = self._idmapped_tree(mount.source, info.st_uid, info.st_gid, idmap)
-            except OSError as exc:
-                if mount.idmap == "yes":
-                    raise SetupError("idmapped mount", exc.errno or 0, f"{mount.source}: {exc.strerror}") from None
-                self.warnings.append(f"{mount.source}: idmapped mount unavailable ({exc.strerror}); files "
-                                     f"written there belong to host uid {idmap.host_uid}")
-
-    @staticmethod
-    def _idmapped_tree(source: str, owner_uid: int, owner_gid: int, idmap: namespaces.IdMap) -> int:
-        # On disk owner -> the sandbox user's host id, so the workload may write and what it writes
-        # lands on disk as the owner's.
-        userns = namespaces.MappingUserNamespace(f"{owner_uid} {idmap.host_uid} 1\n",
-                                                 f"{owner_gid} {idmap.host_gid} 1\n")
-        try:
-            tree = _libc.open_tree(_libc.AT_FDCWD, source, _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC
-                                   | _libc.AT_RECURSIVE)
-            try:
-                _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
-                                    attr_set=_libc.MOUNT_ATTR_IDMAP | mounts.SECURE_ATTRS, userns_fd=userns.fd)
-            except OSError:
-                os.close(tree)
-                raise
-            return tree
-        finally:
-            userns.close()
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
 
 
 class Launch:
@@ -221,6 +172,7 @@ class Launch:
         self._capture_names: dict[int, str] = {}
         self._started = 0.0
         self._waited = False
+        self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
 
     # ------------------------------------------------------------ the four steps
 
@@ -288,6 +240,10 @@ class Launch:
             raise
         finally:
             self._end_supervision()
+            if self._cgroup is not None:
+                # Every process is gone: the cgroup goes now, keeping its final figures (read
+                # once), and delete() has only descriptors left to release.
+                self._cgroup.destroy()
         self._waited = True
         self.status = "stopped"
         if self._error is not None:
@@ -330,8 +286,9 @@ class Launch:
             if self._trees is not None:
                 self._trees.close()
             if self._cgroup is not None and not self.detached:
-                self._cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
-            self._finish_result()
+                self._cgroup.destroy()  # idempotent; keeps the final figures, read once
+            if not self._waited:
+                self._finish_result()
             self.status = "deleted"
 
     # ------------------------------------------------------------ create
@@ -339,44 +296,58 @@ class Launch:
     def _create(self, start: bool, cgprime) -> None:
         from . import cgroups
         plan = self.plan
-        if plan.cgroup_path is not None:  # the OCI runtime's: no sandbox-<pid>-* cgroups to collect
-            from .cgroups import oci as oci_cgroups
-            cgroup = oci_cgroups.create_at(plan.cgroup_path, plan.cgroup_resources)
-        else:
-            cgroups.gc()
-            cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
-        self._cgroup = self.cgroup = cgroup
+        with _ParentStep("cgroup"):
+            if plan.cgroup_path is not None:  # the OCI runtime's: no sandbox-<pid>-* cgroups to collect
+                from .cgroups import oci as oci_cgroups
+                cgroup = oci_cgroups.create_at(plan.cgroup_path, plan.cgroup_resources)
+            else:
+                cgroups.gc()
+                cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+            self._cgroup = self.cgroup = cgroup
         self.warnings += list(getattr(cgroup, "warnings", ()))
-        self._trees = trees = _IdmappedTrees()
-        if self.profile is not None and plan.id_map is not None:
-            trees.open(self.profile, plan.id_map)
+        # What the cgroup could not apply, enforced by rlimits where an unprivileged user can.
+        unapplied = {n: v for n, v in cgroup.limits.requested().items() if n not in cgroup.applied}
+        self._rlimits, notes = rlimits.cgroup_fallback(unapplied, plan.rlimits, own_user_namespace=plan.new_user_ns)
+        self.warnings += notes
+        faults.checkpoint("cgroup created")
+        self._trees = trees = sources.SourceTrees()
+        with _ParentStep("idmapped mount"):  # every bind source checked, and opened when root launches
+            if self.profile is not None:
+                trees.open(self.profile, plan.id_map)
+                if self.profile.image.rootfs and os.geteuid() == 0 and plan.id_map is not None:
+                    # The image's tree, read-only, its root-owned files shown as the sandbox user's.
+                    from .image.mount import open_root_tree
+                    trees.fds["/"] = open_root_tree(self.profile, plan.id_map)
         self.warnings += trees.warnings
-        message_r, message_w = self._pipe()
-        go_r, go_w = self._pipe()
-        placed_r, placed_w = self._pipe()
-        hooks_r, self._hooks_w = self._pipe() if self.namespaces_ready is not None else (-1, -1)
+        with _ParentStep("pipes"):
+            message_r, message_w = self._pipe()
+            go_r, go_w = self._pipe()
+            placed_r, placed_w = self._pipe()
+            hooks_r, self._hooks_w = self._pipe() if self.namespaces_ready is not None else (-1, -1)
+            if self.detached:
+                gate_r = self.start_gate
+            else:
+                gate_r, self._gate_w = self._pipe()
+                if start:  # the byte waits in the pipe: the workload passes the gate without a round trip
+                    os.write(self._gate_w, protocol.GO)
+                    self._close(self._gate_w)
+                    self._gate_w = -1
+            self._go_w, self._placed_w = go_w, placed_w
+            stdio = self._stdio_pipes()
+            channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty or plan.seccomp_agent
+                                             else (None, None))
         if self.start_hooks:
             import subprocess  # noqa: F401 - the workload runs them after pivot_root, with no stdlib to import
         join_fds = self._open_namespaces()
-        if self.detached:
-            gate_r = self.start_gate
-        else:
-            gate_r, self._gate_w = self._pipe()
-            if start:  # the byte waits in the pipe: the workload passes the gate without a round trip
-                os.write(self._gate_w, protocol.GO)
-                self._close(self._gate_w)
-                self._gate_w = -1
-        self._go_w, self._placed_w = go_w, placed_w
-        stdio = self._stdio_pipes()
-        channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty or plan.seccomp_agent
-                                         else (None, None))
         ctx = self._context(trees, message_w, go_r, placed_r, gate_r, stdio,
                             channel_child.fileno() if channel_child else -1, hooks_r, join_fds)
         if not self.tty and not self.detached:
             self._terminals = terminal.saved_states(fd if fd is not None else n for n, fd in enumerate(stdio))
         cgprime.stop()  # no thread may be running at fork
-        pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w, self._hooks_w), cgroup)
+        with _ParentStep("fork"):
+            pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w, self._hooks_w), cgroup)
         self.child_pid = pid
+        faults.checkpoint("spawned")
         release_error = None
         if self._cloned:
             # Init waits for nothing else, and every page we touch before this is a
@@ -397,10 +368,11 @@ class Launch:
         self._placer = _Placer(cgroup, pid, unified=not self._in_cgroup)
         self._previous_handlers = self._install_signal_forwarding()
         if self._cloned:  # in its user namespace from birth: released right after the clone
-            self._error = release_error
             if release_error is None:
                 self.init_pid = pid
                 self._place()
+            else:
+                self._aside(release_error)
         self._pump(until=protocol.CREATED)
         if self._error is not None:
             raise self._error
@@ -426,13 +398,21 @@ class Launch:
     def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1, hooks_fd=-1,
                  join_fds=()) -> child.ChildContext:
         plan = self.plan
-        mount_plan = plan.mounts
-        if mount_plan is not None and trees.fds:
-            mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if self.profile is not None:
+            # From the sources as the launcher checked them: the trees it opened, the real paths
+            # the child walks, the optional sources that are missing.
+            mount_plan = mounts.build_plan(self.profile, trees) if self.profile.namespaces.mount else None
+        else:
+            mount_plan = plan.mounts
+            if mount_plan is not None and trees.fds:
+                mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if mount_plan is not None and self.profile is not None and self.profile.secrets:
+            from .secrets import read_values  # read now, at launch: never held by a profile or a plan
+            mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))
         return child.ChildContext(
             argv=self.argv, env=plan.env, cwd=plan.cwd, uid=plan.uid, gid=plan.gid, hostname=plan.hostname,
             new_user_ns=plan.new_user_ns, unshare_flags=plan.unshare_flags, new_cgroup_ns=plan.new_cgroup_ns,
-            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=plan.rlimits,
+            new_pid_ns=plan.new_pid_ns, new_net_ns=plan.new_net_ns, plan=mount_plan, rlimits=self._rlimits,
             umask=plan.umask, keep_caps=plan.keep_caps, new_session=plan.new_session,
             landlock_rules=plan.landlock_rules, landlock_best_effort=plan.landlock_best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
@@ -444,7 +424,7 @@ class Launch:
             domainname=plan.domainname, oom_score_adj=plan.oom_score_adj, personality=plan.personality,
             time_offsets=plan.time_offsets, hooks_fd=hooks_fd, start_hooks=self.start_hooks,
             hook_state=self.hook_state, seccomp_log=plan.seccomp_log, new_keyring=plan.new_keyring,
-            seccomp_agent=plan.seccomp_agent is not None)
+            seccomp_agent=plan.seccomp_agent is not None, faults=tuple(faults.INJECTED.items()))
 
     def _filter_policy(self):
         policy = self.plan.seccomp
@@ -505,6 +485,8 @@ class Launch:
     def _release(self, pid: int) -> SandboxError | None:
         """Write the first process's id maps, then let it go on."""
         try:
+            if faults.INJECTED:
+                faults.fail_if_injected("id map")
             if self.plan.new_user_ns:
                 _write_id_maps(pid, self.plan.id_map)
             os.write(self._go_w, protocol.GO)
@@ -523,17 +505,25 @@ class Launch:
             placer.join()
             if placer.error is not None:
                 raise placer.error
+            if faults.INJECTED:
+                faults.fail_if_injected("cgroup placement")
             if self.init_pid != placer.pid:
                 self._cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
             os.write(self._placed_w, protocol.GO)
         except OSError as exc:
-            self._placement_error = SetupError("cgroup", exc.errno or 0, exc.strerror or str(exc))
+            self._aside(SetupError("cgroup placement", exc.errno or 0, exc.strerror or str(exc)))
         except SandboxError as exc:
-            self._placement_error = exc
+            self._aside(exc)
         finally:
             self._close(self._placed_w)
 
-    _placement_error: SandboxError | None = None
+    _aside_error: SandboxError | None = None
+
+    def _aside(self, error: SandboxError | None) -> None:
+        """Keep the launcher's own failure (writing the id maps, placing in the cgroup) until the
+        message pipe ends: the child it concerns usually fails too, and its own report says more."""
+        if self._aside_error is None:
+            self._aside_error = error
 
     # ------------------------------------------------------------ supervision
 
@@ -552,13 +542,15 @@ class Launch:
                 continue
             self._handle(message)
         if reader.eof:
-            self._error = self._error or self._placement_error
+            self._error = self._error or self._aside_error
 
     def _handle(self, message: dict) -> None:
         kind = message["kind"]
         self._seen.add(kind)
+        if faults.KILL_AT:
+            faults.checkpoint(kind)
         if kind == protocol.READY:  # A is in its user namespace
-            self._error = self._error or self._release(self.child_pid)
+            self._aside(self._release(self.child_pid))
         elif kind == protocol.INIT_PID:
             self.init_pid = message["pid"]
             self._place()
@@ -861,6 +853,29 @@ class Launch:
             signal.signal(signum, handler)
 
 
+class _ParentStep:
+    """``with _ParentStep(name):`` the launcher's own steps: an OSError becomes a SetupError naming
+    the step and the errno (a machine at its limits, not a bug), and tests can make it fail."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        if faults.INJECTED:
+            try:
+                faults.fail_if_injected(self.name)
+            except OSError as exc:
+                self.__exit__(OSError, exc, None)
+
+    def __exit__(self, kind, exc, _traceback) -> bool:
+        if kind is not None and issubclass(kind, OSError) and not isinstance(exc, SandboxError):
+            where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
+            raise SetupError(self.name, exc.errno or 0, where + (exc.strerror or str(exc))) from None
+        return False
+
+
 class _Placer:
     """Writes the first process's pid into the sandbox's cgroup in a thread (started after the
     fork: no thread may run at fork time). join() before touching the cgroup again."""
@@ -874,7 +889,10 @@ class _Placer:
         self._done.acquire()
         # A bare thread: threading.Thread.start() waits until the thread has run, ~1 ms when
         # the child keeps the other core busy, and that delayed the id maps the child waits for.
-        _thread.start_new_thread(self._run, (cgroup, pid, unified))
+        try:
+            _thread.start_new_thread(self._run, (cgroup, pid, unified))
+        except RuntimeError:  # no thread to be had: place it here and now, only slower
+            self._run(cgroup, pid, unified)
 
     def _run(self, cgroup, pid: int, unified: bool) -> None:
         try:

@@ -20,8 +20,9 @@ import stat
 from dataclasses import field
 
 from .compiled_dataclass import dataclass
-from . import _libc
-from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, Profile
+from . import _libc, sources
+from . import faults as _faults
+from .profile.model import MASKED_PROC_PATHS, READONLY_PROC_PATHS, SECRET_DIR, Profile
 
 STAGE = "/tmp"  # hidden by the staging tmpfs only inside our own mount namespace
 NEWROOT = "/newroot"
@@ -31,14 +32,25 @@ SECURE_ATTRS = _libc.MOUNT_ATTR_NOSUID | _libc.MOUNT_ATTR_NODEV
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path bound at target; read-only unless readonly is False."""
+    """A host path bound at target; read-only unless readonly is False.
+
+    When root launches, the parent has already opened the source (sources.SourceTrees) and
+    tree_fd is its detached copy (maybe idmapped). Otherwise the child walks `source` (the real
+    path the parent resolved) under /oldroot following no symlink, and, given `identity`, checks
+    it found the inode the parent checked."""
 
     source: str
     target: str
     readonly: bool = True
     noexec: bool = False
     devices: bool = False  # device nodes must stay usable (binds into /dev)
-    idmap_fd: int = -1  # a detached idmapped tree made by the parent (root launches only)
+    tree_fd: int = -1  # a detached tree made by the parent (root launches only)
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) the parent found at source
+
+    @property
+    def idmap_fd(self) -> int:
+        """The name child.needed_fds() knows tree_fd by (it was only for idmapped trees once)."""
+        return self.tree_fd
 
 
 @dataclass(frozen=True)
@@ -76,10 +88,11 @@ class Symlink:
 
 @dataclass(frozen=True)
 class File:
-    """A small file written into the new root (passwd, group, hosts...)."""
+    """A small file written into the new root (passwd, group, hosts...), or a secret: content is
+    then a secrets.SecretValue (bytes that print as <secret NAME>) and mode 0400."""
 
     target: str
-    content: str
+    content: str | bytes
     mode: int = 0o644
 
 
@@ -148,10 +161,25 @@ class Directory:
 
 
 @dataclass(frozen=True)
+class ImageRoot:
+    """A root made of a container image (sandbox/image): the image's merged tree, read-only, as the
+    lower layer of an overlay whose upper layer is a tmpfs of `size`. Mount points and `dirs` are
+    made in the tmpfs, and so are the workload's writes when the root is left writable: the
+    store is never written. Root launches pass a detached copy the parent made (`idmap_fd`):
+    read-only, nosuid, nodev, its on-disk owner (root) mapped to the sandbox's host user."""
+
+    source: str
+    size: int
+    dirs: tuple[str, ...] = ()
+    idmap_fd: int = -1
+    target: str = "/"
+
+
+@dataclass(frozen=True)
 class MountPlan:
     """Everything the child does to build the root, in order; pure data made before fork."""
 
-    root_source: str | None  # None: a fresh tmpfs
+    root_source: str | ImageRoot | None  # None: a fresh tmpfs
     root_size: int
     readonly_root: bool
     operations: tuple = field(default_factory=tuple)
@@ -164,16 +192,28 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> MountPlan:
-    """Profile -> ordered operations. Pure apart from checking which optional sources exist."""
+def build_plan(profile: Profile, opened=None) -> MountPlan:
+    """Profile -> ordered operations. `opened` is the launcher's sources.SourceTrees (opened
+    trees, resolved paths, missing optional sources); without it (the verifier's expectations)
+    optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)
+    Pure apart from that and from where the audit log is (kept out). [[secrets]] are planned
+    empty: their values are read when a launch starts, and put in by with_secrets()."""
     fs = profile.filesystem
-    idmap_fds = idmap_fds or {}
+    if isinstance(opened, dict):
+        trees, resolved, missing = opened, {}, None
+    else:
+        trees = getattr(opened, "fds", None) or {}
+        resolved = getattr(opened, "resolved", None) or {}
+        missing = getattr(opened, "missing", None)
     mounts: list = []
     for mount in fs.mounts:
-        if mount.optional and not os.path.lexists(mount.source):
+        if missing is not None and mount.target in missing:
             continue
-        mounts.append(Bind(mount.source, mount.target, readonly=mount.mode == "ro", noexec=mount.noexec,
-                           idmap_fd=idmap_fds.get(mount.target, -1)))
+        if missing is None and mount.optional and not os.path.lexists(mount.source):
+            continue
+        path, dev, ino = resolved.get(mount.target, (mount.source, None, None))
+        mounts.append(Bind(path, mount.target, readonly=mount.mode == "ro", noexec=mount.noexec,
+                           tree_fd=trees.get(mount.target, -1), identity=(dev, ino) if dev is not None else None))
     for tmpfs in fs.tmpfs:
         mounts.append(Tmpfs(tmpfs.target, tmpfs.size, tmpfs.mode, tmpfs.noexec))
     if fs.proc:
@@ -182,12 +222,14 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
         mounts.append(Bind("/sys", "/sys", readonly=True, noexec=True))
     if fs.dev:
         mounts.append(Tmpfs("/dev", 1 << 20, 0o755, noexec=True))
+    mounts += _secret_mounts(profile)
     # Parents before children; stable, so the profile's order breaks ties.
     operations: list = sorted(mounts, key=lambda op: _depth(op.target))
     if fs.dev:
         operations += _dev_operations(fs.devices, fs.dev_shm_size)
     operations += [Symlink(s.target, s.points_to) for s in fs.symlinks]
     operations += [File(f.target, f.content, f.mode) for f in fs.files]
+    operations += _secret_files(profile)
     if fs.proc:
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/proc/")]
         operations += [ReadOnly(p) for p in READONLY_PROC_PATHS]
@@ -196,13 +238,75 @@ def build_plan(profile: Profile, idmap_fds: dict[str, int] | None = None) -> Mou
     operations += [Mask(p) for p in fs.masked_paths]
     operations += [ReadOnly(p) for p in fs.readonly_paths]
     root = None if fs.root == "tmpfs" else fs.root
+    operations += _audit_masks(profile, [op for op in mounts if isinstance(op, Bind)], root)
+    if profile.image.rootfs:
+        root = ImageRoot(profile.image.rootfs, fs.root_size, (profile.process.cwd,), trees.get("/", -1))
+        # Listed first among the operations too, where child.needed_fds finds every fd of the plan.
+        operations.insert(0, root)
     return MountPlan(root, fs.root_size, fs.readonly_root, tuple(operations))
+
+
+def _audit_masks(profile: Profile, binds: list, root: str | None) -> list:
+    """The audit trail is never visible inside: a bind of a directory above an audit log gets the
+    log's directory (or, where the directory holds other things too, each audit file) masked; a
+    bind of the log, or of anything inside its own directory, is refused."""
+    from .audit import protected_paths
+    sources = [(os.path.realpath(op.source), op.target, op.source) for op in binds]
+    if root is not None:
+        sources.append((os.path.realpath(root), "/", root))
+    if not sources:
+        return []
+    directories, files = protected_paths(profile)
+    masks: list = []
+    for real, target, source in sources:
+        for directory in directories:
+            if real == directory or real.startswith(directory + "/"):
+                from .errors import SetupError
+                raise SetupError("audit", errno.EPERM, f"{source} is the audit log's directory {directory} or in it: "
+                                 "the audit trail is never visible inside a sandbox")
+        for path in files:
+            if real == path:
+                from .errors import SetupError
+                raise SetupError("audit", errno.EPERM, f"{source} is the audit file {path}: the audit trail is "
+                                 "never visible inside a sandbox")
+        for path in directories + [f for f in files if os.path.dirname(f) not in directories]:
+            if path.startswith(real.rstrip("/") + "/"):
+                masks.append(Mask(os.path.join(target, os.path.relpath(path, real))))
+    return masks
+
+
+def _secret_mounts(profile: Profile) -> list:
+    """[[secrets]]: a small tmpfs at /run/secrets, only the sandbox user may list it; its size
+    is a bound (secrets.MAX_SIZE each), not memory taken."""
+    if not profile.secrets:
+        return []
+    from .secrets import MAX_SIZE
+    return [Tmpfs(SECRET_DIR, len(profile.secrets) * (MAX_SIZE + 4096) + 4096, 0o500, noexec=True)]
+
+
+def _secret_files(profile: Profile) -> list:
+    """Each secret as a 0400 file of the sandbox user (init writes it as that user), then the
+    tmpfs read-only: the workload can read its secrets and change nothing there."""
+    if not profile.secrets:
+        return []
+    files: list = [File(f"{SECRET_DIR}/{s.name}", b"", 0o400) for s in profile.secrets]
+    return files + [ReadOnly(SECRET_DIR)]
+
+
+def with_secrets(plan: MountPlan, values: dict) -> MountPlan:
+    """The plan with each secret's file holding its value (secrets.read_values, at launch)."""
+    if not values:
+        return plan
+    operations = tuple(dataclasses.replace(op, content=values[op.target[len(SECRET_DIR) + 1:]])
+                       if isinstance(op, File) and op.target.startswith(SECRET_DIR + "/")
+                       and op.target[len(SECRET_DIR) + 1:] in values else op for op in plan.operations)
+    return dataclasses.replace(plan, operations=operations)
 
 
 def with_trees(plan: MountPlan, tree_fds: dict[str, int]) -> MountPlan:
     """The plan with each bind whose target is in tree_fds attached from that detached tree (an
     idmapped copy the parent made) instead of its source path."""
-    operations = tuple(dataclasses.replace(op, idmap_fd=tree_fds[op.target])
+    operations = tuple(dataclasses.replace(op, tree_fd=tree_fds[op.target])
                        if isinstance(op, Bind) and op.target in tree_fds else op for op in plan.operations)
     return dataclasses.replace(plan, operations=operations)
 
@@ -258,13 +362,9 @@ def _attach_tree(tree_fd: int, target_fd: int) -> None:
 
 
 def _bind(root_fd: int, op: Bind) -> None:
-    if op.idmap_fd >= 0:
-        tree = op.idmap_fd
-        is_dir = True
-    else:
-        tree = _open_host_tree(op.source)
-        is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
+    tree = op.tree_fd if op.tree_fd >= 0 else _open_host_tree(op.source, op.identity)
     try:
+        is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
         attrs = _libc.MOUNT_ATTR_NOSUID if op.devices else SECURE_ATTRS  # device nodes need dev
         attrs |= _libc.MOUNT_ATTR_RDONLY if op.readonly else 0
         attrs |= _libc.MOUNT_ATTR_NOEXEC if op.noexec else 0
@@ -276,21 +376,24 @@ def _bind(root_fd: int, op: Bind) -> None:
         finally:
             os.close(target)
     finally:
-        if tree != op.idmap_fd:
+        if tree != op.tree_fd:
             os.close(tree)
 
 
-def _open_host_tree(source: str) -> int:
-    """A detached copy of a host path, resolved as the host sees it (absolute symlinks included)."""
+def _open_host_tree(source: str, identity: tuple[int, int] | None = None) -> int:
+    """A detached copy of a host path, walked under /oldroot without following any symlink (the
+    launcher resolved the path and judged its links already; a link here now is a swap since)."""
     old_root = os.open(OLDROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = _libc.openat2(old_root, source.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC, _libc.RESOLVE_IN_ROOT)
+        opened = sources.open_path(source, old_root, follow_root_links=False, hint_root=False)
     finally:
         os.close(old_root)
     try:
-        return _clone_tree(fd)
+        if identity is not None and (opened.info.st_dev, opened.info.st_ino) != tuple(identity):
+            raise MountError(errno.ESTALE, f"{source} was replaced after the launcher checked it")
+        return _clone_tree(opened.fd)
     finally:
-        os.close(fd)
+        os.close(opened.fd)
 
 
 def _clone_tree(fd: int) -> int:
@@ -323,8 +426,8 @@ def _remount_readonly(root_fd: int, target: str) -> None:
 def _mask(root_fd: int, target: str) -> None:
     try:
         fd = _resolve(root_fd, target)
-    except FileNotFoundError:
-        return  # nothing to hide
+    except (FileNotFoundError, PermissionError):
+        return  # nothing to hide, or out of reach: init, with its capabilities, could not get there
     try:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             _libc.mount("tmpfs", _fd_path(fd), "tmpfs", _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV
@@ -356,7 +459,7 @@ def _write_file(root_fd: int, op: File) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, op.mode,
                      dir_fd=parent_fd)
         try:
-            os.write(fd, op.content.encode())
+            os.write(fd, op.content if isinstance(op.content, bytes) else op.content.encode())
             os.fchmod(fd, op.mode)
         finally:
             os.close(fd)
@@ -557,6 +660,8 @@ def _apply_one(root_fd: int, op) -> None:
         _write_file(root_fd, op)
     elif isinstance(op, Mask):
         _mask(root_fd, op.target)
+    elif isinstance(op, ImageRoot):
+        pass  # mounted first, by enter_new_root
     elif isinstance(op, ReadOnly):
         try:
             _remount_readonly(root_fd, op.target)
@@ -566,14 +671,44 @@ def _apply_one(root_fd: int, op) -> None:
         raise TypeError(op)
 
 
+def _mount_image_root(root: ImageRoot) -> None:
+    """The image's tree at /image in the staging tmpfs, an overlay of it at NEWROOT (see ImageRoot)."""
+    tree = root.idmap_fd if root.idmap_fd >= 0 else _open_host_tree(root.source)
+    try:
+        _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
+                            attr_set=SECURE_ATTRS | _libc.MOUNT_ATTR_RDONLY)
+        os.mkdir("/image", 0o755)
+        image_dir = os.open("/image", os.O_PATH | os.O_CLOEXEC)
+        try:
+            _attach_tree(tree, image_dir)
+        finally:
+            os.close(image_dir)
+    finally:
+        if tree != root.idmap_fd:
+            os.close(tree)
+    os.mkdir("/rw", 0o755)
+    _libc.mount("tmpfs", "/rw", "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, f"size={root.size},mode=0755")
+    os.mkdir("/rw/upper", 0o755)
+    os.mkdir("/rw/work", 0o755)
+    options = "lowerdir=/image,upperdir=/rw/upper,workdir=/rw/work"
+    try:
+        # user.* xattrs: what an overlay mounted in a user namespace may write to its upper layer
+        _libc.mount("overlay", NEWROOT, "overlay", _libc.MS_NOSUID | _libc.MS_NODEV, options + ",userxattr")
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _libc.mount("overlay", NEWROOT, "overlay", _libc.MS_NOSUID | _libc.MS_NODEV, options)
+
+
 def describe(op) -> str:
     kind = type(op).__name__.lower()
     source = getattr(op, "source", None)
     return f"{kind} {source} -> {op.target}" if source else f"{kind} {op.target}"
 
 
-def enter_new_root(plan: MountPlan) -> None:
-    """Build the root from the plan and pivot into it. Raises MountError naming the operation."""
+def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
+    """Build the root from the plan and pivot into it. Raises MountError naming the operation.
+    `faults`: tests only (sandbox/faults.py), "mount:<kind>" or "pivot_root" fail as injected."""
     _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
     _libc.mount("tmpfs", STAGE, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "size=1M,mode=0755")
     os.mkdir(STAGE + NEWROOT)
@@ -583,6 +718,12 @@ def enter_new_root(plan: MountPlan) -> None:
     if plan.root_source is None:
         _libc.mount("tmpfs", NEWROOT, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV,
                     f"size={plan.root_size},mode=0755")
+    elif isinstance(plan.root_source, ImageRoot):
+        try:
+            _mount_image_root(plan.root_source)
+        except OSError as exc:
+            raise MountError(exc.errno or errno.EIO, f"image root {plan.root_source.source}: "
+                                                     f"{exc.strerror or exc}") from None
     else:
         tree = _open_host_tree(plan.root_source)
         if not plan.root_as_given:
@@ -597,9 +738,17 @@ def enter_new_root(plan: MountPlan) -> None:
     try:
         for op in plan.operations:
             try:
+                if faults:
+                    _faults.fail_if_injected(f"mount:{type(op).__name__.lower()}", faults)
                 _apply_one(root_fd, op)
             except OSError as exc:
                 raise MountError(exc.errno or errno.EIO, f"{describe(op)}: {exc.strerror or exc}") from None
+        if isinstance(plan.root_source, ImageRoot):
+            for path in plan.root_source.dirs:
+                try:
+                    os.close(_resolve(root_fd, path, "dir"))
+                except OSError:
+                    pass  # e.g. the fallback without an overlay: chdir will say what is missing
     finally:
         os.close(root_fd)
     if plan.readonly_root:
@@ -611,6 +760,11 @@ def enter_new_root(plan: MountPlan) -> None:
         _libc.mount_setattr(-100, NEWROOT + "/dev", 0, attr_set=_libc.MOUNT_ATTR_RDONLY)
     _libc.umount2(OLDROOT, _libc.MNT_DETACH)
     os.chdir(NEWROOT)
+    if faults:
+        try:
+            _faults.fail_if_injected("pivot_root", faults)
+        except OSError as exc:
+            raise MountError(exc.errno, f"pivot_root: {exc.strerror}") from None
     _libc.pivot_root(".", ".")
     _libc.umount2(".", _libc.MNT_DETACH)
     os.chdir("/")

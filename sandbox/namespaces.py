@@ -20,11 +20,25 @@ PROC_NAMES = {"user": "user", "mount": "mnt", "pid": "pid", "network": "net", "i
               "uts": "uts", "cgroup": "cgroup", "time": "time"}
 
 
-def unshare_flags(namespaces: Namespaces) -> int:
+def creates_network_namespace(namespaces: Namespaces, network_mode: str) -> bool:
+    """Whether the sandbox gets a network namespace of its own: yes unless network.mode is "host".
+
+    The one place this is decided, so that `mode = "host"` means the host's network however it is
+    given (a profile key alone, `--network host`, the API). Every other mode ("none", and modes
+    that add interfaces) needs a namespace of its own; `namespaces.network = false` is accepted
+    only alongside "host" (profile/validate.py), where it says the same thing again.
+    """
+    return namespaces.network and network_mode != "host"
+
+
+def unshare_flags(namespaces: Namespaces, network_mode: str) -> int:
     """Flags for the second unshare; user comes first (alone) and cgroup after placement."""
     flags = 0
     for name, flag in NAMESPACE_FLAGS.items():
-        if getattr(namespaces, name):
+        if name == "network":
+            if creates_network_namespace(namespaces, network_mode):
+                flags |= flag
+        elif getattr(namespaces, name):
             flags |= flag
     return flags
 

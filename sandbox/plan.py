@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from .compiled_dataclass import dataclass
-from . import mounts, namespaces
+from . import landlock, namespaces
 from .profile.model import DEFAULT_PATH, Profile, per_profile
 
 DEFAULT_KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL on timeout (limits.kill_after)
@@ -41,7 +41,8 @@ class LaunchPlan:
     new_cgroup_ns: bool
     new_pid_ns: bool
     new_net_ns: bool  # and loopback brought up in it
-    mounts: Any  # mounts.MountPlan without descriptors, or None without a mount namespace
+    mounts: Any  # mounts.MountPlan without descriptors, None without a mount namespace; from a
+    # profile, None: the launch builds it at create from the bind sources it checked (sources.py)
     hostname: str | None  # None: no UTS namespace
     rlimits: tuple
     keep_caps: tuple[str, ...]
@@ -113,9 +114,10 @@ class IdMappings:
 def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     env = {"PATH": DEFAULT_PATH, "HOME": profile.process.cwd}
+    hidden = {secret.env for secret in profile.secrets if secret.env}  # [[secrets]]: a file, never a variable
     for pattern in profile.process.env_passthrough:
         for name, value in environ.items():
-            if fnmatch.fnmatchcase(name, pattern):
+            if fnmatch.fnmatchcase(name, pattern) and name not in hidden:
                 env[name] = value
     env.update(profile.process.env)
     return env
@@ -129,22 +131,6 @@ def with_terminal_type(env: dict[str, str], tty: bool) -> dict[str, str]:
     return env
 
 
-def landlock_rules(profile: Profile) -> tuple | None:
-    from . import landlock
-    if not profile.landlock.enabled:
-        return None
-    fs = profile.filesystem
-    writable = [m.target for m in fs.mounts if m.mode == "rw"] + [t.target for t in fs.tmpfs]
-    if fs.dev:
-        writable.append("/dev")
-    if not fs.readonly_root:
-        writable.append("/")
-    rules = [("/", landlock.READ)]
-    rules += [(path, landlock.READ | landlock.WRITE) for path in writable + list(profile.landlock.write)]
-    rules += [(path, landlock.READ) for path in profile.landlock.read]
-    return tuple(rules)
-
-
 def cgroup_limits(profile: Profile):
     from .cgroups import CgroupLimits
     limits = profile.limits
@@ -153,6 +139,15 @@ def cgroup_limits(profile: Profile):
                         io_weight=limits.io_weight, required=frozenset(limits.required),
                         io_max=tuple((e.device, e.read_bps, e.write_bps, e.read_iops, e.write_iops)
                                      for e in limits.io_max))
+
+
+def _seccomp(profile: Profile):
+    """The profile's policy; under an [exec] allow list, with memfd_create limited to
+    MFD_NOEXEC_SEAL (Landlock cannot see memfds: see execlist.memfd_hardened)."""
+    if profile.exec.allow is None:
+        return profile.seccomp
+    from .execlist import memfd_hardened
+    return memfd_hardened(profile.seccomp)
 
 
 @per_profile
@@ -164,13 +159,14 @@ def _profile_plan(profile: Profile) -> LaunchPlan:
     return LaunchPlan(
         name=profile.name, argv=profile.process.command, env=build_env(profile), cwd=profile.process.cwd,
         uid=profile.process.user, gid=profile.process.group, umask=profile.process.umask, id_map=id_map,
-        new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns), new_cgroup_ns=ns.cgroup,
-        new_pid_ns=ns.pid, new_net_ns=ns.network and profile.network.mode == "none",
+        new_user_ns=ns.user, unshare_flags=namespaces.unshare_flags(ns, profile.network.mode),
+        new_cgroup_ns=ns.cgroup, new_pid_ns=ns.pid,
+        new_net_ns=namespaces.creates_network_namespace(ns, profile.network.mode),
         mounts=None,
         hostname=profile.process.hostname if ns.uts else None, rlimits=profile.limits.rlimits,
         keep_caps=profile.capabilities.keep, new_session=profile.process.new_session,
-        landlock_rules=landlock_rules(profile), landlock_best_effort=profile.landlock.best_effort,
-        seccomp=profile.seccomp, cgroup_limits=cgroup_limits(profile), timeout=profile.limits.timeout,
+        landlock_rules=landlock.rules_for(profile), landlock_best_effort=profile.landlock.best_effort,
+        seccomp=_seccomp(profile), cgroup_limits=cgroup_limits(profile), timeout=profile.limits.timeout,
         kill_after=profile.limits.kill_after, profile=profile)
 
 
@@ -179,6 +175,6 @@ def plan_for(profile: Profile, argv=None, *, tty: bool = False) -> LaunchPlan:
 
     Raises ValueError when the profile's ids would map the sandbox to host root."""
     base = _profile_plan(profile)
-    # The mount plan is made per launch: optional sources may have appeared or gone since.
-    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty),
-                        mounts=mounts.build_plan(profile) if profile.namespaces.mount else None)
+    # No mount plan here: the launch makes it from the bind sources as it checked and opened them
+    # (sandbox/sources.py), at create.
+    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty))

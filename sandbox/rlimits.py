@@ -78,3 +78,65 @@ def apply(limits: tuple[tuple[str, int, int], ...]) -> list[str]:
             raise OSError(err, f"setrlimit({name}, {_show(new[0])}, {_show(new[1])}) failed: "
                           f"{os.strerror(err)}") from None
     return warnings
+
+
+# --------------------------------------------------------------- when no cgroup applies a limit
+
+# Since Linux 5.14 the process count RLIMIT_NPROC is checked against is kept per user namespace
+# and uid (ucounts): set inside the sandbox's own user namespace, where the sandbox user is the
+# only uid, it counts the sandbox's processes and threads and nothing else, the way pids.max does.
+# Before 5.14 it counted every process of the host uid, shared with the caller and other sandboxes.
+NPROC_PER_USER_NAMESPACE = (5, 14)
+
+
+def _kernel_at_least(version: tuple[int, ...]) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return tuple(int(part) for part in release[:2]) >= version
+    except ValueError:
+        return False
+
+
+def cgroup_fallback(unapplied: dict, limits: tuple[tuple[str, int, int], ...], *,
+                    own_user_namespace: bool) -> tuple[tuple[tuple[str, int, int], ...], list[str]]:
+    """What an unprivileged user can enforce instead of the cgroup limits in `unapplied` (limit
+    name -> value, as in CgroupLimits: the limits the cgroup could not apply).
+
+    Returns the rlimits to set in the sandbox (`limits` with these merged in, never raised) and
+    one warning for each approximation:
+
+    * pids -> RLIMIT_NPROC, in the sandbox's own user namespace on Linux >= 5.14 (see above):
+      it bounds the sandbox's processes and threads as pids.max would;
+    * memory -> RLIMIT_DATA: a bound on each process's private writable memory (heap, anonymous
+      mappings, thread stacks), not on the sandbox as a whole; RLIMIT_AS was rejected, as it
+      counts address space reserved but never used (Go, the JVM, sanitizers reserve gigabytes);
+    * the others (cpus, cpu_weight, io, memory_high, swap) have no unprivileged counterpart.
+    """
+    merged = {name: (soft, hard) for name, soft, hard in limits}
+    notes: list[str] = []
+
+    def lower(name: str, value: int) -> None:
+        soft, hard = merged.get(name, (UNLIMITED, UNLIMITED))
+        merged[name] = (min(_order(soft), value), min(_order(hard), value))
+
+    pids = unapplied.get("pids")
+    if pids is not None:
+        if not own_user_namespace:
+            notes.append(f"pids limit {pids} not enforced: without a user namespace of its own, RLIMIT_NPROC "
+                         "would count every process of the host user")
+        elif not _kernel_at_least(NPROC_PER_USER_NAMESPACE):
+            notes.append(f"pids limit {pids} not enforced: before Linux 5.14 RLIMIT_NPROC counts every "
+                         "process of the host user, not the sandbox's")
+        else:
+            lower("nproc", int(pids))
+            notes.append(f"pids limit {pids} enforced with RLIMIT_NPROC instead of a cgroup: it counts the "
+                         "sandbox's processes and threads in its own user namespace")
+    memory = unapplied.get("memory")
+    if memory is not None:
+        lower("data", int(memory))
+        from .profile.units import format_size
+        notes.append(f"memory limit {format_size(int(memory))} approximated with RLIMIT_DATA: each process's "
+                     "private memory is bounded, the sandbox's total (and its tmpfs, shared memory) is not")
+    out = tuple(sorted((name, -1 if soft == _INF else int(soft), -1 if hard == _INF else int(hard))
+                       for name, (soft, hard) in merged.items()))
+    return out, notes

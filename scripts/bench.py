@@ -20,8 +20,9 @@ from pathlib import Path
 import forkchain  # beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
-SANDBOX = [str(ROOT / ".venv/bin/sandbox")]
-sys.path.insert(0, str(ROOT))
+# scripts/bench runs this with the interpreter of .venv-dist, where the wheel is installed: the
+# package, the `sandbox` command and the reference interpreter are all the installed ones.
+SANDBOX = [str(Path(sys.executable).parent / "sandbox")]
 
 
 def bwrap_argv(seccomp_fd: int | None, command: list[str]) -> list[str]:
@@ -93,8 +94,8 @@ def bench_cold(rounds: int, work: Path) -> dict:
         "sandbox": lambda: timed(SANDBOX + ["run", "-q", "untrusted", "--", "/bin/true"]),
         "bwrap": run_bwrap,
         "runc": lambda: timed(["runc", "run", "--bundle", str(bundle), f"bench-{os.getpid()}-{next(counter)}"]),
-        "python": lambda: timed([str(ROOT / ".venv/bin/python"), "-c", "pass"]),  # the interpreter alone
-        "import click": lambda: timed([str(ROOT / ".venv/bin/python"), "-c", "import click"]),  # + our CLI library
+        "python": lambda: timed([sys.executable, "-c", "pass"]),  # the interpreter alone
+        "import click": lambda: timed([sys.executable, "-c", "import click"]),  # + our CLI library
     }
     return interleaved(cases, rounds)
 
@@ -131,7 +132,9 @@ def bench_warm(count: int, references: bool = True) -> dict:
     def fork_chain_child_side():
         # The same chain from a fresh process that has imported only what the child side needs:
         # what a fork server (a small helper forking the sandbox processes) would start from.
-        out = subprocess.run([sys.executable, str(ROOT / "scripts/forkchain.py"), str(ROOT), str(count)],
+        import sandbox
+        installed = os.path.dirname(os.path.dirname(sandbox.__file__))
+        out = subprocess.run([sys.executable, str(ROOT / "scripts/forkchain.py"), installed, str(count)],
                              check=True, capture_output=True, text=True).stdout
         return float(out)
 

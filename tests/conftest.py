@@ -6,6 +6,7 @@ passes by skipping what it was meant to prove.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -18,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("SANDBOX_STRICT_SKIPS") == "1"
+# An ordinary user who owns CI workspaces in tests (a number: no passwd entry is needed).
+BUILD_USER = 1000
 
 
 def _try_fork(action) -> bool:
@@ -48,6 +51,8 @@ def machine() -> dict[str, bool]:
         "bwrap": shutil.which("bwrap") is not None,
         "system_python": os.path.exists("/usr/bin/python3"),
         "gcc": os.path.exists("/usr/bin/gcc"),
+        "runc": shutil.which("runc") is not None,
+        "systemd_analyze": shutil.which("systemd-analyze") is not None,
     }
     facts["rootless"] = facts["root"] and facts["setpriv"] and facts["userns"]
     return facts
@@ -59,6 +64,8 @@ REASONS = {
     "cgroup_v1": "no cgroup v1 hierarchies on this machine", "cgroup_v2": "no cgroup v2 hierarchy on this machine",
     "setpriv": "setpriv (util-linux) is not installed", "bwrap": "bubblewrap is not installed",
     "system_python": "/usr/bin/python3 is not installed", "gcc": "gcc is not installed",
+    "runc": "runc is not installed (scripts/setup installs it)",
+    "systemd_analyze": "systemd-analyze is not installed (Debian's systemd package; scripts/setup installs it)",
     "rootless": "rootless tests need root (to switch to uid 65534 with setpriv) and user namespaces",
 }
 
@@ -154,9 +161,7 @@ def no_leaks(request, tmp_path_factory, monkeypatch):
 @pytest.fixture
 def world_dir():
     """A scratch directory uid 65534 can traverse (pytest's tmp_path is root-only)."""
-    import tempfile
-    path = Path(tempfile.mkdtemp(prefix="sbxtest-", dir="/tmp"))
-    os.chmod(path, 0o755)
+    path = shared_tempdir("sbxtest-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -246,7 +251,164 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+# ---------------------------------------------------------------- the package as installed; rootless callers
+#
+# Every test that runs the launcher as an unprivileged user goes through the `rootless` fixture:
+# uid 65534 may not be able to enter the checkout (a clone in root's 0700 home) nor run the
+# checkout venv's interpreter (one under /root, say), so those tests never use either. They run the
+# package as a user installs it: `installed` builds the sdist, the wheel from that sdist, and a
+# fresh venv with that wheel, once per session, in a temporary directory of its own that uid 65534
+# can enter, made by an interpreter that user can execute; it is removed at the end of the session.
+# Nobody's permissions are changed anywhere else.
+
+NOBODY = 65534
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
 def as_nobody(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run argv as uid/gid 65534 with no supplementary groups (a rootless caller)."""
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv],
-                          capture_output=True, text=True, **kwargs)
+    return subprocess.run([*AS_NOBODY, *argv], capture_output=True, text=True, **kwargs)
+
+
+def _usable_by_others(directory: str) -> bool:
+    """Every ancestor searchable by others, and executables may run from it."""
+    path = os.path.realpath(directory)
+    try:
+        if os.statvfs(path).f_flag & os.ST_NOEXEC:
+            return False
+        while True:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+            if path == "/":
+                return True
+            path = os.path.dirname(path)
+    except OSError:
+        return False
+
+
+def shared_tempdir(prefix: str) -> Path:
+    """A new 0755 directory that uid 65534 can reach (the caller removes it)."""
+    import tempfile
+    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        if _usable_by_others(base):
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+            os.chmod(path, 0o755)
+            return path
+    pytest.fail("no temporary directory that uid 65534 can enter (tried $TMPDIR, /tmp, /var/tmp, /dev/shm)")
+
+
+def _interpreter_facts(python: str, nobody: bool) -> str | None:
+    # Through env: setpriv itself execs with root's capabilities still in effect, so it could start
+    # an interpreter that uid 65534 cannot reach (which then runs on another libpython it finds).
+    argv = ["/usr/bin/env", python, "-I", "-c", "import sys; print(sys.version_info[:2], sys.prefix)"]
+    try:
+        done = subprocess.run([*AS_NOBODY, *argv] if nobody else argv, capture_output=True, text=True,
+                              cwd="/", timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _interpreters() -> list[str]:
+    """Interpreters of the running Python's version: its own base first, then the system's."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = [getattr(sys, "_base_executable", "") or sys.executable, os.path.realpath(sys.executable)]
+    found += [f"/usr/bin/{version}", f"/usr/local/bin/{version}", shutil.which(version) or ""]
+    unique: list[str] = []
+    for python in found:
+        if python and os.path.exists(python) and python not in unique:
+            unique.append(python)
+    return unique
+
+
+def _nobody_interpreter() -> tuple[str | None, list[str]]:
+    """The first interpreter that uid 65534 runs as root does (same version, same prefix): the
+    wheels of compiled dependencies are for this version; (None, tried) when there is none."""
+    tried = _interpreters()
+    if machine()["root"] and machine()["setpriv"]:
+        for python in tried:
+            facts = _interpreter_facts(python, nobody=False)
+            if facts and facts == _interpreter_facts(python, nobody=True):
+                return python, tried
+    return None, tried
+
+
+@dataclasses.dataclass(frozen=True)
+class Install:
+    directory: Path         # the session's temporary directory (0755): dist/, venv/
+    sdist: Path
+    wheel: Path             # built from the unpacked sdist
+    venv: Path
+    python: str             # venv/bin/python
+    sandbox: str            # venv/bin/sandbox, the console script
+    probe: str              # the installed sandbox/verify/probe.py
+    nobody_can_run: bool    # made by an interpreter that uid 65534 can execute
+    tried: tuple[str, ...]  # the interpreters considered for that
+
+
+def _dist_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sandbox_dist", ROOT / "scripts" / "dist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def installed():
+    """The package built and installed as a user would (see the comment above `as_nobody`)."""
+    dist = _dist_module()
+    python, tried = _nobody_interpreter()
+    directory = shared_tempdir("sandbox-tests-install-")
+    try:
+        sdist, wheel = dist.build(directory / "dist")
+        sandbox = dist.install(directory / "venv", dist.wheelhouse(wheel, directory / "wheels"),
+                               python or sys.executable)
+        venv = directory / "venv"
+        probe = subprocess.run([str(venv / "bin/python"), "-I", "-c", "import sandbox.verify.probe as p; "
+                                "print(p.__file__)"], capture_output=True, text=True, check=True, cwd="/")
+        yield Install(directory, sdist, wheel, venv, str(venv / "bin/python"), str(sandbox),
+                      probe.stdout.strip(), python is not None, tuple(tried))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def rootless(installed) -> Install:
+    """The install, for tests that run as uid 65534: they fail (never skip) when it cannot run it."""
+    require("rootless")
+    if not installed.nobody_can_run:
+        pytest.fail("no Python {}.{} that uid 65534 can execute (tried {}): the rootless tests need one "
+                    "outside directories that user cannot enter, e.g. the distribution's python3"
+                    .format(*sys.version_info[:2], ", ".join(installed.tried)))
+    return installed
+
+
+@pytest.fixture
+def nobody_dir():
+    """A fresh directory owned by 65534 (with out/, also 65534's), for a rootless launch's cwd,
+    files and audit log; removed after the test."""
+    path = shared_tempdir("sbxtest-rootless-")
+    os.chown(path, NOBODY, NOBODY)
+    (path / "out").mkdir()
+    os.chown(path / "out", NOBODY, NOBODY)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def nobody_env(directory: Path, **extra: str) -> dict[str, str]:
+    """A minimal environment for a rootless caller whose files go to `directory`."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(directory), "SANDBOX_AUDIT_LOG": str(directory / "audit.jsonl"),
+            **extra}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use the install (`installed`) and those that run as uid 65534
+    (`rootless`): .ci/run reruns `-m "rootless or installed"` from a copy of the checkout in a 0700
+    directory."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "installed" in names:
+            item.add_marker(pytest.mark.installed)
+        if "rootless" in names:
+            item.add_marker(pytest.mark.rootless)

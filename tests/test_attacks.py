@@ -13,7 +13,10 @@ import json
 import os
 import pty
 import shutil
+import signal
+import stat
 import subprocess
+import tempfile
 import textwrap
 import time
 import tty
@@ -24,7 +27,7 @@ import pytest
 import sandbox
 from sandbox import namespaces
 
-from conftest import machine, require
+from conftest import BUILD_USER, ROOT, as_nobody, machine, require
 
 PY = "/usr/bin/python3"
 NOT_ISOLATED = 99
@@ -332,3 +335,149 @@ def test_fork_bomb_is_contained_by_the_pids_limit():
         assert result.pids_peak <= 32
     check = subprocess.run(["/bin/true"])  # the host can still fork
     assert check.returncode == 0
+
+
+# ---------------------------------------------------------------- setuid plant (issue 20)
+
+SETID_PLANT = textwrap.dedent(r"""
+    import ctypes, stat, subprocess, tarfile, io
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    W = "/workspace"
+    out = {"gate": gate}
+
+    def code(fn):
+        try:
+            fn()
+            return "ok"
+        except OSError as exc:
+            return errno.errorcode.get(exc.errno, str(exc.errno))
+
+    def raw(nr, *args):
+        def call():
+            ret = libc.syscall(ctypes.c_long(nr), *[a if isinstance(a, bytes) else ctypes.c_long(a) for a in args])
+            if ret < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            if nr in (2, 85, 257):  # open, creat, openat: close what we got
+                os.close(ret)
+        return call
+
+    def in_child(fn):  # an attempt the filter may answer by killing the process
+        pid = os.fork()
+        if pid == 0:
+            os._exit({"ok": 0, "EPERM": 1, "ENOSYS": 2}.get(code(fn), 3))
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return f"signal {os.WTERMSIG(status)}"
+        return ("ok", "EPERM", "ENOSYS", "other")[os.WEXITSTATUS(status)]
+
+    # The issue's command, as a build script would run it.
+    run = subprocess.run(["/bin/sh", "-c", "cp /bin/sh /workspace/rootsh && chmod 4755 /workspace/rootsh"],
+                         capture_output=True, text=True)
+    out["shell"] = [run.returncode, run.stderr.strip()]
+    # install(1), cp -p of a setuid binary, tar -p of an archive with setuid members
+    out["install"] = subprocess.run(["install", "-m", "4755", "/bin/sh", W + "/installed"],
+                                    capture_output=True, text=True).returncode
+    out["cp_p"] = subprocess.run(["cp", "-p", "/usr/bin/su", W + "/su"], capture_output=True,
+                                 text=True).stderr.strip()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as archive:
+        member = tarfile.TarInfo("tarred")
+        member.mode, member.size = 0o6755, 4
+        archive.addfile(member, io.BytesIO(b"#!/x"))
+    open("/tmp/a.tar", "wb").write(data.getvalue())
+    out["tar"] = subprocess.run(["tar", "-xpf", "/tmp/a.tar", "-C", W], capture_output=True, text=True).stderr.strip()
+
+    # Every system call that gives a file a mode.
+    target = W + "/target"
+    open(target, "w").close()
+    fd = os.open(target, os.O_RDONLY)
+    dirfd = os.open(W, os.O_RDONLY | os.O_DIRECTORY)
+    p = target.encode()
+    routes = {
+        "chmod 4755": lambda: os.chmod(target, 0o4755),
+        "chmod 2755": lambda: os.chmod(target, 0o2755),
+        "chmod u+s high bits": raw(90, p, (1 << 32) | 0o4755),
+        "fchmod": lambda: os.fchmod(fd, 0o4755),
+        "fchmodat": lambda: os.chmod("target", 0o6755, dir_fd=dirfd),
+        "fchmodat2": raw(452, dirfd, b"target", 0o4755, 0),
+        "open O_CREAT": raw(2, (W + "/o1").encode(), os.O_CREAT | os.O_WRONLY, 0o4755),
+        "openat O_CREAT": lambda: os.close(os.open("o2", os.O_CREAT | os.O_WRONLY, 0o2755, dir_fd=dirfd)),
+        "openat O_TMPFILE": lambda: os.close(os.open(W, os.O_TMPFILE | os.O_WRONLY, 0o4755)),
+        "creat": raw(85, (W + "/c1").encode(), 0o4755),
+        "mknod S_IFREG": lambda: os.mknod(W + "/m1", stat.S_IFREG | 0o4755),
+        "mknodat S_IFREG": raw(259, dirfd, b"m2", stat.S_IFREG | 0o2755, 0),
+        "setxattr security.capability": lambda: os.setxattr(
+            target, "security.capability", (0x02000001).to_bytes(4, "little") + (1 << 21).to_bytes(4, "little") + bytes(12)),
+    }
+    out["routes"] = {name: in_child(fn) for name, fn in routes.items()}
+    # openat2 carries its mode in a struct the filter cannot read: ENOSYS, nothing created.
+    how = (ctypes.c_uint64 * 3)(os.O_CREAT | os.O_WRONLY, 0o4755, 0)
+    out["openat2"] = in_child(lambda: raw(437, dirfd, b"o3", ctypes.addressof(how), 24)())
+    # Foreign ABIs are not even for chmod: the process dies (x32 numbers too, or ENOSYS).
+    out["x32 chmod"] = in_child(raw(0x40000000 | 90, p, 0o4755))
+    print(json.dumps(out))
+""")
+
+FORBIDDEN_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+# Every built-in profile with a writable host directory: ci's own ${CWD}, and a command-line bind.
+WORKSPACE_SETUPS = {"ci": ["ci"], "untrusted --bind": ["--bind", "{ws}:/workspace:rw", "untrusted"]}
+
+
+def _setid_profile_run(workspace: Path, rootless: bool, setup: str = "ci") -> dict:
+    profile_args = [arg.format(ws=workspace) for arg in WORKSPACE_SETUPS[setup]]
+    argv = [str(ROOT / ".venv" / "bin" / "sandbox"), "run", "-q", "--env", f"SBX_HOST_NS={_host_ns()}",
+            *profile_args, "--", PY, "-c", GATE + SETID_PLANT]
+    if rootless:
+        proc = as_nobody(argv, cwd=str(workspace), timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "SANDBOX_AUDIT_LOG": str(workspace.parent / "audit.jsonl")})
+    else:
+        proc = subprocess.run(argv, cwd=workspace, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != NOT_ISOLATED, f"isolation gate failed, no attack attempted: {proc.stdout}"
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert all(out["gate"].values())
+    return out
+
+
+def _no_privileges_left(workspace: Path, owner: int) -> None:
+    for entry in [workspace, *workspace.rglob("*")]:
+        info = entry.lstat()
+        assert not info.st_mode & FORBIDDEN_BITS, f"{entry}: {oct(info.st_mode)}"
+        assert (info.st_uid, info.st_gid) == (owner, owner), f"{entry}: {info.st_uid}:{info.st_gid}"
+        if stat.S_ISREG(info.st_mode):
+            assert "security.capability" not in os.listxattr(entry), entry
+
+
+@pytest.mark.parametrize("setup", sorted(WORKSPACE_SETUPS))
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_setuid_plant_through_a_workspace_fails(rootless, setup):
+    """Issue 20: `cp /bin/sh /workspace/rootsh && chmod 4755` (and every other way to give a file a
+    setuid/setgid bit or a file capability) under `ci` and through `untrusted --bind ...:rw`, in
+    a build user's workspace: EPERM for each, and nothing setuid, setgid, capable or root-owned is
+    left on the host."""
+    require("userns", "system_python", *(("rootless",) if rootless else ("root",)))
+    owner = 65534 if rootless else BUILD_USER
+    base = Path(tempfile.mkdtemp(prefix="sbxtest-plant-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        os.chown(base, owner, owner)
+        workspace = base / "ws"
+        workspace.mkdir()
+        os.chown(workspace, owner, owner)
+        out = _setid_profile_run(workspace, rootless, setup)
+        assert out["shell"][0] != 0 and "Operation not permitted" in out["shell"][1], out["shell"]
+        assert out["install"] != 0
+        assert "Operation not permitted" in out["cp_p"] or not os.path.exists("/usr/bin/su"), out["cp_p"]
+        assert "Operation not permitted" in out["tar"], out["tar"]
+        denied = {name: result for name, result in out["routes"].items() if result != "EPERM"}
+        assert not denied, denied
+        assert out["openat2"] == "ENOSYS"
+        assert out["x32 chmod"] in (f"signal {signal.SIGSYS}", "ENOSYS"), out["x32 chmod"]
+        assert (workspace / "rootsh").exists()  # the copy itself is allowed, the bit is not
+        _no_privileges_left(workspace, owner)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

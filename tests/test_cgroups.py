@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from sandbox.cgroups import CgroupLimits, _fs
 from sandbox.cgroups.group import SandboxCgroup
 from sandbox.cgroups.v2 import V2Group
 from sandbox.errors import LimitsUnavailable, SetupError
+
+from conftest import as_nobody
 
 MiB = 1 << 20
 PY = sys.executable
@@ -350,14 +351,13 @@ def test_v2_without_controllers_warns_and_raises_when_required():
 
 
 ROOTLESS = """
-import json, sys
-sys.path.insert(0, {root!r})
+import json
 from sandbox import cgroups
 from sandbox.errors import LimitsUnavailable, SetupError
 cg = cgroups.create(cgroups.CgroupLimits(memory=256 << 20, pids=64))
-out = {{"kind": cgroups.detect().kind, "warnings": cg.warnings, "active": cg.active, "destroy": cg.destroy()}}
+out = {"kind": cgroups.detect().kind, "warnings": cg.warnings, "active": cg.active, "destroy": cg.destroy()}
 try:
-    cgroups.create(cgroups.CgroupLimits(memory=256 << 20, required=frozenset({{"memory"}})))
+    cgroups.create(cgroups.CgroupLimits(memory=256 << 20, required=frozenset({"memory"})))
     out["raised"] = None
 except LimitsUnavailable as e:
     out["raised"] = str(e)
@@ -365,15 +365,8 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.rootless
-def test_rootless_without_delegation_warns_and_raises_when_required():
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv is not installed")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(cgroups.__file__)))
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c",
-                             ROOTLESS.format(root=root)], capture_output=True, text=True, timeout=30, cwd="/")
-    if result.returncode != 0 and "Permission denied" in result.stderr:
-        pytest.skip(f"uid 65534 cannot read the interpreter or {root}: {result.stderr.strip()[-200:]}")
+def test_rootless_without_delegation_warns_and_raises_when_required(rootless):
+    result = as_nobody([rootless.python, "-I", "-c", ROOTLESS], timeout=30, cwd="/")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     if out["kind"] != "none":

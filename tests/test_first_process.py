@@ -17,7 +17,7 @@ import pytest
 import sandbox
 from sandbox import child
 
-from conftest import require, wait_until
+from conftest import AS_NOBODY, nobody_env, require, wait_until
 
 # Launches one sandbox whose workload reports what it is and then waits for a line on stdin, so
 # that the test can look at the launcher's process tree meanwhile.
@@ -56,9 +56,9 @@ def _nspid(pid: int) -> list[str]:
     return []
 
 
-def launch_and_look(mode: str, prefix: tuple[str, ...] = (), **popen) -> dict:
+def launch_and_look(mode: str, prefix: tuple[str, ...] = (), python: str = sys.executable, **popen) -> dict:
     """Run LAUNCHER in `mode`; while its workload waits, see what the launcher's first child is."""
-    process = subprocess.Popen([*prefix, sys.executable, "-c", LAUNCHER, mode], stdin=subprocess.PIPE,
+    process = subprocess.Popen([*prefix, python, "-c", LAUNCHER, mode], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     try:
         line = process.stdout.readline().strip()
@@ -93,11 +93,9 @@ def test_a_single_threaded_launcher_clones_init_directly():
     assert seen["first_is_init"] and seen["workload_ppid"] == 1
 
 
-def test_a_rootless_launcher_clones_init_directly(tmp_path):
-    require("rootless")
-    os.chmod(tmp_path, 0o777)
-    seen = launch_and_look("plain", prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"),
-                           cwd="/", env={"PATH": "/usr/bin:/bin", "SANDBOX_AUDIT_LOG": str(tmp_path / "audit.jsonl")})
+def test_a_rootless_launcher_clones_init_directly(rootless, nobody_dir):
+    seen = launch_and_look("plain", prefix=tuple(AS_NOBODY), python=rootless.python, cwd="/",
+                           env=nobody_env(nobody_dir))
     assert seen["first_is_init"] and seen["workload_ppid"] == 1
 
 

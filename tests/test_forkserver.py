@@ -17,7 +17,7 @@ import pytest
 import sandbox
 from sandbox.forkserver import process_state
 
-from conftest import ROOT, as_nobody, processes_with, require, wait_until
+from conftest import ROOT, as_nobody, nobody_env, processes_with, require, wait_until
 
 PY = "/usr/bin/python3"
 
@@ -186,8 +186,7 @@ def test_sandboxes_die_with_the_caller():
         wait_until(lambda: not cgroups.gc() and not list(cgroups.leaked()), 2.0)
 
 
-def test_rootless_caller():
-    require("rootless")
+def test_rootless_caller(rootless, nobody_dir):
     script = textwrap.dedent("""
         import json, sandbox
         with sandbox.ForkServer() as server:
@@ -195,7 +194,7 @@ def test_rootless_caller():
                                  fork_server=server)
         print(json.dumps([result.exit_code, result.stdout.decode(), [w for w in result.warnings if "fork" in w]]))
     """)
-    done = as_nobody([str(ROOT / ".venv" / "bin" / "python"), "-c", script], cwd="/tmp")
+    done = as_nobody([rootless.python, "-c", script], cwd=str(nobody_dir), env=nobody_env(nobody_dir))
     assert done.returncode == 0, done.stderr
     code, out, warnings = json.loads(done.stdout.splitlines()[-1])
     assert code == 0 and warnings == []

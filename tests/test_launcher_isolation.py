@@ -17,7 +17,7 @@ import sandbox
 from sandbox import mounts, namespaces
 from sandbox.profile.model import DEFAULT_PATH, MASKED_PROC_PATHS
 
-from conftest import machine, require
+from conftest import BUILD_USER, machine, require
 
 PY = "/usr/bin/python3"
 HOST_SECRET_VAR = "SBX_TEST_HOST_SECRET"
@@ -286,6 +286,8 @@ def test_ci_rw_bind_is_the_only_way_out(tmp_path, monkeypatch):
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "existing").write_text("host file")
+    if machine()["root"]:
+        os.chown(workspace, BUILD_USER, BUILD_USER)  # a CI checkout belongs to a build user
     monkeypatch.chdir(workspace)
     mark = f"ci-{uuid.uuid4().hex[:10]}"
     result = sandbox.run("ci", [PY, "-c", CI_PROBE, mark], capture_output=True)
@@ -302,11 +304,11 @@ def test_ci_rw_bind_is_the_only_way_out(tmp_path, monkeypatch):
     for name in ("out.txt", "subdir"):
         info = (workspace / name).stat()
         if machine()["root"]:
-            # idmapped mount: on disk the files belong to the directory's owner (root here) ...
-            assert (info.st_uid, info.st_gid) == (owner.st_uid, owner.st_gid), name
+            # idmapped mount: on disk the files belong to the directory's owner (the build user) ...
+            assert (info.st_uid, info.st_gid) == (owner.st_uid, owner.st_gid) == (BUILD_USER, BUILD_USER), name
         else:
             assert info.st_uid == os.getuid()
-    if machine()["root"] and owner.st_uid == 0:
+    if machine()["root"]:
         assert "idmapped" in out["mount"][0]
         assert out["inside_owner"] == 65534  # ... and to the sandbox user as seen inside
 

@@ -2,37 +2,28 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import signal
+import subprocess
 import time
 import uuid
 
-from conftest import processes_with, ROOT, as_nobody, require
+from conftest import as_nobody, nobody_env, processes_with
 
 
-
-
-def test_daemons_die_with_the_workload_even_rootless_without_a_cgroup():
-    require("rootless")
-    work = tempfile.mkdtemp(prefix="sbxtest-nopid-", dir="/tmp")
+def test_daemons_die_with_the_workload_even_rootless_without_a_cgroup(rootless, nobody_dir):
+    profile = nobody_dir / "nopid.toml"
+    profile.write_text('extends = "untrusted"\n[namespaces]\npid = false\n[filesystem]\nproc = false\n')
+    marker = f"30.{uuid.uuid4().int % 10**9:09d}"  # a sleep duration no one else uses
+    done = as_nobody([rootless.sandbox, "run", "-q", str(profile), "--", "/bin/sh", "-c",
+                      f"(sleep {marker} &); (sleep {marker} &); sleep 0.2; echo started"],
+                     cwd=str(nobody_dir), timeout=20, env=nobody_env(nobody_dir))
+    assert done.returncode == 0 and done.stdout == "started\n", done.stderr
+    time.sleep(0.3)
+    assert processes_with(marker) == []
+    # and the daemons did run: the same line without the sandbox leaves them behind
+    subprocess.run(["/bin/sh", "-c", f"(sleep {marker} &)"], check=True)
     try:
-        os.chmod(work, 0o755)
-        profile = os.path.join(work, "nopid.toml")
-        with open(profile, "w") as handle:
-            handle.write('extends = "untrusted"\n[namespaces]\npid = false\n[filesystem]\nproc = false\n')
-        marker = f"30.{uuid.uuid4().int % 10**9:09d}"  # a sleep duration no one else uses
-        done = as_nobody([str(ROOT / ".venv/bin/sandbox"), "run", "-q", profile, "--", "/bin/sh", "-c",
-                          f"(sleep {marker} &); (sleep {marker} &); sleep 0.2; echo started"],
-                         cwd=work, timeout=20, env={"PATH": "/usr/bin:/bin", "HOME": work,
-                                                   "SANDBOX_AUDIT_LOG": os.path.join(work, "audit.jsonl")})
-        assert done.returncode == 0 and done.stdout == "started\n", done.stderr
-        time.sleep(0.3)
-        assert processes_with(marker) == []
-        # and the daemons did run: the same line without the sandbox leaves them behind
-        os.system(f"(sleep {marker} &)")
-        try:
-            assert processes_with(marker)
-        finally:
-            os.system(f"pkill -f 'sleep {marker}'")
+        assert processes_with(marker)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)

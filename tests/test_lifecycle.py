@@ -28,6 +28,7 @@ def _machine():
 
 
 def _ci_profile(directory):
+    os.chown(directory, 1000, 1000)  # a build user's workspace: root's is not idmapped (issue 20)
     return sandbox.profile_from_dict({"extends": "ci", "filesystem": {"mounts": [
         {"source": str(directory), "target": "/workspace", "mode": "rw"}]}})
 

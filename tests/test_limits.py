@@ -103,5 +103,5 @@ def test_limit_options_on_the_command_line(sandbox_cli):
     assert done.returncode == 137 and "out of memory (limit 48M)" in done.stderr
     bad = sandbox_cli("run", "--memory", "lots", "untrusted", "--", "/bin/true")
     assert bad.returncode == 125
-    assert bad.stderr == ("sandbox: command line: limits.memory: expected a size such as 512M or 2G, "
+    assert bad.stderr == ("sandbox: --memory: limits.memory: expected a size such as 512M or 2G, "
                           "found 'lots'\n")

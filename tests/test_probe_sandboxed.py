@@ -16,11 +16,18 @@ from sandbox.verify import probe
 
 PROBE = str(Path(probe.__file__).resolve())
 PYTHON = "/usr/bin/python3"  # Debian's: lives under /usr, so a /usr-only root can run it
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-ROOT = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-        "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-        "--ro-bind", PROBE, "/probe.py"]
-STRONG = ["--unshare-all", "--cap-drop", "ALL", "--new-session", "--clearenv", "--hostname", "sandbox"]
+
+
+def bwrap_root(probe_path: str) -> list[str]:
+    """A /usr-only root with the probe at /probe.py."""
+    return ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--ro-bind", probe_path, "/probe.py"]
+
+# /proc/keys masked as runc and Docker mask it: unmasked, it lists the keyrings uid 65534 may view,
+# which container engines and earlier tests on the machine may have created (a session keyring).
+STRONG = ["--unshare-all", "--cap-drop", "ALL", "--new-session", "--clearenv", "--hostname", "sandbox",
+          "--ro-bind", "/dev/null", "/proc/keys"]
 
 CLONE_NEW_BITS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 DENY = ("mount", "umount2", "pivot_root", "unshare", "setns", "ptrace", "bpf", "perf_event_open", "keyctl",
@@ -72,15 +79,17 @@ def run_probe_on_host(context: dict | None = None, **kwargs) -> dict[str, dict]:
     return by_id(json.loads(proc.stdout))
 
 
-def run_probe_in_bwrap(flags: list[str], context: dict | None = None, nobody: bool = True,
-                       seccomp=None, stdin=None, preexec_fn=None) -> dict[str, dict]:
-    pre = NOBODY if nobody else []
+def run_probe_in_bwrap(flags: list[str], context: dict | None, nobody, seccomp=None, stdin=None,
+                       preexec_fn=None) -> dict[str, dict]:
+    """bwrap run by uid 65534 with the installed probe (`nobody`: the `rootless` fixture), or by
+    root with the checkout's (nobody=None)."""
+    pre = AS_NOBODY if nobody else []
     pass_fds: tuple[int, ...] = ()
     extra: list[str] = []
     if seccomp is not None:
         pass_fds = (seccomp.fileno(),)
         extra = ["--seccomp", str(seccomp.fileno())]
-    argv = (pre + ["bwrap", "--die-with-parent"] + ROOT + flags + extra
+    argv = (pre + ["bwrap", "--die-with-parent"] + bwrap_root(nobody.probe if nobody else PROBE) + flags + extra
             + [PYTHON, "/probe.py", "--json"] + (["--context", json.dumps(context)] if context else []))
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/", pass_fds=pass_fds,
                           stdin=stdin if stdin is not None else subprocess.DEVNULL, preexec_fn=preexec_fn)
@@ -98,7 +107,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from conftest import require  # noqa: E402
+from conftest import AS_NOBODY, require  # noqa: E402
 from sandbox.verify.canaries import Canaries  # noqa: E402
 
 NS = ("pid", "net", "mnt", "user", "uts", "ipc", "cgroup")  # bwrap 0.8 cannot unshare time
@@ -136,10 +145,10 @@ def test_without_context_the_initial_namespaces_still_fail_and_canaries_skip():
         assert results[cid]["status"] == "SKIP"
 
 
-def test_strong_bubblewrap_with_a_filter_passes_every_check():
-    require("bwrap", "system_python", "rootless")
+def test_strong_bubblewrap_with_a_filter_passes_every_check(rootless):
+    require("bwrap", "system_python")
     with Canaries(expect={"hostname": "sandbox"}) as ctx, seccomp_filter() as bpf:
-        results = run_probe_in_bwrap(STRONG, ctx, seccomp=bpf)
+        results = run_probe_in_bwrap(STRONG, ctx, rootless, seccomp=bpf)
     assert failed(results) == {}
     for name in NS:
         assert results[f"ns.{name}"]["status"] == "PASS"
@@ -152,10 +161,10 @@ def test_strong_bubblewrap_with_a_filter_passes_every_check():
     assert results["seccomp.denied.mount"]["observed"] == "EPERM"
 
 
-def test_strong_bubblewrap_without_a_filter_fails_only_seccomp_level_checks():
-    require("bwrap", "system_python", "rootless")
+def test_strong_bubblewrap_without_a_filter_fails_only_seccomp_level_checks(rootless):
+    require("bwrap", "system_python")
     with Canaries() as ctx:
-        results = run_probe_in_bwrap(STRONG, ctx)
+        results = run_probe_in_bwrap(STRONG, ctx, rootless)
     for name in NS:
         assert results[f"ns.{name}"]["status"] == "PASS"
     layers = {results[cid]["layer"] for cid in failed(results)}
@@ -165,29 +174,31 @@ def test_strong_bubblewrap_without_a_filter_fails_only_seccomp_level_checks():
     assert results["net.vsock"]["status"] == "FAIL"  # AF_VSOCK is not network-namespaced
 
 
-def test_an_unfiltered_i386_abi_is_caught():
-    require("bwrap", "system_python", "rootless")
+def test_an_unfiltered_i386_abi_is_caught(rootless):
+    require("bwrap", "system_python")
     with seccomp_filter(i386=False) as bpf:
-        results = run_probe_in_bwrap(STRONG, None, seccomp=bpf)
+        results = run_probe_in_bwrap(STRONG, None, rootless, seccomp=bpf)
     assert results["seccomp.denied.mount"]["status"] == "PASS"
     assert results["seccomp.i386"]["status"] == "FAIL"
     assert "mount" in results["seccomp.i386"]["observed"]
 
 
-def test_sharing_the_network_fails_the_network_checks():
-    require("bwrap", "system_python", "rootless")
+def test_sharing_the_network_fails_the_network_checks(rootless):
+    require("bwrap", "system_python")
     with Canaries() as ctx:
-        results = run_probe_in_bwrap(["--unshare-all", "--share-net", "--cap-drop", "ALL", "--clearenv"], ctx)
+        results = run_probe_in_bwrap(["--unshare-all", "--share-net", "--cap-drop", "ALL", "--clearenv"], ctx,
+                                     rootless)
     for cid in ("ns.net", "net.interfaces", "net.canary_tcp", "net.abstract_unix"):
         assert results[cid]["status"] == "FAIL", results[cid]
     for name in set(NS) - {"net"}:
         assert results[f"ns.{name}"]["status"] == "PASS"
 
 
-def test_sharing_the_network_on_purpose_is_skipped_not_passed():
-    require("bwrap", "system_python", "rootless")
+def test_sharing_the_network_on_purpose_is_skipped_not_passed(rootless):
+    require("bwrap", "system_python")
     with Canaries(expect={"network": "host"}) as ctx:
-        results = run_probe_in_bwrap(["--unshare-all", "--share-net", "--cap-drop", "ALL", "--clearenv"], ctx)
+        results = run_probe_in_bwrap(["--unshare-all", "--share-net", "--cap-drop", "ALL", "--clearenv"], ctx,
+                                     rootless)
     for cid in ("ns.net", "net.interfaces", "net.canary_tcp", "net.abstract_unix"):
         assert results[cid]["status"] == "SKIP", results[cid]
         assert "profile" in results[cid]["observed"]
@@ -197,7 +208,7 @@ def test_root_bubblewrap_sharing_pid_and_ipc_fails_those_layers():
     require("bwrap", "system_python", "root")
     with Canaries() as ctx:
         results = run_probe_in_bwrap(["--unshare-user", "--unshare-uts", "--unshare-cgroup", "--unshare-net"],
-                                     ctx, nobody=False)
+                                     ctx, None)
     for cid in ("ns.pid", "ns.ipc", "process.host_pids", "ipc.sysv_shm", "process.env_canary",
                 "caps.effective", "ids.host_root", "ids.uid_map", "process.session"):
         assert results[cid]["status"] == "FAIL", results[cid]
@@ -214,15 +225,15 @@ def _legacy_tiocsti() -> bool:
 
 
 @pytest.mark.parametrize("new_session, status", [(False, "FAIL"), (True, "PASS")])
-def test_tiocsti_on_the_controlling_terminal(new_session, status):
-    require("bwrap", "system_python", "rootless")
+def test_tiocsti_on_the_controlling_terminal(new_session, status, rootless):
+    require("bwrap", "system_python")
     if not _legacy_tiocsti():
         pytest.skip("dev.tty.legacy_tiocsti=0: TIOCSTI is refused for everyone")
     master, slave = os.openpty()
     os.fchown(slave, 65534, 65534)
     flags = [f for f in STRONG if f != "--new-session"] + (["--new-session"] if new_session else [])
     try:
-        results = run_probe_in_bwrap(flags, None, stdin=slave,
+        results = run_probe_in_bwrap(flags, None, rootless, stdin=slave,
                                      preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)))
     finally:
         os.close(slave)
@@ -244,12 +255,13 @@ def _find_sandboxed(token: str, timeout: float = 10.0) -> int:
     raise AssertionError("sandboxed process not found")
 
 
-@pytest.mark.parametrize("nobody", [True, False])
-def test_outside_checks_read_the_truth_from_the_host(nobody):
-    require("bwrap", "system_python", "root", *(["rootless"] if nobody else []))
+@pytest.mark.parametrize("as_nobody", [pytest.param(True, marks=pytest.mark.rootless), False])
+def test_outside_checks_read_the_truth_from_the_host(as_nobody, request):
+    require("bwrap", "system_python", "root")
+    nobody = request.getfixturevalue("rootless") if as_nobody else None
     token = "outside-" + os.urandom(4).hex()
-    argv = ((NOBODY if nobody else []) + ["bwrap", "--die-with-parent"] + ROOT + STRONG
-            + [PYTHON, "-c", "import time; time.sleep(30)", token])
+    argv = ((AS_NOBODY if nobody else []) + ["bwrap", "--die-with-parent"] + bwrap_root(nobody.probe if nobody else PROBE)
+            + STRONG + [PYTHON, "-c", "import time; time.sleep(30)", token])
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         pid = _find_sandboxed(token)

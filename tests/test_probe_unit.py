@@ -222,3 +222,53 @@ def test_canaries_clean_up_when_planting_fails(monkeypatch):
             pass
     assert not os.path.exists(f"/dev/shm/{made['canary_posix_shm']}")
     assert not _shm_exists(made["canary_sysv_shm_key"])
+
+
+def _mount(point, options="rw", fstype="ext4", root="/"):
+    return {"id": "1", "parent": "0", "root": root, "mountpoint": point, "options": options.split(","),
+            "tags": [], "fstype": fstype, "source": "/dev/vda", "super": []}
+
+
+def test_a_bind_writing_as_host_root_fails_inside_and_outside(tmp_path):
+    """The launcher never idmaps to host 0 (sources.py); the verifier would say so if it did."""
+    ctx = probe.Context({"canary_token": "t0k", "expect": {
+        "rw_sources": {str(tmp_path): str(tmp_path)}, "write_owner": {str(tmp_path): [0, 0]}}})
+    mounts = [_mount(str(tmp_path), "rw,nosuid,nodev,idmapped")]
+    (inside,) = [r for r in probe._check_write_owners(ctx, mounts)]
+    assert inside["status"] == "FAIL" and "idmapped" in inside["observed"]
+    try:
+        marker = tmp_path / ".sandbox-probe-owner-t0k"
+        assert marker.exists()  # left for the outside check, which reads it on the host
+        os.chown(marker, 0, 0)
+        (outside,) = probe.owner_markers_checks(ctx)
+        assert outside["status"] == "FAIL" and "uid 0" in outside["observed"]
+        os.chown(marker, 1000, 1000)
+        ctx.expect["write_owner"] = {str(tmp_path): [1000, 1000]}
+        (outside,) = probe.owner_markers_checks(ctx)
+        assert outside["status"] == "PASS"
+    finally:
+        probe.remove_owner_markers()
+    assert not marker.exists()
+    # Without the launcher's word, an idmapped rw mount is a warning: inside cannot tell.
+    (unknown,) = probe._check_write_owners(probe.Context({}), mounts)
+    assert unknown["status"] == "WARN"
+
+
+def test_a_system_directory_bound_rw_fails():
+    ctx = probe.Context({"expect": {"rw_sources": {"/workspace": "/etc", "/out": "/srv/out"}}})
+    (verdict,) = probe._check_system_binds(ctx, [])
+    assert verdict["status"] == "FAIL" and "/workspace <- /etc" in verdict["observed"]
+    ctx = probe.Context({"expect": {"rw_sources": {"/w": "/etc"}, "allowed_system_paths": ["/etc"]}})
+    assert [r["status"] for r in probe._check_system_binds(ctx, [])] == ["SKIP"]
+    # without context: mountinfo's root of a writable host mount
+    (guess,) = probe._check_system_binds(probe.Context({}), [_mount("/tmp", root="/etc")])
+    assert guess["status"] == "WARN"
+
+
+def test_setid_routes_in_a_directory_we_cannot_protect(tmp_path):
+    """Outside any sandbox (root, no filter) every route works: the check must see it."""
+    from conftest import require
+    require("root")  # (the file capability)
+    worked, seen = probe._setid_routes(str(tmp_path))
+    assert {"chmod 4755", "fchmod 4755", "openat(O_CREAT, 04755)", "security.capability"} <= set(worked), seen
+    assert list(tmp_path.iterdir()) == []  # cleaned up

@@ -90,7 +90,7 @@ def only(tmp_path, text) -> Problem:
     ('[process]\numask = 0o17777\n', "process.umask", "a mode from 0", "8191"),
     # enums
     ('[network]\nmode = "bridge"\n', "network.mode", "'none' or 'host'", "'bridge'"),
-    ('[[filesystem.mounts]]\nsource = "/usr"\nmode = "RW"\n', "filesystem.mounts[0].mode", "'ro' or 'rw'", "'RW'"),
+    ('[[filesystem.mounts]]\nsource = "/usr"\nmode = "rwx"\n', "filesystem.mounts[0].mode", "'ro' or 'rw'", "'rwx'"),
     # wrong types
     ('[process]\ncommand = "/bin/sh -c x"\n', "process.command", "an array of strings", "'/bin/sh -c x'"),
     ('[process]\ncommand = ["/bin/sh", 1]\n', "process.command[1]", "a string in an array of strings", "1"),

@@ -180,7 +180,9 @@ def test_extends_replaced_entry_is_replaced_whole(tmp_path):
         target = "/etc"
         mode = "rw"
     """)
-    assert [(p.key, p.expected) for p in problems] == [("filesystem.mounts[1].source", "a value for 'source'")]
+    # the child's first [[filesystem.mounts]], whatever its index in the merged list
+    assert [(p.key, p.expected) for p in problems] == [("filesystem.mounts[0].source", "a value for 'source'")]
+    assert problems[0].file == str(tmp_path / "p.toml")
 
 
 def test_extends_seccomp_rules_append_and_lists_replace(tmp_path):

@@ -206,3 +206,76 @@ def test_syscall_numbers_agree_with_libc_table():
     from sandbox.seccomp import syscalls
     for name in ("seccomp", "unshare", "setns", "clone3", "pivot_root"):
         assert syscalls.resolve(name) == _libc.syscall_number(name)
+
+
+# ---------------------------------------------------------------- no setuid/setgid files
+
+S_IFREG, O_CREAT, O_RDWR = 0o100000, 0o100, 0o2
+O_TMPFILE = 0o20200000
+SETID_CASES = [  # a NULL path or fd -1: what the filter lets through fails harmlessly
+    ("chmod", (0, 0o4755), E.EPERM),
+    ("chmod", (0, 0o2755), E.EPERM),
+    ("chmod", (0, 0o6755), E.EPERM),
+    ("chmod", (0, HIGH | 0o4755), E.EPERM),            # high bits change nothing
+    ("chmod", (0, 0o755), E.EFAULT),                   # an ordinary mode reaches the kernel
+    ("chmod", (0, 0o1777), E.EFAULT),                  # sticky is fine
+    ("fchmod", (-1, 0o4755), E.EPERM),
+    ("fchmod", (-1, 0o644), E.EBADF),
+    ("fchmodat", (-1, 0, 0o2755), E.EPERM),
+    ("fchmodat", (-1, 0, 0o755), E.EFAULT),
+    ("fchmodat2", (-1, 0, 0o4755, 0), E.EPERM),
+    ("creat", (0, 0o4755), E.EPERM),
+    ("creat", (0, 0o755), E.EFAULT),
+    ("mknod", (0, S_IFREG | 0o4755, 0), E.EPERM),
+    ("mknodat", (-1, 0, S_IFREG | 0o2755, 0), E.EPERM),
+    ("open", (0, O_CREAT | O_RDWR, 0o4755), E.EPERM),
+    ("open", (0, O_RDWR, 0o4755), E.EFAULT),           # no O_CREAT: the mode is not used
+    ("openat", (-1, 0, O_CREAT | O_RDWR, 0o2755), E.EPERM),
+    ("openat", (-1, 0, O_TMPFILE | O_RDWR, 0o4755), E.EPERM),
+    ("openat", (-1, 0, O_CREAT | O_RDWR, 0o755), E.EFAULT),
+    ("openat2", (-1, 0, 0, 24), E.ENOSYS),             # its mode is out of BPF's reach
+]
+
+
+def test_no_setid_files_on_the_kernel():
+    check(default_policy(), SETID_CASES + [("setxattr", (0, 0, 0, 0, 0), E.EFAULT)])
+    # strict: no xattrs set at all, reported as a file system without them would (cp -a goes on)
+    check(strict_policy(), SETID_CASES + [("setxattr", (0, 0, 0, 0, 0), E.EOPNOTSUPP),
+                                          ("fsetxattr", (-1, 0, 0, 0, 0), E.EOPNOTSUPP),
+                                          ("lsetxattr", (0, 0, 0, 0, 0), E.EOPNOTSUPP)])
+
+
+I386_CHMOD = r"""
+#include <stdio.h>
+#include <stdlib.h>
+static char path[4096];  /* in a non-PIE binary: below 4 GiB, reachable by an i386 pointer */
+int main(int argc, char **argv) {
+    long ret;
+    snprintf(path, sizeof path, "%s", argv[1]);
+    __asm__ volatile ("int $0x80" : "=a"(ret) : "a"(15L), "b"((long)path), "c"(strtol(argv[2], 0, 8))
+                      : "memory");  /* i386 chmod */
+    printf("%ld\n", ret);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_setid_rules_cover_the_i386_abi(tmp_path):
+    """With "x86" among the architectures, libseccomp translates the same rules to i386 numbers;
+    without it (the default), any int $0x80 call kills the process (test above)."""
+    (tmp_path / "chmod32.c").write_text(I386_CHMOD)
+    binary = tmp_path / "chmod32"
+    subprocess.run(["gcc", "-O1", "-no-pie", "-o", str(binary), str(tmp_path / "chmod32.c")], check=True)
+    target = tmp_path / "file"
+    target.write_text("")
+    if subprocess.run([str(binary), str(target), "644"], capture_output=True, text=True).stdout.strip() != "0":
+        pytest.skip("kernel without i386 emulation")
+    for base in (default_policy(), strict_policy()):
+        with_x86 = SeccompPolicy("allowlist", Action("errno", 1), base.rules, ("native", "x86"))
+        bpf = compile_bpf(with_x86)
+        for mode, want in (("4755", str(-E.EPERM)), ("2755", str(-E.EPERM)), ("755", "0")):
+            done = run_under(bpf, [str(binary), str(target), mode], capture_output=True, text=True)
+            assert done.stdout.strip() == want, (base.name, mode, done)
+        assert not os.stat(target).st_mode & 0o6000
+        assert run_under(compile_bpf(base), [str(binary), str(target), "4755"]).returncode == -SIGSYS

@@ -16,6 +16,8 @@ set -eu
 cd "$1"
 echo hello | tr a-z A-Z | grep -q HELLO
 cp /etc/hostname x && mv x y && rm y && mkdir -p d/e && rmdir d/e d
+mkdir tree && echo t > tree/f && chmod 750 tree && cp -a tree copy && cp -p tree/f g && install -m 755 g h
+tar -cf t.tar tree && mkdir un && tar -xpf t.tar -C un && test -f un/tree/f && rm -r tree copy un t.tar g h
 sort </etc/passwd | head -n 1 >/dev/null && date >/dev/null && ls -la >/dev/null
 printf '#include <stdio.h>\nint main(void){puts("built");return 0;}\n' > hello.c
 gcc -O1 -o hello hello.c

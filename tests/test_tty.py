@@ -69,8 +69,6 @@ def test_a_workload_that_stops_reading_its_input_cannot_block_the_timeout(tmp_pa
     elapsed = time.monotonic() - started
     assert proc.returncode == 124, proc.stderr
     assert elapsed < 10, elapsed
-    from sandbox import cgroups
-    assert not [p for p in cgroups.leaked() if f"-{proc.pid}-" in p]
 
 
 def test_the_callers_terminal_going_away_does_not_stop_supervision():

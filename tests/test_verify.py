@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from conftest import require
+from conftest import BUILD_USER, require
 
 import sandbox
 from sandbox.verify import verify_profile
@@ -29,12 +30,36 @@ def _machine():
 @pytest.mark.parametrize("name", sorted(sandbox.builtin_profile_names()))
 def test_every_builtin_profile_passes_its_own_verification(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the ci profile binds the current directory
+    if os.geteuid() == 0:
+        os.chown(tmp_path, BUILD_USER, BUILD_USER)  # as a CI checkout would be
     report = verify_profile(sandbox.load_profile(name))
     failed = [r for r in report.results if r["status"] == "FAIL"]
     assert report.ok, failed
     assert len(report.results) > 100
     # inside and outside views both present
     assert any(r["id"].startswith("outside.") for r in report.results)
+    assert _statuses(report, "fs.setid.") == {"PASS"}  # /tmp, /dev/shm (and ci's /workspace)
+    if name == "ci":
+        for check in ("fs.setid./workspace", "fs.write_owner./workspace", "mount.system_rw",
+                      "outside.fs.write_owner./workspace"):
+            assert _statuses(report, check) == {"PASS"}, check
+        assert os.listdir(tmp_path) == []  # the probe's marker is gone
+
+
+def test_a_writable_bind_where_setuid_bits_can_be_set_fails(tmp_path):
+    """Without the filter the kernel lets a file's owner set its setuid bit: measured against the
+    same profile with the default policy, the writable host mount FAILs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        os.chown(data, BUILD_USER, BUILD_USER)
+    bind = f'[[filesystem.mounts]]\nsource = "{data}"\ntarget = "/data"\nmode = "rw"\n'
+    weak = _weak(tmp_path, "nofilter", '[seccomp]\npolicy = "unconfined"\n' + bind)
+    report = verify_profile(weak, against=_weak(tmp_path, "filtered", bind))
+    assert _statuses(report, "fs.setid./data") == {"FAIL"}
+    assert _statuses(report, "fs.setid./tmp") == {"WARN"}  # a tmpfs that dies with the sandbox
+    assert _statuses(verify_profile(weak), "fs.setid./data") == {"WARN"}  # the profile's own choice
+    assert os.listdir(data) == []
 
 
 def test_kept_capabilities_fail_against_untrusted_and_skip_against_themselves(tmp_path):

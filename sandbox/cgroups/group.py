@@ -107,11 +107,11 @@ class SandboxCgroup:
                 self.v1.add_process(pid)
         except OSError as e:
             where = os.fsdecode(e.filename) if e.filename else "cgroup.procs"
-            raise SetupError("cgroup", e.errno or 0, f"placing process {pid} in {where}: {e.strerror}") from e
+            raise SetupError("cgroup placement", e.errno or 0, f"placing process {pid} in {where}: {e.strerror}") from e
         for directory in self.directories():
             members = _fs.read_or_none(os.path.join(directory, "cgroup.procs")) or ""
             if str(pid) not in members.split() and not _exited(pid):
-                raise SetupError("cgroup", 0, f"process {pid} did not arrive in {directory}")
+                raise SetupError("cgroup placement", 0, f"process {pid} did not arrive in {directory}")
 
     def pids(self) -> list[int]:
         found = set(self.v2.pids()) if self.v2 else set()

@@ -25,6 +25,11 @@ from . import model
 from .units import normalize_capability, parse_duration, parse_size
 
 ORIGINS = "\0origins"  # per-table map key -> file that set it, so problems name the right file
+# In each table of an array of tables: (file, its own key path there), e.g. the first
+# [[filesystem.mounts]] of base.toml is (".../base.toml", "filesystem.mounts[0]") however many
+# mounts the merged list has before it. Overrides give their label: ("--bind /a:/b", "").
+ENTRY = "\0entry"
+_INTERNAL = (ORIGINS, ENTRY)
 MAX_EXTENDS_DEPTH = 16
 _OWN_KEYS = ("name", "description")  # not inherited through extends
 MAX_SIZE = 1 << 50  # 1 PiB: anything larger is a typo, not a limit
@@ -46,9 +51,16 @@ VARIABLES_DOC = {
 
 def _profile_dirs() -> list[str]:
     dirs = [p for p in os.environ.get("SANDBOX_PROFILE_PATH", "").split(":") if p]
+    dirs += [os.path.join(os.path.expanduser("~"), ".config/sandbox/profiles"), "/etc/sandbox/profiles"]
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # .../sandbox
-    dirs += [os.path.join(os.path.expanduser("~"), ".config/sandbox/profiles"), "/etc/sandbox/profiles",
-             os.path.join(os.path.dirname(package), "profiles"), os.path.join(package, "builtin_profiles")]
+    shipped = os.path.join(package, "builtin_profiles")  # an install: the wheel maps profiles/ here
+    if os.path.isdir(shipped):
+        dirs.append(shipped)
+    elif os.path.isfile(os.path.join(os.path.dirname(package), "pyproject.toml")):
+        # A source checkout (editable install, or run from the tree): profiles/ is the source, so an
+        # edit shows at once. Only beside a pyproject.toml: an installed package's parent is
+        # site-packages, where a "profiles" directory would belong to some other distribution.
+        dirs.append(os.path.join(os.path.dirname(package), "profiles"))
     return dirs
 
 
@@ -157,10 +169,19 @@ def _expand(value: Any, variables: dict[str, str], file: str, key: str, problems
             return variables[name]
         return _VARIABLE.sub(substitute, value)
     if isinstance(value, list):
-        return [_expand(item, variables, file, f"{key}[{i}]", problems) for i, item in enumerate(value)]
+        out_list = [_expand(item, variables, file, f"{key}[{i}]", problems) for i, item in enumerate(value)]
+        for i, item in enumerate(out_list):
+            if isinstance(item, dict) and ENTRY not in item:
+                item[ENTRY] = (file, f"{key}[{i}]")
+        return out_list
     if isinstance(value, dict):
-        out = {k: _expand(v, variables, file, _join(key, k), problems) for k, v in value.items()}
-        out[ORIGINS] = {k: file for k in value}
+        # An overrides table may label its keys itself ("--memory", "keyword argument memory").
+        labels = value.get(ORIGINS) or {}
+        out = {k: _expand(v, variables, labels.get(k, file), _join(key, k), problems)
+               for k, v in value.items() if k not in _INTERNAL}
+        out[ORIGINS] = {k: labels.get(k, file) for k in value if k not in _INTERNAL}
+        if ENTRY in value:
+            out[ENTRY] = value[ENTRY]
         return out
     return value
 
@@ -170,7 +191,7 @@ def _merge(base: Any, child: Any) -> Any:
         merged = dict(base)
         origins = dict(base.get(ORIGINS, {}))
         for key, value in child.items():
-            if key == ORIGINS:
+            if key in _INTERNAL:
                 continue
             merged[key] = _merge(base[key], value) if key in base else value
             origins[key] = child.get(ORIGINS, {}).get(key, origins.get(key))
@@ -180,13 +201,15 @@ def _merge(base: Any, child: Any) -> Any:
         keyed = [_entry_key(item) for item in base]
         if all(k is not None for k in keyed) and all(_entry_key(item) is not None for item in child):
             merged_list = list(base)
-            for item in child:
+            own: set = set()  # targets this file set: a second entry with one is a duplicate, kept
+            for item in child:  # so that validation reports it rather than one silently winning
                 key = _entry_key(item)
-                if key in keyed:
+                if key in keyed and key not in own:
                     merged_list[keyed.index(key)] = item
                 else:
                     merged_list.append(item)
                     keyed.append(key)
+                own.add(key)
             return merged_list
         return list(base) + list(child)
     return child
@@ -197,7 +220,7 @@ def _is_table_array(value: Any) -> bool:
 
 
 def _entry_key(item: dict) -> str | None:
-    key = item.get("target", item.get("source"))
+    key = item.get("target", item.get("source", item.get("name")))  # name: [[secrets]]
     return os.path.normpath(key) if isinstance(key, str) and key else None
 
 
@@ -240,12 +263,49 @@ def load_raw(name_or_path: str, *, overrides: dict | None = None) -> tuple[dict,
     for table in reversed(tables):
         merged = _merge(merged, table)
     if overrides:
-        merged = _merge(merged, _expand(overrides, _variables(path), "command line", "", problems))
+        overrides = _expand(overrides, _variables(path), "command line", "", problems)
+        merged = _merge(merged, _relative_to(merged, overrides))
     return merged, path, chain, problems
 
 
+# Overrides key for host variable names to pass through in addition to the profile's own
+# (`--env NAME`, `env={"NAME": None}`): env_passthrough itself replaces, as arrays do.
+PASSTHROUGH_ADD = "\0env_passthrough_add"
+
+
+def _relative_to(merged: dict, overrides: dict) -> dict:
+    """What an override means relative to the profile: a relative cwd is below the profile's
+    working directory (`--cwd src` under /workspace is /workspace/src), and variables passed
+    through by name add to the profile's env_passthrough."""
+    process = overrides.get("process")
+    if not isinstance(process, dict):
+        return overrides
+    process = dict(process)
+    base = merged.get("process") if isinstance(merged.get("process"), dict) else {}
+    cwd = process.get("cwd")
+    if isinstance(cwd, str) and cwd and not cwd.startswith("/") and "\0" not in cwd:
+        base_cwd = base.get("cwd", model.Process().cwd)
+        if isinstance(base_cwd, str) and base_cwd.startswith("/"):
+            process["cwd"] = os.path.normpath(os.path.join(base_cwd, cwd))
+    added = process.pop(PASSTHROUGH_ADD, None)
+    if added:
+        # The host's value, even where the profile sets one: drop the profile's own.
+        env = base.get("env")
+        if isinstance(env, dict) and any(name in env for name in added):
+            merged["process"] = {**base, "env": {k: v for k, v in env.items() if k not in added}}
+        names = process.get("env_passthrough", base.get("env_passthrough", []))
+        names = list(names) if isinstance(names, list) else []
+        process["env_passthrough"] = names + [n for n in added if n not in names]
+        origins = dict(process.get(ORIGINS, {}))
+        origins["env_passthrough"] = process.get(ORIGINS, {}).get(PASSTHROUGH_ADD, "command line")
+        origins.pop(PASSTHROUGH_ADD, None)
+        process[ORIGINS] = origins
+    return {**overrides, "process": process}
+
+
 def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.Profile:
-    """Load a profile by built-in name or path. `overrides` is a table merged on top (CLI options)."""
+    """Load a profile by built-in name or path. `overrides` is a table merged on top (run options,
+    sandbox.options.run_overrides()); problems in it are labelled by the option that set the key."""
     merged, path, chain, problems = load_raw(name_or_path, overrides=overrides)
     builder = _Builder(path, problems)
     profile = builder.build(model.Profile, merged, "")
@@ -253,11 +313,27 @@ def load_profile(name_or_path: str, *, overrides: dict | None = None) -> model.P
         if not profile.name:
             profile = profile.replace(name=_stem(path))
         profile = profile.replace(source=path, lineage=tuple(chain))
+        profile = _with_image(profile, merged, path, problems)
         from .validate import validate
-        problems.extend(_blame(problem, merged) for problem in validate(profile, path))
+        problems.extend(builder.locate(problem, merged) for problem in validate(profile, path))
     if problems:
         raise ProfileError(_printable(problems))
     return profile
+
+
+def _with_image(profile: model.Profile, merged: dict, file: str, problems: list[Problem]) -> model.Profile:
+    """[image] -> the image's root and process settings (sandbox/image/profile.py). The [process] keys
+    any file of the chain or the command line sets override the image's config."""
+    if not profile.image.ref or problems:
+        return profile  # a broken profile pulls nothing
+    from ..image.profile import ImageProblem, apply_image
+    process = merged.get("process")
+    explicit = {key for key in process if key != ORIGINS} if isinstance(process, dict) else set()
+    try:
+        return apply_image(profile, explicit)
+    except ImageProblem as exc:
+        problems.append(_blame(Problem(file, exc.key, exc.expected, exc.found, exc.hint), merged))
+        return profile
 
 
 _KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -278,6 +354,28 @@ def _blame(problem: Problem, merged: dict) -> Problem:
     return dataclasses.replace(problem, file=origin) if origin else problem
 
 
+def with_overrides(profile: model.Profile, overrides: dict) -> model.Profile:
+    """`profile` (already loaded) with an overrides table merged on top and everything validated
+    again, as load_profile(overrides=...) does for a profile loaded by name."""
+    from .dump import _escape, to_table
+    source = profile.source or "<profile>"
+    problems: list[Problem] = []
+    table = _escape(to_table(profile))
+    table.pop("extends", None)
+    base = _expand(table, _variables(source), source, "", problems)
+    merged = _merge(base, _relative_to(base, _expand(overrides, _variables(source), "command line", "",
+                                                     problems)))
+    builder = _Builder(source, problems)
+    built = builder.build(model.Profile, merged, "")
+    if built is not None:
+        built = built.replace(source=profile.source, lineage=profile.lineage)
+        from .validate import validate
+        problems.extend(builder.locate(problem, merged) for problem in validate(built, source))
+    if problems:
+        raise ProfileError(_printable(problems))
+    return built
+
+
 def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
     """Build a profile from an in-memory table (no extends resolution beyond built-in names)."""
     problems: list[Problem] = []
@@ -289,8 +387,9 @@ def profile_from_dict(data: dict, source: str = "<dict>") -> model.Profile:
     builder = _Builder(source, problems)
     profile = builder.build(model.Profile, table, "")
     if profile is not None:
+        profile = _with_image(profile, table, source, problems)
         from .validate import validate
-        problems.extend(validate(profile, source))
+        problems.extend(builder.locate(problem, table) for problem in validate(profile, source))
     if problems:
         raise ProfileError(_printable(problems))
     return profile
@@ -424,7 +523,7 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         raise _Invalid("a table of NAME = \"value\"", _show(value))
     pairs = []
     for name, text in value.items():
-        if name == ORIGINS:
+        if name in _INTERNAL:
             continue
         if not _ENV_NAME.match(name):
             raise _Invalid("variable names of letters, digits and _", repr(name))
@@ -440,6 +539,32 @@ def _names(value: Any) -> tuple[str, ...]:
             raise _Invalid("variable names, optionally ending in *", repr(item))
         return item
     return tuple(_each(_string_list(value, "variable names"), name))
+
+
+def _exec_patterns(value: Any) -> tuple[str, ...]:
+    from ..execlist import check_pattern
+    def pattern(item: str) -> str:
+        try:
+            return check_pattern(item)
+        except ValueError as exc:
+            raise _Invalid(str(exc), repr(item)) from None
+    return tuple(dict.fromkeys(_each(_string_list(value, "paths or patterns"), pattern)))
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def _secret_name(value: Any) -> str:
+    if not isinstance(value, str) or not _SECRET_NAME.match(value):
+        raise _Invalid("a file name of letters, digits, '.', '_' and '-' (at most 128, not starting with '.' "
+                       "or '-')", _show(value))
+    return value
+
+
+def _env_name(value: Any) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise _Invalid("a variable name of letters, digits and _", _show(value))
+    return value
 
 
 def _mode(value: Any) -> int:
@@ -506,13 +631,15 @@ def _rlimits(value: Any) -> tuple[tuple[str, int, int], ...]:
     if not isinstance(value, dict):
         raise _Invalid("a table of name = value", _show(value))
     limits = {name: (soft, hard) for name, soft, hard in model.Limits().rlimits}
+    problems: list[_Invalid] = []
     for name, item in value.items():
-        if name == ORIGINS:
+        if name in _INTERNAL:
             continue
         key = name.lower().removeprefix("rlimit_")
         if key not in model.RLIMIT_NAMES:
-            raise _Invalid(f"rlimit names from {', '.join(model.RLIMIT_NAMES)}", repr(name),
-                           _did_you_mean(key, model.RLIMIT_NAMES))
+            problems.append(_Invalid(f"rlimit names from {', '.join(model.RLIMIT_NAMES)}", repr(name),
+                                     _did_you_mean(key, model.RLIMIT_NAMES)))
+            continue
         try:
             if isinstance(item, list):
                 if len(item) != 2:
@@ -524,8 +651,11 @@ def _rlimits(value: Any) -> tuple[tuple[str, int, int], ...]:
                 soft = hard = _rlimit_value(item)
         except _Invalid as exc:
             exc.sub = f".{name}{exc.sub}"
-            raise
+            problems.append(exc)
+            continue
         limits[key] = (soft, hard)
+    if problems:
+        raise _Invalids(problems)
     return tuple(sorted((name, soft, hard) for name, (soft, hard) in limits.items()))
 
 
@@ -549,6 +679,16 @@ def _cpus(value: Any) -> float:
     return float(value)
 
 
+def _enum(value: Any, choices: tuple[str, ...]) -> str:
+    """One of `choices`, in any case ("RW" is "rw"), as capability and rlimit names are."""
+    if isinstance(value, str):
+        for choice in choices:
+            if value.strip().lower() == choice:
+                return choice
+    raise _Invalid(" or ".join(repr(c) for c in choices), _show(value),
+                   _did_you_mean(str(value).lower(), choices))
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid("a string", _show(value))
@@ -570,6 +710,8 @@ _CONVERTERS = {
     "duration": _grace,
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
+    "execpatterns": _exec_patterns, "secretname": _secret_name, "envname": _env_name,
+    "strings": lambda v: tuple(_string_list(v)),
 }
 
 
@@ -577,28 +719,34 @@ class _Builder:
     def __init__(self, file: str, problems: list[Problem]):
         self.file = file
         self.problems = problems
+        # key path of an array of tables -> (file, own key path) of each entry that was built,
+        # in the order of the profile's tuple: what cross-key problems about entry N are about.
+        self.entries: dict[str, list[tuple[str, str]]] = {}
 
-    def _origin(self, table: dict, key: str) -> str:
-        return table.get(ORIGINS, {}).get(key) or self.file
+    def _origin(self, table: dict, key: str, file: str | None = None) -> str:
+        return table.get(ORIGINS, {}).get(key) or file or self.file
 
-    def build(self, cls, table: Any, path: str):
+    def build(self, cls, table: Any, path: str, file: str | None = None, table_name: str | None = None):
+        """`file` is where `table` came from when it is an entry of an array of tables (named
+        `table_name` in messages: its `path` is its own position in that file)."""
         if not isinstance(table, dict):
-            self.problems.append(Problem(self.file, path, "a table", _show(table)))
+            self.problems.append(Problem(file or self.file, path, "a table", _show(table)))
             return None
         fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"}
+        table_name = table_name or path
         for key in table:
-            if key != ORIGINS and key not in fields:
-                self.problems.append(Problem(self._origin(table, key), _join(path, key), f"a known key of "
-                                             f"[{path or 'top level'}]", repr(key), _did_you_mean(key, fields)))
+            if key not in _INTERNAL and key not in fields:
+                self.problems.append(Problem(self._origin(table, key, file), _join(path, key), f"a known key of "
+                                             f"[{table_name or 'top level'}]", repr(key),
+                                             _did_you_mean(key, fields)))
         values = {}
         for name, fld in fields.items():
             key_path = _join(path, name)
             if name not in table:
                 if fld.metadata.get("required"):
-                    self.problems.append(Problem(self._origin(table, name) if table.get(ORIGINS) else self.file,
-                                                 key_path, f"a value for '{name}'", "nothing"))
+                    self.problems.append(Problem(file or self.file, key_path, f"a value for '{name}'", "nothing"))
                 continue
-            value = self._convert(fld, table[name], key_path, self._origin(table, name))
+            value = self._convert(fld, table[name], key_path, self._origin(table, name, file))
             if value is not _MISSING:
                 values[name] = value
         if cls is model.Mount and "target" not in values and "source" in values:
@@ -613,7 +761,7 @@ class _Builder:
 
     def _convert(self, fld, value: Any, key_path: str, origin: str):
         kind = fld.metadata["kind"]
-        if kind not in ("table", "tables", "seccomp") and self._reported(key_path):
+        if kind not in ("table", "tables", "seccomp") and self._reported(origin, key_path):
             return _MISSING  # e.g. an unknown ${VARIABLE}: converting what is left would only repeat it
         try:
             if kind == "table":
@@ -622,31 +770,96 @@ class _Builder:
             if kind == "tables":
                 if not _is_table_array(value):
                     raise _Invalid("an array of tables", _show(value))
-                items = [self.build(fld.metadata["item"], item, f"{key_path}[{i}]") for i, item in enumerate(value)]
-                return tuple(item for item in items if item is not None)
+                built, located = [], []
+                for i, item in enumerate(value):
+                    # Named by the entry's own file and position there, not its merged index.
+                    file, own = item.get(ENTRY) or (origin, f"{key_path}[{i}]")
+                    entry = self.build(fld.metadata["item"], item, own, file, key_path)
+                    if entry is not None:
+                        built.append(entry)
+                        located.append((file, own))
+                self.entries[key_path] = located
+                return tuple(built)
             if kind == "enum":
-                if value not in fld.metadata["choices"]:
-                    raise _Invalid(" or ".join(repr(c) for c in fld.metadata["choices"]), _show(value),
-                                   _did_you_mean(str(value), fld.metadata["choices"]))
-                return value
+                return _enum(value, fld.metadata["choices"])
             if kind == "seccomp":
                 from ..seccomp import parse_section
                 policy, problems = parse_section(_strip_origins(value) if isinstance(value, dict) else value,
                                                  origin, key_path)
-                self.problems.extend(problems)
+                self.problems.extend(_rules_located(problems, value, key_path))
                 return _MISSING if problems else policy
             return _CONVERTERS[kind](value)
         except _Invalid as exc:
             self.problems.append(Problem(origin, key_path + exc.sub, exc.expected, exc.found, exc.hint))
             return _MISSING
+        except _Invalids as many:  # every problem of the value, not only the first
+            for exc in many.problems:
+                self.problems.append(Problem(origin, key_path + exc.sub, exc.expected, exc.found, exc.hint))
+            return _MISSING
 
-
-    def _reported(self, key_path: str) -> bool:
-        return any(p.key == key_path or p.key.startswith((key_path + ".", key_path + "["))
+    def _reported(self, file: str, key_path: str) -> bool:
+        return any(p.file == file and (p.key == key_path or p.key.startswith((key_path + ".", key_path + "[")))
                    for p in self.problems)
+
+    def locate(self, problem: Problem, merged: dict) -> Problem:
+        """A cross-key problem (validate.py) named where the user wrote the key: an entry of an
+        array of tables by its own file and position there (mentions of other entries too), any
+        other key by the file of the extends chain that set it (_blame)."""
+        match = _ENTRY_KEY.match(problem.key)
+        if not match or match.group(1) not in self.entries:
+            return _blame(problem, merged)
+        located = self._entry(match.group(1), int(match.group(2)))
+        if located is None:
+            return _blame(problem, merged)
+        file, own = located
+
+        def mention(found: re.Match) -> str:
+            other = self._entry(found.group(1), int(found.group(2)))
+            if other is None:
+                return found.group(0)
+            where = _at(other[1], found.group(3))
+            return where if other[0] == file else f"{where} of {other[0]}"
+        found = _ENTRY_MENTION.sub(mention, problem.found)
+        return dataclasses.replace(problem, file=file, key=_at(own, match.group(3)), found=found)
+
+    def _entry(self, table_path: str, index: int) -> tuple[str, str] | None:
+        entries = self.entries.get(table_path, [])
+        return entries[index] if index < len(entries) else None
+
+
+def _rules_located(problems: list[Problem], table: Any, key_path: str) -> list[Problem]:
+    """[[seccomp.rules]] are appended through extends: a problem in rule N of the merged list is
+    named by that rule's own file and position there."""
+    rules = table.get("rules") if isinstance(table, dict) else None
+    if not isinstance(rules, list):
+        return problems
+    prefix = re.compile(re.escape(key_path) + r"\.rules\[(\d+)\]")
+    out = []
+    for problem in problems:
+        match = prefix.match(problem.key)
+        index = int(match.group(1)) if match else -1
+        entry = rules[index].get(ENTRY) if 0 <= index < len(rules) and isinstance(rules[index], dict) else None
+        if entry:
+            problem = dataclasses.replace(problem, file=entry[0], key=_at(entry[1], problem.key[match.end():]))
+        out.append(problem)
+    return out
 
 
 _MISSING = object()
+_ENTRY_KEY = re.compile(r"^([A-Za-z0-9_.]+)\[(\d+)\](.*)$")
+_ENTRY_MENTION = re.compile(r"\b([a-z_]+\.[a-z_]+)\[(\d+)\]((?:\.[a-z_]+)?)")
+
+
+def _at(own: str, rest: str) -> str:
+    """An entry's own key path plus the rest of a key ("" own: an option, e.g. --bind)."""
+    return (own + rest) if own else rest.lstrip(".")
+
+
+class _Invalids(Exception):
+    """Several values of one key the loader cannot use, each reported."""
+
+    def __init__(self, problems: list[_Invalid]):
+        self.problems = problems
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -661,14 +874,30 @@ def _join(path: str, key: str) -> str:
 
 
 def _printable(problems: list[Problem]) -> list[Problem]:
-    """Problems render one per line: escape control characters in keys (e.g. from [seccomp])."""
-    return [dataclasses.replace(p, key=_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", p.key))
-            if _CONTROL.search(p.key) else p for p in problems]
+    """Problems render one per line: escape control characters in keys (e.g. from [seccomp]).
+    A problem set by a run option loses hints that only make sense in a profile file."""
+    out = []
+    for p in problems:
+        if _CONTROL.search(p.key):
+            p = dataclasses.replace(p, key=_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", p.key))
+        if is_option_label(p.file) and any(word in p.hint for word in _PROFILE_ONLY_HINTS):
+            p = dataclasses.replace(p, hint="")
+        out.append(p)
+    return out
+
+
+# Fixes a profile file can make and a command line or keyword argument cannot.
+_PROFILE_ONLY_HINTS = ("${", "optional = true")
+
+
+def is_option_label(origin: str) -> bool:
+    """Did a run option (`--memory`, `keyword argument memory`, `--set KEY`) set the key?"""
+    return origin.startswith("--") or origin.startswith("keyword argument") or origin == "command line"
 
 
 def _strip_origins(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_origins(v) for k, v in value.items() if k != ORIGINS}
+        return {k: _strip_origins(v) for k, v in value.items() if k not in _INTERNAL}
     if isinstance(value, list):
         return [_strip_origins(v) for v in value]
     return value

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import weakref
 from dataclasses import field
 from typing import Any
 
@@ -107,7 +106,16 @@ class Mount:
     noexec: bool = spec(False, kind="bool", doc="Forbid executing files from this mount.")
     idmap: str = spec("auto", kind="enum", choices=("auto", "yes", "no"),
                       doc="For rw binds when root launches: an idmapped mount so files written inside "
-                          "belong to the source's owner. auto = when the kernel and filesystem allow it.")
+                          "belong to the source's owner. auto = when the kernel and filesystem allow it "
+                          "and the owner is not root (a root-owned source is bound without a mapping; "
+                          "yes on one is refused). Never maps to host uid or gid 0.")
+    allow_system_path: bool = spec(False, kind="bool",
+                                   doc="Allow this exact source although it is a system path: /, /etc, /usr, "
+                                       "/var, /home, /root, /tmp... read-write, or a container runtime socket "
+                                       "(docker.sock...) in any mode. Without it such a bind is refused at "
+                                       "launch, after symlinks are resolved.",
+                                   relaxes="the workload can change host system files or drive a container "
+                                           "runtime (host root)")
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,10 @@ class Limits:
         doc="Grace period between SIGTERM and SIGKILL when the timeout passes (0: kill at once).")
     required: tuple[str, ...] = spec((), kind="limitnames",
                                      doc="Limits that must be enforced: the launch fails when they cannot be.")
+    optional: tuple[str, ...] = spec((), kind="limitnames",
+                                     doc="Limits this profile accepts going unenforced where the machine cannot "
+                                         "apply them (no delegated cgroup): `sandbox verify` reports them as WARN "
+                                         "rather than FAIL. Every other limit set is a promise verify holds it to.")
     rlimits: tuple[tuple[str, int, int], ...] = spec((("core", 0, 0),), kind="rlimits",
         doc="Resource limits: name = value, [soft, hard] or \"unlimited\" (names as in setrlimit, "
             "lower case without RLIMIT_). Core dumps are off by default.")
@@ -226,9 +238,37 @@ class Landlock:
 
     enabled: bool = spec(True, kind="bool", doc="Restrict file access with Landlock, derived from the mounts.",
                          relaxes="no Landlock file-access rules beneath the mount layout")
-    read: tuple[str, ...] = spec((), kind="targets", doc="Extra paths readable (and executable).")
+    read: tuple[str, ...] = spec((), kind="targets",
+                                 doc="Extra paths readable (and executable, unless an [exec] allow list decides).")
     write: tuple[str, ...] = spec((), kind="targets", doc="Extra paths writable.")
     best_effort: bool = spec(True, kind="bool", doc="Run without Landlock, with a warning, on kernels without it.")
+
+
+@dataclass(frozen=True)
+class Exec:
+    """[exec]: which executables may run (Landlock's execute right)."""
+
+    allow: tuple[str, ...] | None = spec(None, kind="execpatterns",
+        doc="Only these files may be executed (execve, execveat, and as ELF or #! interpreters, which must "
+            "be listed too, e.g. /lib64/ld-linux-x86-64.so.2). Paths inside the sandbox; * ? [..] match "
+            "within one component, a final /** everything beneath an existing directory. Expanded at "
+            "launch inside the sandbox's view: files created later match only beneath a /** directory "
+            "that existed at launch. Unset: anything the mounts let run. See docs/monitoring.md.")
+
+
+SECRET_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """[[secrets]]: a secret given to the workload as the file /run/secrets/NAME."""
+
+    name: str = spec(None, kind="secretname", required=True,
+                     doc="File name under /run/secrets (letters, digits, '.', '_', '-').")
+    file: str | None = spec(None, kind="source", doc="Host file holding the value, read at each launch.")
+    env: str | None = spec(None, kind="envname",
+                           doc="Launcher environment variable holding the value, read at each launch; "
+                               "it never reaches the workload's environment.")
 
 
 @dataclass(frozen=True)
@@ -239,6 +279,51 @@ class Audit:
                          relaxes="launches of this profile leave no audit record")
     log: str = spec("", kind="str", doc="Audit log file (JSON lines). Default: $SANDBOX_AUDIT_LOG, else "
                     "/var/log/sandbox/audit.jsonl for root and ~/.local/state/sandbox/audit.jsonl otherwise.")
+    required: bool = spec(False, kind="bool",
+                          doc="Refuse to launch (exit 125) when the start record cannot be written; "
+                              "otherwise that is a warning.")
+    syslog: bool = spec(False, kind="bool",
+                        doc="Also send each record to syslog (or the journal), a copy outside the log "
+                            "writer's reach.")
+    syslog_socket: str = spec("/dev/log", kind="source",
+                              doc="Unix datagram socket the records are sent to when syslog = true.")
+
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True)
+class Image:
+    """[image]: run the sandbox from a container image (see docs/images.md)."""
+
+    ref: str = spec("", kind="str",
+        doc="The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or "
+            "docker://HOST/NAME[:TAG|@sha256:...]. Its layers become the read-only root; its Env, "
+            "WorkingDir, Entrypoint/Cmd and User fill what [process] leaves unset.")
+    digest: str = spec("", kind="str",
+        doc="Pin: sha256:... of the image's manifest, of the index it was chosen from, or of its config; "
+            "any other image is refused. `sandbox check` shows the resolved digest.")
+    allowed_registries: tuple[str, ...] = spec((), kind="strings",
+        doc="Registries (HOST[:PORT], or HOST[:PORT]/REPOSITORY-PREFIX) docker:// images may come from. "
+            "Empty (default): none; local forms are always allowed.",
+        relaxes="images may be pulled from these registries")
+    pull: str = spec("missing", kind="enum", choices=("missing", "always", "never"),
+        doc="missing: use the store's copy of the reference, fetch it otherwise; always: ask the source "
+            "again; never: only the store.")
+    tls_verify: bool = spec(True, kind="bool", doc="Require HTTPS with a verified certificate from registries.",
+        relaxes="registry traffic is not authenticated: only a digest pin protects what runs")
+    setuid: bool = spec(False, kind="bool",
+        doc="Keep the image's setuid/setgid bits in its root (inert there: mounts are nosuid and "
+            "no_new_privs is set; for tools that look at modes). Default: stripped.",
+        relaxes="setuid/setgid files from the image are kept (still inert inside the sandbox)")
+    require_scan: str = spec("none", kind="enum", choices=("none",) + SEVERITIES,
+        doc="Refuse to run the image when `sandbox scan` finds anything at or above this severity.")
+    scan_allowlist: str | None = spec(None, kind="source",
+        doc="Allowlist of accepted findings for require_scan (the format of `sandbox scan --allow`).")
+    vuln_db: str | None = spec(None, kind="source",
+        doc="OSV database directory matched against the image's software for require_scan.")
+    rootfs: str = spec("", kind="internal", doc="The image's root tree in the store, once resolved.")
+    store: str = spec("", kind="internal", doc="The store the image was resolved in.")
 
 
 @dataclass(frozen=True)
@@ -259,6 +344,11 @@ class Profile:
                         factory=lambda: _default_seccomp())
     landlock: Landlock = spec(kind="table", doc="Landlock file-access rules.", factory=Landlock)
     audit: Audit = spec(kind="table", doc="Audit trail.", factory=Audit)
+    exec: Exec = spec(kind="table", doc="Executables allowed to run.", factory=Exec)
+    secrets: tuple[Secret, ...] = spec((), kind="tables", item=Secret,
+                                       doc="Secrets, each a read-only file /run/secrets/NAME (mode 0400, owned "
+                                           "by the sandbox user), never in the environment or any output.")
+    image: Image = spec(kind="table", doc="Container image the root is made of (docs/images.md).", factory=Image)
     source: str = spec("", kind="internal", doc="File the profile was loaded from.")
     lineage: tuple[str, ...] = spec((), kind="internal", doc="Files of the extends chain, this one first.")
 
@@ -272,20 +362,22 @@ def _default_seccomp():
 
 
 def per_profile(function):
-    """Cache function(profile) for as long as the profile lives: profiles are frozen, so equal
-    profiles give equal results, and a CI system launches the same one many times."""
-    results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
+    """Cache function(profile) for as long as the profile lives: profiles are frozen, so a result
+    never goes stale, and a CI system launches the same one many times. Kept on the profile object
+    itself, by identity: hashing a whole frozen Profile (it hashes every table and entry in it)
+    cost more than some of the functions cached."""
     @functools.wraps(function)
     def cached(profile):
+        results = getattr(profile, "_per_profile", None)
+        if results is None:
+            try:
+                results = {}
+                object.__setattr__(profile, "_per_profile", results)  # not a field: eq, hash, replace ignore it
+            except (AttributeError, TypeError):  # no __dict__ (not a Profile): just do not keep it
+                return function(profile)
         try:
-            return results[profile]
-        except (KeyError, TypeError):
-            pass
-        value = function(profile)
-        try:
-            results[profile] = value
-        except TypeError:  # not hashable or not weak-referenceable: just do not keep it
-            pass
-        return value
+            return results[cached]
+        except KeyError:
+            value = results[cached] = function(profile)
+            return value
     return cached

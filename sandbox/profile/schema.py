@@ -70,7 +70,7 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return {"type": "string"}
     if kind == "bool":
         return {"type": "boolean"}
-    if kind == "argv":
+    if kind in ("argv", "strings"):
         return {"type": "array", "items": {"type": "string"}}
     if kind == "env":
         return {"type": "object", "propertyNames": {"pattern": ENV_NAME_PATTERN},
@@ -123,6 +123,14 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
                     json.loads(json.dumps(_RLIMIT_VALUE)),
                     {"type": "array", "minItems": 2, "maxItems": 2, "items": json.loads(json.dumps(_RLIMIT_VALUE))},
                 ]}}
+    if kind == "execpatterns":
+        # '**' only as a whole last component
+        return {"type": "array", "items": {**_path("a path or pattern inside the sandbox"),
+                                           "pattern": r"^(?!.*(\*\*(?!$)|[^/]\*\*))" + PATH_PATTERN[1:]}}
+    if kind == "secretname":
+        return {"type": "string", "pattern": load._SECRET_NAME.pattern}
+    if kind == "envname":
+        return {"type": "string", "pattern": ENV_NAME_PATTERN}
     if kind == "enum":
         return {"enum": list(meta["choices"])}
     if kind == "table":
@@ -235,7 +243,7 @@ def schema_text() -> str:
 # ---------------------------------------------------------------- markdown
 
 _KIND_NAMES = {
-    "str": "string", "str?": "string", "bool": "boolean", "argv": "array of strings",
+    "str": "string", "str?": "string", "bool": "boolean", "argv": "array of strings", "strings": "array of strings",
     "env": "table of strings", "names": "array of variable names", "id": "integer id",
     "id?": "integer id", "int?": "integer or \"unlimited\"", "hostname": "hostname", "mode": "octal mode",
     "target": "path inside", "targets": "array of paths inside", "source": "host path",
@@ -243,7 +251,8 @@ _KIND_NAMES = {
     "cpus": "number or \"unlimited\"", "root": "\"tmpfs\" or host directory",
     "devices": "array of device names", "caps": "array of capabilities",
     "limitnames": "array of limit names", "rlimits": "table of rlimits", "blockdev": "block device", "enum": "one of",
-    "tables": "array of tables", "seccomp": "table",
+    "tables": "array of tables", "seccomp": "table", "execpatterns": "array of paths or patterns inside",
+    "secretname": "file name", "envname": "variable name",
 }
 
 
@@ -305,6 +314,8 @@ def markdown_reference() -> str:
                 if sub.metadata["kind"] == "tables":
                     out += [f"#### `[[{fld.name}.{sub.name}]]`", "", sub.metadata["doc"], "",
                             *_rows(sub.metadata["item"]), ""]
+        elif kind == "tables":  # a top-level array of tables: [[secrets]]
+            out += [f"### `[[{fld.name}]]`", "", fld.metadata["doc"], "", *_rows(fld.metadata["item"]), ""]
         elif kind == "seccomp":
             from ..seccomp import policy
             out += [f"### `[{fld.name}]`", "", fld.metadata["doc"] + " Keys: "

@@ -64,13 +64,18 @@ def check_required_limits(profile: Profile, file: str) -> Iterator[Problem]:
     for name in profile.limits.required:
         if getattr(profile.limits, name) in (None, ()):
             yield Problem(file, "limits.required", f"limits.{name} to be set when it is required", "unset")
+    for name in profile.limits.optional:
+        if name in profile.limits.required:
+            yield Problem(file, "limits.optional", "limits that are not also required", repr(name),
+                          "a limit is either required (refuse to run without it) or optional")
 
 
 def check_namespace_consistency(profile: Profile, file: str) -> Iterator[Problem]:
     ns, fs = profile.namespaces, profile.filesystem
-    if profile.network.mode == "none" and not ns.network:
-        yield Problem(file, "namespaces.network", "true when network.mode is 'none'", "false",
-                      "set network.mode = \"host\" to share the host network")
+    if profile.network.mode != "host" and not ns.network:
+        # A network mode other than "host" lives in a namespace of its own (namespaces.py).
+        yield Problem(file, "namespaces.network", f"true when network.mode is '{profile.network.mode}'",
+                      "false", "set network.mode = \"host\" to share the host network")
     if not ns.mount and (fs.mounts or fs.tmpfs or fs.files or fs.symlinks or fs.root != "tmpfs"):
         yield Problem(file, "namespaces.mount", "true when [filesystem] builds a root", "false")
     if fs.proc and not ns.pid and ns.mount:
@@ -91,10 +96,40 @@ def check_host_ids(profile: Profile, file: str) -> Iterator[Problem]:
                           "a workload that is host root can write root-owned host files")
 
 
+def check_exec(profile: Profile, file: str) -> Iterator[Problem]:
+    if profile.exec.allow is not None and not profile.landlock.enabled:
+        yield Problem(file, "exec.allow", "landlock.enabled = true (the kernel enforces the list with Landlock)",
+                      "landlock.enabled = false")
+
+
+def check_secrets(profile: Profile, file: str) -> Iterator[Problem]:
+    from .model import SECRET_DIR
+    seen: dict[str, int] = {}
+    for index, secret in enumerate(profile.secrets):
+        key = f"secrets[{index}]"
+        if (secret.file is None) == (secret.env is None):
+            yield Problem(file, key, "exactly one of file = \"/host/path\" or env = \"VARIABLE\"",
+                          "both" if secret.file is not None else "neither")
+        if secret.name in seen:
+            yield Problem(file, f"{key}.name", "a name used once", f"{secret.name!r} is also secrets[{seen[secret.name]}]")
+        seen.setdefault(secret.name, index)
+    if not profile.secrets:
+        return
+    if not profile.namespaces.mount:
+        yield Problem(file, "secrets", "namespaces.mount = true (secrets are files on a tmpfs inside)", "false")
+    for key, target in _targets(profile):
+        if target == SECRET_DIR or target.startswith(SECRET_DIR + "/"):
+            yield Problem(file, key, f"a target outside {SECRET_DIR} (it holds the [[secrets]])", repr(target))
+
+
+def check_audit(profile: Profile, file: str) -> Iterator[Problem]:
+    if profile.audit.required and not profile.audit.enabled:
+        yield Problem(file, "audit.required", "audit.enabled = true when the audit record is required", "false")
+
 
 CHECKS: tuple[Callable[[Profile, str], Iterator[Problem]], ...] = (
     check_bind_sources, check_targets, check_sizes, check_required_limits,
-    check_namespace_consistency, check_host_ids,
+    check_namespace_consistency, check_host_ids, check_exec, check_secrets, check_audit,
 )
 
 

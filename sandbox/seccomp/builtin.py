@@ -11,7 +11,16 @@ default  An allowlist no weaker than Docker's default profile (every call it all
          disabling prctls denied.
 strict   For untrusted code: only local (AF_UNIX) sockets, no SysV IPC, no AIO,
          no scheduler/NUMA/mlock control, ioctl limited to
-         terminal and file basics (others ENOTTY), prctl limited to a short list.
+         terminal and file basics (others ENOTTY), prctl limited to a short list,
+         no extended attributes set.
+
+Both: no setuid or setgid bit on any file (chmod, fchmod, fchmodat, fchmodat2,
+creat, mknod, mknodat, and open/openat with O_CREAT or O_TMPFILE: EPERM when the
+mode carries S_ISUID or S_ISGID); openat2 reports ENOSYS (its mode is out of
+BPF's reach), so callers fall back to openat. File capabilities
+(security.capability) need CAP_SETFCAP, which a workload holds only when its
+profile keeps it (see docs/threat-model.md); strict denies setxattr outright
+(EOPNOTSUPP, as a file system without xattrs would).
 
 Both deny with EPERM by default; calls from a foreign ABI kill the process.
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 
 from .model import ALLOW, EPERM, Action, ArgCondition, Rule, SeccompPolicy
 
@@ -51,6 +61,42 @@ def _never_values(syscall: str, index: int, values, action: Action, comment: str
     return [Rule((syscall,), action, (low32_is(index, v),), comment=comment) for v in values]
 
 
+def has_bits(index: int, bits: int) -> ArgCondition:
+    """All of `bits` set in argument `index` ((arg & bits) == bits)."""
+    return ArgCondition(index, "masked_eq", bits, bits)
+
+
+S_ISUID, S_ISGID = 0o4000, 0o2000
+O_CREAT = os.O_CREAT
+O_TMPFILE_BIT = os.O_TMPFILE & ~os.O_DIRECTORY  # __O_TMPFILE: O_TMPFILE without O_DIRECTORY
+# Where each call takes the mode it gives a file: (syscall, mode argument).
+MODE_SETTERS = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("creat", 1),
+                ("mknod", 1), ("mknodat", 2))
+# Calls that create a file with a mode only when their flags say so: (syscall, flags arg, mode arg).
+MODE_CREATORS = (("open", 1, 2), ("openat", 2, 3))
+
+
+def _no_setid_files() -> list[Rule]:
+    """No setuid or setgid bit on any file, through any call that sets a mode (EPERM, which
+    cp -p, install and tar report as "Operation not permitted"). A file the workload makes can
+    belong on the host to a user other than the sandbox's (an idmapped workspace's owner): a
+    setuid bit there would be that user's privilege for whoever runs the file next. Modes are
+    16-bit (umode_t): the kernel ignores the bits a high-bit trick could set. openat2 passes its
+    mode inside a struct BPF cannot read: ENOSYS, on which libc and programs that try openat2
+    first (systemd, Rust and Go path libraries) fall back to openat."""
+    rules = []
+    for syscall, mode_arg in MODE_SETTERS:
+        rules += [Rule((syscall,), EPERM, (has_bits(mode_arg, bit),), comment="no setuid/setgid files")
+                  for bit in (S_ISUID, S_ISGID)]
+    for syscall, flags_arg, mode_arg in MODE_CREATORS:
+        rules += [Rule((syscall,), EPERM, (has_bits(flags_arg, create), has_bits(mode_arg, bit)),
+                       comment="no setuid/setgid files created")
+                  for create in (O_CREAT, O_TMPFILE_BIT) for bit in (S_ISUID, S_ISGID)]
+    rules.append(Rule(("openat2",), errno_action("ENOSYS"),
+                      comment="the mode is in memory BPF cannot read; ENOSYS makes callers use openat"))
+    return rules
+
+
 def _common_restrictions(socket_families, personalities) -> list[Rule]:
     """Argument rules shared by both policies; they must come after the allow rules."""
     eafnosupport = errno_action("EAFNOSUPPORT")
@@ -66,6 +112,7 @@ def _common_restrictions(socket_families, personalities) -> list[Rule]:
                       eafnosupport, "only these address families"),
         *_only_values("socketpair", 0, (AF_UNIX,), eafnosupport, "only AF_UNIX pairs"),
         *_only_values("personality", 0, personalities, EPERM, "no ASLR or exec-domain tricks"),
+        *_no_setid_files(),
     ]
     if AF_NETLINK in socket_families:
         rules.append(Rule(("socket",), ALLOW, (low32_is(0, AF_NETLINK), low32_is(2, NETLINK_ROUTE)),
@@ -118,6 +165,10 @@ STRICT_IOCTLS = (0x5401, 0x5402, 0x5403, 0x5404, 0x540B, 0x540F, 0x5410, 0x5413,
 # GET_TID_ADDRESS, GET_THP_DISABLE, GET_SPECULATION_CTRL, SET_VMA
 STRICT_PRCTLS = (1, 2, 3, 4, 7, 15, 16, 21, 22, 23, 29, 30, 36, 37, 38, 39, 40, 42, 52, 0x53564D41)
 
+# Setting extended attributes; the names (security.capability...) are strings BPF cannot read.
+# (setxattrat, Linux 6.13, is newer than libseccomp 2.5.4 knows: the ENOSYS prologue covers it.)
+XATTR_SETTERS = ("setxattr", "lsetxattr", "fsetxattr")
+
 _STRICT_ALLOWED = (
     "@default", "@basic-io", "@file-system", "@io-event", "@signal", "@timer", "@sync", "@pkey",
     "@sandbox", "@chown", "@setuid",  # credential changes are governed by capabilities
@@ -140,6 +191,10 @@ def strict_policy() -> SeccompPolicy:
     rules = [
         Rule(_STRICT_ALLOWED, ALLOW, comment="local computation, files, pipes, unix sockets"),
         *_common_restrictions((AF_UNIX,), (0x0, 0xFFFFFFFF)),
+        # EOPNOTSUPP, as on a file system without xattrs: cp -a, tar and shutil then go on (with EPERM,
+        # cp -a fails on every file, since it sets POSIX ACLs through fsetxattr).
+        Rule(XATTR_SETTERS, errno_action("EOPNOTSUPP"),
+             comment="no extended attributes set (security.capability among them)"),
         *_only_values("ioctl", 1, STRICT_IOCTLS, errno_action("ENOTTY"),
                       "terminal and file basics only"),
         *_only_values("prctl", 0, STRICT_PRCTLS, EPERM, "harmless prctl options only"),

@@ -7,9 +7,14 @@ conditions on one argument index are OR-ed as separate rules; names libseccomp
 does not know are skipped, as Docker skips them. SCMP_ACT_TRACE without a tracer
 behaves as ENOSYS, so it is imported as errno(ENOSYS).
 
-Export writes the resolved per-syscall decisions. Docker cannot express "allowed
-unless an argument matches" (libseccomp lets an unconditional rule win), so such
-exceptions are dropped from the export and reported through ``warnings``.
+Export writes the resolved per-syscall decisions. A rule without arguments wins
+over rules with arguments in libseccomp, so Docker's format has no "otherwise" for
+one system call: "only these socket families, else EAFNOSUPPORT" is written as the
+allowed families plus one EAFNOSUPPORT entry per other family (the domain is small
+and known); a denial whose "otherwise" cannot be listed falls to the default
+action; "allowed unless an argument matches" (ioctl without TIOCSTI) cannot be said
+at all, so such exceptions are dropped. Each approximation is reported through
+``warnings``.
 """
 from __future__ import annotations
 
@@ -131,12 +136,14 @@ def _load(data) -> dict:
 
 
 def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = None,
-                  name: str = "docker", skipped: list | None = None) -> SeccompPolicy:
+                  name: str = "docker", skipped: list | None = None,
+                  reasons: dict | None = None) -> SeccompPolicy:
     """A SeccompPolicy equivalent to what Docker would load for ``data``.
 
     ``caps`` is the container's capability set (default: none kept). ``kernel``
     overrides the running kernel's release for minKernel checks. Names libseccomp
-    does not know are appended to ``skipped``.
+    does not know are appended to ``skipped``, and ``reasons`` maps each to why
+    (and what the imported policy does with such a call instead).
     """
     data = _load(data)
     kernel = kernel or os.uname().release
@@ -149,8 +156,12 @@ def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = N
             continue
         names = list(entry.get("names") or ()) + ([entry["name"]] if entry.get("name") else [])
         known = tuple(n for n in names if _syscalls.is_known(n))
+        unknown = [n for n in names if n not in known]
         if skipped is not None:
-            skipped.extend(n for n in names if n not in known)
+            skipped.extend(unknown)
+        if reasons is not None:
+            for n in unknown:
+                reasons[n] = _unknown_reason(n, default)
         if not known:
             continue
         action = _action(entry.get("action", ""), entry.get("errnoRet"))
@@ -163,6 +174,18 @@ def import_docker(data, caps: frozenset = frozenset(), *, kernel: str | None = N
             rules.append(Rule(known, action, tuple(conditions), comment))
     mode = "denylist" if default.kind in ("allow", "log") else "allowlist"
     return SeccompPolicy(mode, default, tuple(rules), _architectures(data), name)
+
+
+def _unknown_reason(name: str, default: Action) -> str:
+    """Why a name could not be imported, and what the policy does with the call instead."""
+    version = _syscalls.libseccomp_version()
+    if default.kind in ("allow", "log"):
+        outcome = f"such calls get the default action, {default}"
+    else:
+        outcome = (f"calls numbered above {_syscalls.max_known_number()} (newer than libseccomp) get "
+                   "ENOSYS from this allowlist, so programs fall back to older calls")
+    return (f"unknown to libseccomp {version} (newer than it, or not a system call on this "
+            f"architecture), so no rule can name it, and Docker skips it too; {outcome}")
 
 
 def _docker_action(action: Action) -> dict:
@@ -179,6 +202,50 @@ def _docker_arg(cond: ArgCondition) -> dict:
     return {"index": cond.index, "value": cond.value, "valueTwo": 0, "op": _OP_TO_DOCKER[cond.op]}
 
 
+# Arguments whose every meaningful value is known, so "none of these" can be listed value by value:
+# socket families (the kernel knows fewer than 64; it refuses larger ones with EAFNOSUPPORT itself).
+_DOMAINS = {("socket", 0): range(64), ("socketpair", 0): range(64)}
+_LOW32 = 0xFFFFFFFF
+
+
+def _is_low32_eq(cond: ArgCondition, index: int | None = None) -> bool:
+    return cond.op == "masked_eq" and cond.mask == _LOW32 and (index is None or cond.index == index)
+
+
+def _complement(name: str, plan) -> tuple[list[tuple[ArgCondition, ...]], list[int]] | None:
+    """Conditions that together match exactly the calls none of `plan`'s cases match, for a
+    call whose cases all test one argument with a known domain (socket families); None when
+    that cannot be said. Also returns the values only partly covered and not negatable."""
+    for (syscall, index), domain in _DOMAINS.items():
+        if syscall != name:
+            continue
+        tested: dict[int, list[tuple[ArgCondition, ...]]] = {}
+        for conditions, _ in plan.cases:
+            first = [c for c in conditions if c.index == index]
+            if len(first) != 1 or not _is_low32_eq(first[0]):
+                return None
+            tested.setdefault(first[0].value, []).append(tuple(c for c in conditions if c.index != index))
+        out: list[tuple[ArgCondition, ...]] = []
+        partial: list[int] = []
+        for value in domain:
+            rest = tested.get(value)
+            key = ArgCondition(index, "masked_eq", value, _LOW32)
+            if rest is None:
+                out.append((key,))
+            elif () in rest:
+                continue  # this value is decided outright by a case
+            elif len(rest) == 1 and len(rest[0]) == 1 and _is_low32_eq(rest[0][0]):
+                # e.g. AF_NETLINK only with NETLINK_ROUTE: refuse the other protocols. The NE test
+                # sees 64 bits, so a protocol with high bits set may match both: either outcome
+                # refuses a call or allows NETLINK_ROUTE, which the kernel would see.
+                other = rest[0][0]
+                out.append((key, ArgCondition(other.index, "ne", other.value)))
+            else:
+                partial.append(value)
+        return out, partial
+    return None
+
+
 def export_docker(policy: SeccompPolicy, warnings: list | None = None) -> dict:
     """A Docker/OCI profile with the same per-syscall decisions (see module doc for limits)."""
     if policy.default_action.kind == "notify":
@@ -188,17 +255,40 @@ def export_docker(policy: SeccompPolicy, warnings: list | None = None) -> dict:
     if default.kind == "errno":
         out["defaultErrnoRet"] = default.errno
     out["architectures"] = [_to_scmp_arch(a) for a in policy.architectures]
+    warn = warnings.append if warnings is not None else (lambda _text: None)
     # Group syscalls that share (action, conditions) into one entry, as Docker does.
     entries: OrderedDict = OrderedDict()
     for name, plan in sorted(build_plan(policy).items()):
-        if plan.fallback != default:
-            entries.setdefault((plan.fallback, ()), []).append(name)
-            if plan.cases and warnings is not None:
-                warnings.append(f"{name}: argument exceptions to {plan.fallback} cannot be "
-                                f"expressed in a Docker profile and were dropped")
+        if plan.fallback == default or not plan.cases:
+            if plan.fallback != default:
+                entries.setdefault((plan.fallback, ()), []).append(name)
+            for conditions, action in plan.cases:
+                entries.setdefault((action, conditions), []).append(name)
             continue
-        for conditions, action in plan.cases:
-            entries.setdefault((action, conditions), []).append(name)
+        # Docker's format has no "otherwise" per syscall: a rule without arguments wins over every
+        # rule with arguments (libseccomp), so "allowed only for these families, else EAFNOSUPPORT"
+        # must list what the cases do and then what everything else gets, case by case.
+        complement = _complement(name, plan) if plan.fallback.denies else None
+        if complement is not None and (default.denies or not complement[1]):
+            conditions_list, partial = complement
+            for conditions, action in plan.cases:
+                entries.setdefault((action, conditions), []).append(name)
+            for conditions in conditions_list:
+                entries.setdefault((plan.fallback, conditions), []).append(name)
+            if partial:
+                warn(f"{name}: calls with arg0 in {partial} that no rule allows get the default action "
+                     f"{default} instead of {plan.fallback}")
+        elif plan.fallback.denies and default.denies:
+            for conditions, action in plan.cases:
+                entries.setdefault((action, conditions), []).append(name)
+            warn(f"{name}: the calls the argument rules do not allow get the default action {default} "
+                 f"instead of {plan.fallback}: Docker's format cannot say \"otherwise\" for one system call")
+        else:
+            # Allowed unless an argument matches (ioctl without TIOCSTI), or a denial that only a
+            # list of every other value could keep: the unconditional action, the exceptions lost.
+            entries.setdefault((plan.fallback, ()), []).append(name)
+            warn(f"{name}: argument exceptions to {plan.fallback} cannot be expressed in a Docker "
+                 f"profile and were dropped")
     out["syscalls"] = [
         {"names": names, **_docker_action(action),
          **({"args": [_docker_arg(c) for c in conditions]} if conditions else {})}

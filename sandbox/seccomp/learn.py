@@ -10,6 +10,8 @@ answers "continue"): run only trusted workloads this way.
 """
 from __future__ import annotations
 
+import os
+
 from . import groups as _groups
 from .model import ALLOW, Rule, SeccompPolicy
 from .notify import Violation
@@ -91,3 +93,94 @@ def _args_with(index: int, value: int) -> tuple[int, ...]:
     args = [0] * 6
     args[index] = value
     return tuple(args)
+
+
+# ---------------------------------------------------------------- executables (the [exec] allow list)
+
+EXEC_CALLS = ("execve", "execveat")
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+MAX_PATH = 4096
+
+
+def executed_paths(pid: int, syscall: str, args) -> list[str]:
+    """For learning only: the file an execve/execveat notification is about to run, and the
+    interpreters the kernel will load for it (ELF PT_INTERP, #! lines), as paths inside the
+    sandbox; [] when the file does not exist there (a PATH search trying each directory).
+
+    Read from the stopped caller's memory (/proc/PID/mem) and resolved in its root
+    (/proc/PID/root, openat2 with RESOLVE_IN_ROOT), while the call waits for our answer. Learning
+    trusts the workload: a path read this way could change before the kernel reads it, which is
+    why nothing but learning uses it (the allow list itself is enforced by Landlock)."""
+    from .. import execlist
+    try:
+        if syscall == "execve":
+            path, dirfd, flags = _read_string(pid, args[0]), AT_FDCWD, 0
+        else:
+            path, dirfd, flags = _read_string(pid, args[1]), _signed32(args[0]), args[4]
+        if not path and flags & AT_EMPTY_PATH:
+            path = os.readlink(f"/proc/{pid}/fd/{dirfd}")
+        elif not path.startswith("/"):
+            base = os.readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
+            path = os.path.join(base, path)
+        path = os.path.normpath(path)
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return []
+    try:
+        opener = _opener_in(root)
+        try:
+            opener(path).close()
+        except OSError:
+            return []
+        return [path] + execlist.interpreter_chain(path, opener)
+    finally:
+        os.close(root)
+
+
+def _opener_in(root: int):
+    from .. import _libc
+
+    def opener(path: str):
+        fd = _libc.openat2(root, path.lstrip("/") or ".", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK,
+                           _libc.RESOLVE_IN_ROOT)
+        handle = os.fdopen(fd, "rb")
+        if not os.path.isfile(f"/proc/self/fd/{fd}"):
+            handle.close()
+            raise IsADirectoryError(path)
+        return handle
+    return opener
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _read_string(pid: int, address: int) -> str:
+    """A NUL-terminated string at `address` in process `pid`."""
+    if not address:
+        raise ValueError("NULL path")
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while len(data) < MAX_PATH:
+            # Stop at page boundaries: the next page may not be mapped.
+            chunk = os.pread(fd, 4096 - (address + len(data)) % 4096, address + len(data))
+            if not chunk:
+                break
+            data += chunk
+            if b"\0" in chunk:
+                break
+        return os.fsdecode(data.split(b"\0", 1)[0])
+    finally:
+        os.close(fd)
+
+
+def proposed_exec_list(seen: list[Violation]) -> list[str]:
+    """The [exec] allow list of a learning run: every file it executed, with its interpreters."""
+    paths: set[str] = set()
+    for violation in seen:
+        if violation.syscall in EXEC_CALLS:
+            paths.update(violation.paths)
+    return sorted(paths)

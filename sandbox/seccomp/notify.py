@@ -73,6 +73,8 @@ class Violation:
     first_seen: float = field(default_factory=time.monotonic)
     # For the calls whose meaning is in one argument (LEARNED_ARGUMENTS): every value seen.
     values: set[int] = field(default_factory=set)
+    # Learning, execve/execveat: the files executed and their interpreters (learn.executed_paths).
+    paths: set[str] = field(default_factory=set)
 
 
 # The argument that says what a call does: socket families, ioctl requests, clone flags, ...
@@ -100,8 +102,12 @@ class Recorder:
         name = _syscalls.name_of(notif.data.nr, notif.data.arch)
         action = self._decide(name, args)
         resp = _Resp(notif.id, 0, 0, 0)
+        executed = ()
         if self.learn:
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE
+            if name in ("execve", "execveat"):  # read while the caller waits for this answer
+                from .learn import executed_paths
+                executed = executed_paths(notif.pid, name, args)
         else:
             resp.error = -(action.errno if action.kind == "errno" else _errno.EPERM)
         with self._lock:
@@ -116,6 +122,7 @@ class Recorder:
                 # for trusted runs, and needs every value.
                 if self.learn or len(v.values) < MAX_REPORTED_VALUES:
                     v.values.add(args[index] & mask)
+            v.paths.update(executed)  # learning only: see learn.executed_paths
         # ENOENT: the caller died or was interrupted meanwhile; nothing to answer.
         if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_SEND), ctypes.byref(resp)) < 0:
             if ctypes.get_errno() != _errno.ENOENT:

@@ -29,16 +29,43 @@ PROBE_SOURCE = Path(probe.__file__)
 PROBE_TIMEOUT = 120.0
 
 
-def expectations(profile: Profile, cgroup_limits: bool = True) -> dict:
-    from .. import mounts
+def _sources(profile: Profile) -> dict:
+    """What the launch will bind read-write, from the launcher's own decisions (sources.py):
+    each rw bind's real host path, and the host ids files written there will have."""
+    from .. import namespaces, sources
+    from ..errors import SandboxError
+    if not profile.namespaces.mount:
+        return {}
+    trees = sources.SourceTrees()
+    try:
+        idmap = namespaces.id_map_for(profile.process)
+        trees.open(profile, idmap, clone=False)
+    except (SandboxError, ValueError):
+        return {}  # the launch refuses it, with the reason
+    rw = {m.target for m in profile.filesystem.mounts if m.mode == "rw" and m.target in trees.resolved}
+    if profile.namespaces.user:
+        default_owner = [idmap.host_uid, idmap.host_gid]
+    else:
+        default_owner = [profile.process.user, profile.process.group]
+    return {
+        "rw_sources": {t: trees.resolved[t][0] for t in sorted(rw)},
+        "write_owner": {t: list(trees.idmaps.get(t, default_owner)) for t in sorted(rw)},
+        "allowed_system_paths": sorted(m.source for m in profile.filesystem.mounts if m.allow_system_path),
+    }
+
+
+def expectations(profile: Profile) -> dict:
+    from .. import mounts, namespaces
     ns, fs = profile.namespaces, profile.filesystem
     plan = mounts.build_plan(profile) if ns.mount else None
     mount_targets = sorted({op.target for op in (plan.operations if plan else ())
                             if not isinstance(op, (mounts.Symlink, mounts.File))})
+    new_net = namespaces.creates_network_namespace(ns, profile.network.mode)
     return {
-        "namespaces": {"pid": ns.pid, "net": ns.network, "mnt": ns.mount, "user": ns.user, "uts": ns.uts,
+        "namespaces": {"pid": ns.pid, "net": new_net, "mnt": ns.mount, "user": ns.user, "uts": ns.uts,
                        "ipc": ns.ipc, "cgroup": ns.cgroup, "time": ns.time},
-        "network": "none" if profile.network.mode == "none" else "host",
+        # The probe's words: "private" is a namespace of its own with more than loopback in it.
+        "network": "host" if not new_net else "none" if profile.network.mode == "none" else "private",
         "capabilities": list(profile.capabilities.keep),
         "seccomp": profile.seccomp is not None,
         "no_new_privs": True,
@@ -51,9 +78,15 @@ def expectations(profile: Profile, cgroup_limits: bool = True) -> dict:
         "devices": [d for d in fs.devices if d not in DEFAULT_DEVICES],
         "hostname": profile.process.hostname if ns.uts else None,
         "new_session": profile.process.new_session,
-        "memory_limit": profile.limits.memory if cgroup_limits else None,
-        "pids_limit": profile.limits.pids if cgroup_limits else None,
+        # Promises, whether or not this machine can keep them: one not kept is a FAIL unless the
+        # profile lists it in limits.optional (then a WARN).
+        "memory_limit": profile.limits.memory,
+        "pids_limit": profile.limits.pids,
+        "cpu_limit": profile.limits.cpus,
+        "optional_limits": list(profile.limits.optional),
+        "exec_allow": list(profile.exec.allow) if profile.exec.allow is not None else None,
         "stress": False,
+        **_sources(profile),
     }
 
 
@@ -97,11 +130,12 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
 
     The expectations come from `profile` itself, or from `against` (e.g. "does this sandbox hold
     to what `untrusted` promises?"), in which case its relaxations show as failures."""
-    from .. import cgroups
     from ..launcher import Launch
-    limits_possible = cgroups.detect().kind != "none"
-    expect = expectations(against or profile, cgroup_limits=limits_possible)
+    profile, probe_needs = _with_probe_executables(profile)
+    expect = expectations(against or profile)
     expect["stress"] = stress
+    if expect["exec_allow"] is not None:
+        expect["exec_allow"] += probe_needs  # the probe must not pick one of these as "unlisted"
     verdict = VerifyReport(profile.name)
     with Canaries(expect=expect) as context:
         argv = ["python3", "-I", "-", "--json", "--context", json.dumps(context), "--stop-when-done"]
@@ -138,15 +172,134 @@ def verify_profile(profile: Profile, *, stress: bool = False, against: Profile |
         raise outcome["error"]
     result = outcome["result"]
     verdict.warnings = result.warnings
+    if probe_needs:
+        verdict.warnings = verdict.warnings + [f"exec.allow: the probe's own {', '.join(probe_needs)} added for "
+                                               "this run"]
     try:
         inside = json.loads(result.stdout or b"{}").get("results", [])
     except ValueError:
         inside = []
     if not inside:
-        raise SetupError("verify", 0, f"the probe did not report (exit {result.exit_code}, its errors are "
-                                      "above); the profile needs python3 inside (e.g. /usr bound)")
+        raise SetupError("verify", 0, _why_no_report(profile, result))
+    if any(r["id"] == "probe.stop" for r in inside):  # the probe said why it could not stop
+        outside = [r for r in outside if r["id"] != "outside.unavailable"]
     verdict.results = inside + outside
     return verdict
+
+
+def _why_no_report(profile: Profile, result) -> str:
+    """python3 ran (it was found) but the probe printed nothing: say what stopped it."""
+    if result.signal == signal.SIGSYS:
+        return ("the probe (python3) was killed by the seccomp policy (SIGSYS): the policy kills a call "
+                "python3 or the probe makes, so its isolation cannot be probed from inside")
+    denied = _denied_calls(profile) if profile.seccomp is not None else []
+    if denied:
+        return (f"the probe (python3) could not run under this profile's seccomp policy, which denies "
+                f"{', '.join(denied)} (exit {result.exit_code}, its errors are above); a policy learned "
+                "from another command allows only what that command used: verify the profile it "
+                "extends, or allow these calls")
+    return f"the probe (python3) ran but did not report (exit {result.exit_code}, its errors are above)"
+
+
+def _denied_calls(profile: Profile) -> list[str]:
+    """The system calls the policy denies the probe, from a second launch that reports them."""
+    from ..launcher import Launch
+    source = os.memfd_create("sandbox-probe", os.MFD_CLOEXEC)
+    try:
+        os.write(source, PROBE_SOURCE.read_bytes())
+        os.lseek(source, 0, os.SEEK_SET)
+        launch = Launch(profile, ["python3", "-I", "-", "--json"], stdin=source, capture_output=True,
+                        timeout=PROBE_TIMEOUT, forward_signals=False, seccomp_mode="report")
+        try:
+            result = launch.run()
+        except Exception:  # noqa: BLE001 - only a diagnosis: the first error stands
+            return []
+    finally:
+        os.close(source)
+    return [v["syscall"] for v in result.violations]
+
+
+def _cpu_bandwidth(pid: int) -> tuple[float | None, str] | None:
+    """The smallest CPU bandwidth (cores) on the path of pid's cgroups: v2 cpu.max, v1 cfs quota;
+    (None, where) when unlimited, None when no cpu controller is visible."""
+    text = probe._try_read(f"/proc/{pid}/cgroup")
+    if text is None:
+        return None
+    cgroups, mounts = probe.parse_cgroup(text), probe._mountinfo() or []
+    found = None
+    for controller, read in ((None, _cpu_max), ("cpu", _cfs_quota)):
+        directory, top = probe._cgroup_dir(controller, cgroups, mounts)
+        if directory is None:
+            continue
+        best, where = None, directory
+        while True:
+            cores = read(directory)
+            if cores is not False:
+                found = found or (None, directory)
+                if cores is not None and (best is None or cores < best):
+                    best, where = cores, directory
+            if directory == top or len(directory) <= len(top):
+                break
+            directory = os.path.dirname(directory)
+        if best is not None:
+            return best, where
+    return found
+
+
+def _cpu_max(directory: str):
+    text = probe._try_read(os.path.join(directory, "cpu.max"))
+    if text is None:
+        return False
+    quota, period = text.split()[:2]
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cfs_quota(directory: str):
+    quota = probe._try_read(os.path.join(directory, "cpu.cfs_quota_us"))
+    period = probe._try_read(os.path.join(directory, "cpu.cfs_period_us"))
+    if quota is None or period is None:
+        return False
+    return None if int(quota) < 0 else int(quota) / int(period)
+
+
+def _cpu_limit(pid: int, expect: dict) -> list[dict]:
+    """outside.cgroups.cpu_limit: the profile's cpus, enforced or not (FAIL unless optional)."""
+    want = expect.get("cpu_limit")
+    if want is None:
+        return []
+    desc, expected = "the cpu limit matches the profile", f"<= {want} cores"
+    seen = _cpu_bandwidth(pid)
+    if seen is None:
+        observed = "no cpu controller visible for the sandbox's cgroup"
+    elif seen[0] is None:
+        observed = f"unlimited ({seen[1]})"
+    elif seen[0] <= want + 1e-6:
+        return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.PASS, expected,
+                             f"{seen[0]:g} cores ({seen[1]})")]
+    else:
+        observed = f"{seen[0]:g} cores ({seen[1]})"
+    if "cpus" in (expect.get("optional_limits") or ()):
+        return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.WARN, expected,
+                             observed + "; optional in the profile (limits.optional)")]
+    return [probe.result("outside.cgroups.cpu_limit", "cgroups", desc, probe.FAIL, expected, observed,
+                         "not enforced: run where the sandbox gets a cgroup with the cpu controller "
+                         "(e.g. systemd-run --user -p Delegate=yes), or list \"cpus\" in limits.optional")]
+
+
+def _with_probe_executables(profile: Profile) -> tuple[Profile, list[str]]:
+    """An [exec] allow list must let the probe itself (python3 and its loader) run: add what is
+    missing, as named on this host, and say so."""
+    allow = profile.exec.allow
+    if allow is None:
+        return profile, []
+    from .. import execlist
+    python = "/usr/bin/python3"
+    needed = [python] + execlist.interpreter_chain(os.path.realpath(python))
+    missing = [path for path in needed if not execlist.covered(allow, path)]
+    if not missing:
+        return profile, []
+    from ..profile.model import Exec
+    return profile.replace(exec=Exec(allow + tuple(missing))), missing
 
 
 def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> list[dict]:
@@ -157,7 +310,7 @@ def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> l
             pid = _workload_pid(launch.init_pid)
         if pid is not None and _is_stopped(pid):
             try:
-                return probe.outside_checks(pid, context)
+                return probe.outside_checks(pid, context) + _cpu_limit(pid, context.get("expect") or {})
             finally:
                 os.kill(pid, signal.SIGCONT)
         time.sleep(0.01)
