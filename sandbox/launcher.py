@@ -162,6 +162,7 @@ class Launch:
         self._placer = None
         self._reader = None
         self._go_w = self._placed_w = self._gate_w = self._hooks_w = -1
+        self._bind_trees: list[int] = []  # an OCI plan's bind sources, opened before the fork
         self._seen: set[str] = set()
         self._error: SandboxError | None = None
         self._status_word: int | None = None
@@ -358,6 +359,9 @@ class Launch:
                 fd for fd in stdio if fd is not None and fd in self._capture_names.values()]:
             self._close(fd)
         trees.close()
+        for fd in self._bind_trees:
+            self._close(fd)
+        self._bind_trees = []
         if channel_child is not None:
             channel_child.close()
         self._channel = channel_parent
@@ -406,6 +410,14 @@ class Launch:
             mount_plan = plan.mounts
             if mount_plan is not None and trees.fds:
                 mount_plan = mounts.with_trees(mount_plan, trees.fds)
+            if mount_plan is not None and mount_plan.root_as_given:
+                # An OCI bundle's binds, opened here with the host's view (closed after the fork)
+                try:
+                    mount_plan, opened = mounts.open_oci_bind_trees(mount_plan)
+                except OSError as exc:
+                    raise SetupError("mount", exc.errno or 0, f"bind source: {exc.strerror or exc}") from None
+                self._owned.update(opened)
+                self._bind_trees = opened
         if mount_plan is not None and self.profile is not None and self.profile.secrets:
             from .secrets import read_values  # read now, at launch: never held by a profile or a plan
             mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))

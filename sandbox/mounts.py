@@ -105,9 +105,13 @@ class Mask:
 
 @dataclass(frozen=True)
 class ReadOnly:
-    """Remount an existing path read-only (recursively)."""
+    """Remount an existing path read-only (recursively, and nosuid, nodev: a profile's). An OCI
+    bundle's readonlyPaths are as runc makes them: the path alone (its submounts keep their own
+    flags: /dev read-only, /dev/shm and /dev/pts writable), nothing added but read-only."""
 
     target: str
+    recursive: bool = True
+    secure: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class Mount:
     copy_up: bool = False  # tmpcopyup: the tmpfs starts with what the directory held
     fallback_bind: str | None = None  # host path bound instead when the kernel refuses the file system
     propagation: int = 0
+    idmap_fd: int = -1  # a bind's source, a detached tree the launcher opened as the host sees it
 
 
 @dataclass(frozen=True)
@@ -409,13 +414,13 @@ def _mount_at(root_fd: int, target: str, fstype: str, flags: int, data: str | No
         os.close(fd)
 
 
-def _remount_readonly(root_fd: int, target: str) -> None:
+def _remount_readonly(root_fd: int, target: str, recursive: bool = True, secure: bool = True) -> None:
     fd = _resolve(root_fd, target)
     try:
         tree = _clone_tree(fd)
         try:
-            _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
-                                attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
+            _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | (_libc.AT_RECURSIVE if recursive else 0),
+                                attr_set=_libc.MOUNT_ATTR_RDONLY | (SECURE_ATTRS if secure else 0))
             _attach_tree(tree, fd)
         finally:
             os.close(tree)
@@ -518,6 +523,41 @@ def _bind_oci(root_fd: int, source: str, target: str, flags: int, recursive: boo
         os.close(tree)
 
 
+def _attach_oci_tree(root_fd: int, tree: int, target: str, flags: int, recursive: bool) -> None:
+    """A bind whose source the launcher opened (open_tree) with the host's view and credentials:
+    a container's own user namespace may not be allowed to reach the source's path."""
+    attrs, clear = _mount_attrs(flags)
+    if attrs or clear:
+        _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | (_libc.AT_RECURSIVE if recursive else 0),
+                            attr_set=attrs, attr_clr=clear)
+    where = _resolve(root_fd, target, "dir" if stat.S_ISDIR(os.fstat(tree).st_mode) else "file")
+    try:
+        _attach_tree(tree, where)
+    finally:
+        os.close(where)
+
+
+def open_oci_bind_trees(plan: MountPlan) -> tuple[MountPlan, list[int]]:
+    """Launcher side: the plan with each OCI bind's source opened now (a detached copy, as the
+    host sees the path), and the descriptors to close once the child has them (runc 1.1 does the
+    same for containers with a user namespace: their root may not reach the source's path)."""
+    opened: list[int] = []
+    operations = []
+    try:
+        for op in plan.operations:
+            if isinstance(op, Mount) and op.fstype == "bind" and op.idmap_fd < 0:
+                tree = _libc.open_tree(_libc.AT_FDCWD, op.source, _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC
+                                       | (_libc.AT_RECURSIVE if op.recursive else 0))
+                opened.append(tree)
+                op = dataclasses.replace(op, idmap_fd=tree)
+            operations.append(op)
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return dataclasses.replace(plan, operations=tuple(operations)), opened
+
+
 def _copy_tree(source_fd: int, target_fd: int) -> None:
     """tmpcopyup: what the directory held below a fresh tmpfs, copied into it (owners and modes kept)."""
     for entry in os.scandir(source_fd):
@@ -552,7 +592,9 @@ def _copy_tree(source_fd: int, target_fd: int) -> None:
 
 
 def _mount_oci(root_fd: int, op: Mount) -> None:
-    if op.fstype == "bind":
+    if op.fstype == "bind" and op.idmap_fd >= 0:
+        _attach_oci_tree(root_fd, op.idmap_fd, op.target, op.flags, op.recursive)
+    elif op.fstype == "bind":
         _bind_oci(root_fd, op.source, op.target, op.flags, op.recursive)
     else:
         fd = _resolve(root_fd, op.target, "dir")
@@ -664,7 +706,7 @@ def _apply_one(root_fd: int, op) -> None:
         pass  # mounted first, by enter_new_root
     elif isinstance(op, ReadOnly):
         try:
-            _remount_readonly(root_fd, op.target)
+            _remount_readonly(root_fd, op.target, op.recursive, op.secure)
         except FileNotFoundError:
             pass
     else:

@@ -523,7 +523,7 @@ class _Translation:
         for i, path in enumerate(linux.strings("readonlyPaths")):
             if not path.startswith("/"):
                 raise SpecError(f"linux.readonlyPaths[{i}]", "expected an absolute path", path)
-            ops.append(mounts.ReadOnly(path))
+            ops.append(mounts.ReadOnly(path, recursive=False, secure=False))
         return mounts.MountPlan(rootfs, 0, readonly, tuple(ops), root_as_given=True)
 
     def _mount(self, entry: _Fields, destination: str, cgroup_dirs: dict):
