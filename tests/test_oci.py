@@ -571,3 +571,12 @@ def test_devices_are_denied_unless_allowed_even_without_device_rules(state_root,
     assert done.returncode == 0, done.stderr
     assert "Operation not permitted" in done.stderr + done.stdout and "status 1" in done.stdout, done
     assert done.stdout.split()[-1] == "1"  # /dev/zero, allowed by default, reads
+
+
+def test_readonly_paths_are_read_only_alone_as_runc_makes_them(state_root, bundle):
+    directory = bundle(["sh", "-c", "touch /dev/x 2>/dev/null && echo dev-writable; "
+                                    "touch /dev/shm/x && echo shm-writable; cat /dev/null && echo null-works"],
+                       linux__readonlyPaths=["/dev", "/proc/sys"])
+    done = runtime(state_root, "run", "--bundle", directory, _cid("ro"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["shm-writable", "null-works"], done.stdout
