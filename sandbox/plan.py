@@ -54,9 +54,61 @@ class LaunchPlan:
     timeout: float | None
     kill_after: float
     profile: Profile | None = None  # what it came from, for the audit trail, lint and idmapped binds
+    # What a profile never asks for and an OCI bundle may (sandbox/oci compiles config.json into
+    # these); the defaults are a profile's launch. See child.ChildContext for where each acts.
+    join_namespaces: tuple = ()  # (CLONE_NEW* flag, path): joined with setns before any is made
+    init_ids: tuple[int, int] | None = None  # (uid, gid) init takes in its user namespace
+    init_caps: tuple[str, ...] | None = None  # what init keeps once the workload runs; None: a profile's rule
+    groups: tuple[int, ...] | None = None  # supplementary groups; None: none, and never set
+    capability_sets: Any = None  # CapabilitySets: the five sets as given, instead of keep_caps
+    no_new_privs: bool = True
+    sysctls: tuple = ()  # (name, value) of namespaced sysctls
+    domainname: str | None = None
+    oom_score_adj: int | None = None
+    personality: int | None = None
+    time_offsets: str | None = None  # "monotonic S NS\nboottime S NS\n": init makes the time namespace
+    cgroup_path: str | None = None  # an absolute cgroup path (OCI cgroupsPath) instead of a sandbox-* name
+    cgroup_resources: Any = None  # OCI linux.resources, applied by sandbox.cgroups.oci
+    seccomp_log: bool = False  # SECCOMP_FILTER_FLAG_LOG
+    new_keyring: str | None = None  # the workload joins a new session keyring of this name
+    seccomp_agent: tuple[str, str] | None = None  # OCI (listenerPath, listenerMetadata): the listener's destination
+    annotations: dict | None = None  # an OCI bundle's, for the policy that checks a plan (org.sandbox.*)
 
     def replace(self, **changes) -> "LaunchPlan":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CapabilitySets:
+    """The five capability sets of an OCI process, as names (CAP_*)."""
+
+    bounding: tuple[str, ...] = ()
+    effective: tuple[str, ...] = ()
+    inheritable: tuple[str, ...] = ()
+    permitted: tuple[str, ...] = ()
+    ambient: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdMappings:
+    """Id maps of any number of ranges (container id, host id, size), as OCI bundles give them.
+    `setgroups` is what /proc/PID/setgroups gets: "deny" unless the writer is privileged."""
+
+    uid_ranges: tuple[tuple[int, int, int], ...]
+    gid_ranges: tuple[tuple[int, int, int], ...]
+    setgroups: str = "deny"
+
+    def uid_map(self) -> str:
+        return "".join(f"{inside} {host} {size}\n" for inside, host, size in self.uid_ranges)
+
+    def gid_map(self) -> str:
+        return "".join(f"{inside} {host} {size}\n" for inside, host, size in self.gid_ranges)
+
+    def host_uid_of(self, uid: int) -> int | None:
+        for inside, host, size in self.uid_ranges:
+            if inside <= uid < inside + size:
+                return host + uid - inside
+        return None
 
 
 def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:

@@ -322,6 +322,9 @@ def main() -> None:
         print("concurrent:", results["concurrent"], flush=True)
         results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
         print("seccomp syscall loop (s for 2M getppid):", results["seccomp"], flush=True)
+        from bench_engines import bench_engines  # sandbox-runtime against runc behind podman and ctr
+        results["engines"] = bench_engines(3 if args.quick else 15)
+        print("engines, sandbox-runtime against runc (median s):", results["engines"], flush=True)
     try:
         results["verify"] = bench_verify(1 if args.quick else 3)
         print("verify untrusted (s):", results["verify"], flush=True)
@@ -398,6 +401,8 @@ def render(r: dict) -> str:
     ]
     if r.get("verify") is not None:
         lines.append(f"| `sandbox verify untrusted` | {r['verify']:.2f} s | | | |")
+    from bench_engines import render_engines
+    lines += render_engines(r.get("engines") or {})
     return "\n".join(lines) + "\n"
 
 
