@@ -106,6 +106,8 @@ class ChildContext:
     agent_fd: int = -1  # exec only: the socket the listener goes out on
     faults: tuple = ()  # tests only: (step, errno) pairs from sandbox.faults, made to fail
     join_userns_fd: int = -1  # rootless bridge: the segment's user namespace, which ours must descend from
+    seccomp_floor_bpf: bytes | None = None  # the runtime floor's filter, loaded before seccomp_bpf (below it)
+    landlock_scoped: bool = True  # signals and abstract sockets scoped to the Landlock domain
 
 
 class _StepFailed(Exception):
@@ -591,13 +593,16 @@ def run_workload(ctx: ChildContext):
                 except OSError as exc:
                     if exc.errno != errno.ENOSYS:  # no keyrings in this kernel: none to share either
                         raise
-        early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        early_seccomp = (ctx.seccomp_bpf is not None or ctx.seccomp_floor_bpf is not None) and not ctx.no_new_privs
         agent_listener = -1
         if early_seccomp:
             with step(ctx, "seccomp"):
                 # Without no_new_privs only a privileged process may load a filter: now, before the
                 # capabilities go (what runc does), so everything after must pass the filter.
-                agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent, log=ctx.seccomp_log)
+                _load_floor_filter(ctx)
+                if ctx.seccomp_bpf is not None:
+                    agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent,
+                                              log=ctx.seccomp_log)
         with step(ctx, "capabilities"):
             if ctx.cap_sets is not None:
                 capabilities.prepare_sets(ctx.cap_sets)
@@ -628,7 +633,9 @@ def run_workload(ctx: ChildContext):
                 capabilities.set_no_new_privs()
         if ctx.landlock_rules is not None:
             with step(ctx, "landlock"):
-                for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort) or ():
+                for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort,
+                                                 scope_signals=ctx.landlock_scoped,
+                                                 scope_abstract_unix=ctx.landlock_scoped) or ():
                     protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
         if ctx.detached:
             with step(ctx, "exec"):  # found now, as runc does: `create` reports a missing command
@@ -639,6 +646,7 @@ def run_workload(ctx: ChildContext):
                 # which is only there until "created": the filter is loaded now, and what runs
                 # until exec (the start gate) passes through it too.
                 if not early_seccomp:
+                    _load_floor_filter(ctx)
                     agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=True, log=ctx.seccomp_log)
                     early_seccomp = True
                 socket.send_fds(channel, [b"L"], [agent_listener])
@@ -654,6 +662,9 @@ def run_workload(ctx: ChildContext):
                 run_hooks(ctx.start_hooks, ctx.hook_state, "startContainer")
         if ctx.message_fd >= 0:
             protocol.send(ctx.message_fd, protocol.EXEC)
+        if ctx.seccomp_floor_bpf is not None and not early_seccomp:
+            with step(ctx, "seccomp"):
+                _load_floor_filter(ctx)
         if ctx.seccomp_bpf is not None and not early_seccomp:
             with step(ctx, "seccomp"):
                 listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener, log=ctx.seccomp_log)
@@ -721,7 +732,7 @@ def run_exec(ctx: ChildContext):
         if ctx.oom_score_adj is not None:
             with step(ctx, "oom score"):
                 _write_proc("/proc/self/oom_score_adj", str(ctx.oom_score_adj))
-        early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        early_seccomp = (ctx.seccomp_bpf is not None or ctx.seccomp_floor_bpf is not None) and not ctx.no_new_privs
         if early_seccomp:
             with step(ctx, "seccomp"):
                 _load_for_exec(ctx)
@@ -747,9 +758,13 @@ def run_exec(ctx: ChildContext):
         if ctx.no_new_privs:
             with step(ctx, "no_new_privs"):
                 capabilities.set_no_new_privs()
+        if ctx.landlock_rules is not None:
+            with step(ctx, "landlock"):
+                landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort,
+                                  scope_signals=ctx.landlock_scoped, scope_abstract_unix=ctx.landlock_scoped)
         with step(ctx, "exec"):
             _find_executable(ctx)
-        if ctx.seccomp_bpf is not None and not early_seccomp:
+        if (ctx.seccomp_bpf is not None or ctx.seccomp_floor_bpf is not None) and not early_seccomp:
             with step(ctx, "seccomp"):
                 _load_for_exec(ctx)
         _exec(ctx)
@@ -759,9 +774,19 @@ def run_exec(ctx: ChildContext):
         _die()
 
 
+def _load_floor_filter(ctx: ChildContext) -> None:
+    """The runtime floor's filter, before the container's own: the kernel applies the strictest
+    result of both, and between two errnos the one of the filter loaded last (the engine's)."""
+    if ctx.seccomp_floor_bpf is not None:
+        load_bpf(ctx.seccomp_floor_bpf)
+
+
 def _load_for_exec(ctx: ChildContext) -> None:
     """The container's filter for an exec'd process; with a seccomp agent, its listener goes to
     the runtime (agent_fd, a socket), which sends it on to the agent."""
+    _load_floor_filter(ctx)
+    if ctx.seccomp_bpf is None:
+        return
     listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent, log=ctx.seccomp_log)
     if ctx.seccomp_agent:
         import socket

@@ -449,7 +449,8 @@ class Launch:
             domainname=plan.domainname, oom_score_adj=plan.oom_score_adj, personality=plan.personality,
             time_offsets=plan.time_offsets, hooks_fd=hooks_fd, start_hooks=self.start_hooks,
             hook_state=self.hook_state, seccomp_log=plan.seccomp_log, new_keyring=plan.new_keyring,
-            seccomp_agent=plan.seccomp_agent is not None, faults=tuple(faults.INJECTED.items()))
+            seccomp_agent=plan.seccomp_agent is not None, faults=tuple(faults.INJECTED.items()),
+            seccomp_floor_bpf=self._compile(plan.seccomp_floor), landlock_scoped=plan.landlock_scoped)
 
     def _filter_policy(self):
         policy = self.plan.seccomp
@@ -462,7 +463,10 @@ class Launch:
         return policy
 
     def _compile_seccomp(self) -> bytes | None:
-        policy = self._filter_policy()
+        return self._compile(self._filter_policy())
+
+    @staticmethod
+    def _compile(policy) -> bytes | None:
         if policy is None:
             return None
         from .seccomp import compile_bpf

@@ -181,10 +181,21 @@ class ImageRoot:
 
 
 @dataclass(frozen=True)
+class RootTree:
+    """An OCI root the launcher made into a detached tree (idmapped: sandbox.oci.idmap), attached
+    as the new root like a host directory's clone. Listed among the operations too, where
+    child.needed_fds finds every fd of the plan."""
+
+    source: str  # the bundle's root.path, for messages and the state
+    idmap_fd: int
+    target: str = "/"
+
+
+@dataclass(frozen=True)
 class MountPlan:
     """Everything the child does to build the root, in order; pure data made before fork."""
 
-    root_source: str | ImageRoot | None  # None: a fresh tmpfs
+    root_source: str | ImageRoot | RootTree | None  # None: a fresh tmpfs
     root_size: int
     readonly_root: bool
     operations: tuple = field(default_factory=tuple)
@@ -705,7 +716,7 @@ def _apply_one(root_fd: int, op) -> None:
         _write_file(root_fd, op)
     elif isinstance(op, Mask):
         _mask(root_fd, op.target)
-    elif isinstance(op, ImageRoot):
+    elif isinstance(op, (ImageRoot, RootTree)):
         pass  # mounted first, by enter_new_root
     elif isinstance(op, ReadOnly):
         try:
@@ -770,7 +781,8 @@ def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
             raise MountError(exc.errno or errno.EIO, f"image root {plan.root_source.source}: "
                                                      f"{exc.strerror or exc}") from None
     else:
-        tree = _open_host_tree(plan.root_source)
+        tree = plan.root_source.idmap_fd if isinstance(plan.root_source, RootTree) else \
+            _open_host_tree(plan.root_source)
         if not plan.root_as_given:
             # A host directory as root is never written to: mount points in it must already exist.
             _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,

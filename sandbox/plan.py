@@ -73,6 +73,11 @@ class LaunchPlan:
     new_keyring: str | None = None  # the workload joins a new session keyring of this name
     seccomp_agent: tuple[str, str] | None = None  # OCI (listenerPath, listenerMetadata): the listener's destination
     annotations: dict | None = None  # an OCI bundle's, for the policy that checks a plan (org.sandbox.*)
+    # The runtime floor (sandbox/oci/policy.py): a second filter loaded below `seccomp`, and
+    # Landlock without scopes (an OCI container's exec'd processes are domains of their own, and
+    # must still signal the workload and reach its abstract sockets).
+    seccomp_floor: Any = None  # seccomp.SeccompPolicy, or None
+    landlock_scoped: bool = True
 
     def replace(self, **changes) -> "LaunchPlan":
         return dataclasses.replace(self, **changes)

@@ -21,6 +21,7 @@ GLOBAL_FLAGS = {
     "--root": ("root", True, False), "--log": ("log", True, False), "--log-format": ("log_format", True, False),
     "--debug": ("debug", False, False), "--systemd-cgroup": ("systemd_cgroup", False, False),
     "--rootless": ("rootless", True, False), "--criu": ("criu", True, False),
+    "--floor": ("floor", True, False),
     "--help": ("help", False, False), "-h": ("help", False, False),
     "--version": ("version", False, False), "-v": ("version", False, False),
 }
@@ -73,7 +74,8 @@ COMMANDS = {
 }
 POSITIONALS = {"create": 1, "run": 1, "start": 1, "state": 1, "kill": (1, 2), "delete": 1, "list": 0, "ps": 1,
                "pause": 1, "resume": 1, "events": 1, "update": 1, "exec": None, "spec": 0, "features": 0}
-USAGE = ("usage: sandbox-runtime [--root DIR] [--log FILE] [--log-format json|text] [--debug] COMMAND ...\n"
+USAGE = ("usage: sandbox-runtime [--root DIR] [--log FILE] [--log-format json|text] [--debug] [--floor FILE] "
+         "COMMAND ...\n"
          "commands: " + ", ".join(COMMANDS))
 
 

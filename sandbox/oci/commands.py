@@ -20,6 +20,7 @@ SIGKILL = 9  # signal's enums cost ~3 ms to import: start and delete do without 
 
 def run_command(command: str, root: str, options, positionals: list[str], log, globals_) -> int:
     handler = globals()[f"cmd_{command}"]
+    options["floor_file"] = globals_.floor  # --floor: the runtime floor's file (sandbox/oci/floor.py)
     if command == "create":
         handler(root, options, positionals, log)
         return 0
@@ -133,23 +134,42 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
     container_id = positionals[0]
     container = Container(root, container_id)
     bundle_dir = os.path.abspath(options.bundle or ".")
-    from . import policy, spec
-    bundle = spec.load_bundle(bundle_dir, container_id)
-    for warning in bundle.warnings:
+    from . import floor as floors, policy, spec
+    config = spec.read_config(bundle_dir)
+    settings = floors.load(options.floor_file)
+    floor, problem = settings.choose(config.get("annotations") if isinstance(config.get("annotations"), dict)
+                                     else {})
+    judgement = policy.judge(config, bundle_dir, container_id, floor, problem, settings.source, settings.pool.size)
+    audit = CreateRecord(settings, container_id, bundle_dir, config, judgement)
+    for warning in judgement.warnings:
         log.warning(warning)
-    spec.check_hooks_exist(bundle)
-    if bundle.terminal and not options.console_socket:
-        raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
-    bundle = policy.check(bundle, log=log)
-    if options.no_new_keyring:
-        import dataclasses
-        bundle = dataclasses.replace(bundle, plan=bundle.plan.replace(new_keyring=None))
-    preserve = int(options.preserve_fds or 0)
+    try:
+        judgement.refuse_if_below()
+    except policy.FloorRefusal as exc:
+        audit.write("refused", str(exc), log)
+        raise
     container.make()
     gate = -1
     created = False
+    allocation = None
+    opened: list[int] = []
     try:
         container.lock()
+        if judgement.needs_range:
+            from . import idranges
+            allocation = idranges.allocate(settings.pool, container.dir)
+            judgement.apply_range(allocation)
+        bundle = spec.load_bundle(bundle_dir, container_id, config=judgement.config)
+        for warning in bundle.warnings:
+            log.warning(warning)
+        spec.check_hooks_exist(bundle)
+        if bundle.terminal and not options.console_socket:
+            raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
+        bundle, opened = policy.finish(bundle, judgement, allocation)
+        if options.no_new_keyring:
+            import dataclasses
+            bundle = dataclasses.replace(bundle, plan=bundle.plan.replace(new_keyring=None))
+        preserve = int(options.preserve_fds or 0)
         from .state import write_private
         write_private(os.path.join(container.dir, "config.json"), json.dumps(bundle.config).encode())
         os.mkfifo(container.fifo, 0o600)
@@ -160,6 +180,9 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
         finally:
             for warning in launch.warnings:
                 log.warning(warning)
+            for fd in opened:
+                os.close(fd)
+            opened = []
         created = True
         try:
             cgroup = launch.cgroup
@@ -171,11 +194,15 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
                             "cgroup_path": bundle.plan.cgroup_path,
                             "cgroup_dirs": {name: path for name, path in bundle.cgroup_dirs.items()
                                             if cgroup is not None and path in cgroup.directories()},
-                            "rootfs": bundle.plan.mounts.root_source,
+                            "rootfs": _root_path(bundle.plan.mounts),
                             "config_digest": sha256(json.dumps(bundle.config, sort_keys=True).encode()).hexdigest(),
                             "hooks": {stage: [list(h) for h in hooks] for stage, hooks in bundle.hooks.items()
                                       if stage in ("poststart", "poststop")},
-                            "rootless": bundle.rootless, "owner": os.geteuid()}}
+                            "rootless": bundle.rootless, "owner": os.geteuid(), "floor": judgement.state(),
+                            "landlock": [list(rule) for rule in bundle.plan.landlock_rules or ()]
+                            if bundle.plan.landlock_rules is not None else None}}
+            if allocation is not None:
+                container.extra["id_range"] = {**allocation.record(), "registry": settings.pool.registry}
             container.save()
             if launch.seccomp_listener >= 0:
                 try:
@@ -193,6 +220,8 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
                 finally:
                     os.close(master)
             _write_pid_file(options.pid_file, launch.init_pid)
+            audit.id_range = allocation
+            audit.write("created", None, log)
         except BaseException:
             _destroy(container, launch.cgroup)
             created = False  # nothing of it stays: the state goes too (finally, below)
@@ -200,12 +229,69 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
         finally:
             launch.delete()  # what this process holds; the container lives on
         return launch
+    except BaseException as exc:
+        if not created and not isinstance(exc, policy.FloorRefusal):
+            audit.write("failed", getattr(exc, "one_line", lambda: str(exc))() if hasattr(exc, "one_line")
+                        else str(exc), log)
+        raise
     finally:
+        for fd in opened:
+            os.close(fd)
         if gate >= 0:
             os.close(gate)
         if not created:
             container.remove()
+            if allocation is not None:
+                from . import idranges
+                idranges.release(settings.pool, container.dir, allocation.slot)
         container.unlock()
+
+
+def _root_path(mounts) -> str:
+    root = mounts.root_source if mounts is not None else ""
+    return getattr(root, "source", root) or ""
+
+
+class CreateRecord:
+    """The audit trail's record of one create (sandbox/audit.py's hash-chained log): the container,
+    its bundle, config.json's digest as the engine wrote it, its annotations, the floor and every
+    decision, and the outcome. A record that cannot be written is a warning in the log, or, when
+    the floor requires the audit trail, a failed create."""
+
+    def __init__(self, settings, container_id: str, bundle_dir: str, config: dict, judgement):
+        self.settings, self.container_id, self.bundle_dir = settings, container_id, bundle_dir
+        self.config, self.judgement = config, judgement
+        self.id_range = None
+
+    def write(self, result: str, error: str | None, log) -> None:
+        from ..audit import AuditLog, log_path
+        from ..digest import sha256
+        judgement = self.judgement
+        try:
+            with open(os.path.join(self.bundle_dir, "config.json"), "rb") as handle:
+                digest = sha256(handle.read()).hexdigest()
+        except OSError:
+            digest = None
+        record = {"event": "oci-create", "id": os.urandom(8).hex(), "time": now_rfc3339(), "uid": os.getuid(),
+                  "pid": os.getpid(), "container": self.container_id, "bundle": self.bundle_dir,
+                  "config_digest": digest, "annotations": self.config.get("annotations") or {},
+                  "floor": judgement.floor.summary(), "mode": judgement.floor.mode,
+                  "decisions": [d.record() for d in judgement.decisions], "result": result}
+        if judgement.floor.mode == "off":
+            record["floor_off"] = "the runtime floor is off (conformance testing): nothing was checked or raised"
+        if error:
+            record["error"] = error
+        if self.id_range is not None:
+            record["id_range"] = self.id_range.record()
+        path = self.settings.audit_log or log_path()
+        try:
+            AuditLog(path).append(record)
+        except OSError as exc:
+            message = f"audit log {path}: {exc.strerror or exc}"
+            if judgement.floor.audit_required and result == "created":
+                raise RuntimeFailure(f"{message}, and the floor requires the audit trail (audit.required): "
+                                     "not creating the container") from None
+            log.warning(message)
 
 
 def _launch(bundle, gate: int, preserve: int):
@@ -480,7 +566,12 @@ def _delete(container: Container, log) -> None:
             _run_runtime_hooks(tuple(tuple(h) for h in hooks), state, "poststop")
         except OSError as exc:
             log.warning(str(exc.strerror or exc))
+    id_range = container.extra.get("id_range")
     container.remove()
+    if id_range:  # the container's processes are gone: its host id range is free again
+        from .floor import IdPool
+        from .idranges import release
+        release(IdPool(registry=id_range["registry"]), container.dir, id_range.get("slot"))
 
 
 # ---------------------------------------------------------------- pause, resume, ps, events, update
