@@ -323,8 +323,8 @@ def _take_sandbox_ids(ctx: ChildContext) -> None:
         if os.read(ctx.go_fd, 1) != protocol.GO:
             _die()
         os.close(ctx.go_fd)
-    if not ctx.new_user_ns:
-        return
+    if not ctx.new_user_ns and ctx.init_uid is None:
+        return  # (a user namespace joined by path with init_ids: init takes them there too)
     with step(ctx, "user and group ids"):
         # Host root is unmapped inside: files it creates would fail with EOVERFLOW. As the
         # sandbox user we keep every capability in our own namespace (it is not ns-root

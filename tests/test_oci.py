@@ -355,11 +355,13 @@ def test_the_container_has_a_session_keyring_of_its_own(state_root, bundle):
     runtime's; --no-new-keyring keeps the caller's."""
     cid = _cid("keys")
     directory = bundle(["sh", "-c", f"grep -c ' _ses.{cid}: ' /proc/keys"], linux__maskedPaths=[])
-    done = runtime(state_root, "run", "--bundle", directory, cid)
+    floor = directory / "floor.toml"  # the runtime floor masks /proc/keys: unmasked for this test
+    floor.write_text('[paths]\nunmask = ["/proc/keys"]\n')
+    done = runtime(state_root, "--floor", floor, "run", "--bundle", directory, cid)
     assert done.returncode == 0 and done.stdout.strip() == "1", (done.stdout, done.stderr)
     other = _cid("keys")
     directory = bundle(["sh", "-c", f"grep -c ' _ses.{other}: ' /proc/keys"], "b2", linux__maskedPaths=[])
-    done = runtime(state_root, "run", "--no-new-keyring", "--bundle", directory, other)
+    done = runtime(state_root, "--floor", floor, "run", "--no-new-keyring", "--bundle", directory, other)
     assert done.stdout.strip() == "0", (done.stdout, done.stderr)
 
 
@@ -473,7 +475,9 @@ def test_hooks_run_at_their_points_with_the_state_on_stdin(tmp_path, state_root,
     directory = bundle(["sh", "-c", "echo ran >> /hooks/log"], hooks=hooks, mounts=base_config(["true"])["mounts"] + [
         {"destination": "/hooks", "type": "bind", "source": str(world_dir), "options": ["rbind", "rw"]}])
     cid = _cid("hooks")
-    done = runtime(state_root, "run", "--bundle", directory, cid)
+    floor = directory / "floor.toml"  # the hooks (host root) and the container append to one log
+    floor.write_text('[volumes]\nroot_owned = "host-root"\n')
+    done = runtime(state_root, "--floor", floor, "run", "--bundle", directory, cid)
     assert done.returncode == 0, done.stderr
     lines = log.read_text().splitlines()
     order = [line.split(" ", 1)[0] for line in lines]

@@ -157,8 +157,15 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
         container.lock()
         if judgement.needs_range:
             from . import idranges
-            allocation = idranges.allocate(settings.pool, container.dir)
-            judgement.apply_range(allocation)
+            if judgement.share is not None:
+                allocation = idranges.share(settings.pool, judgement.share[0], container.dir)
+                if allocation is not None:
+                    judgement.apply_shared(judgement.share[1], allocation)
+                else:
+                    judgement.config["linux"].setdefault("namespaces", []).append({"type": "user"})
+            if allocation is None:
+                allocation = idranges.allocate(settings.pool, container.dir)
+                judgement.apply_range(allocation)
         bundle = spec.load_bundle(bundle_dir, container_id, config=judgement.config)
         for warning in bundle.warnings:
             log.warning(warning)
@@ -203,6 +210,8 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
                             if bundle.plan.landlock_rules is not None else None}}
             if allocation is not None:
                 container.extra["id_range"] = {**allocation.record(), "registry": settings.pool.registry}
+            if judgement.workdir:
+                container.extra["overlay_workdir"] = judgement.workdir
             container.save()
             if launch.seccomp_listener >= 0:
                 try:
@@ -241,6 +250,9 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
             os.close(gate)
         if not created:
             container.remove()
+            if judgement.workdir:
+                from .idmap import remove_workdir
+                remove_workdir(judgement.workdir)
             if allocation is not None:
                 from . import idranges
                 idranges.release(settings.pool, container.dir, allocation.slot)
@@ -567,6 +579,9 @@ def _delete(container: Container, log) -> None:
         except OSError as exc:
             log.warning(str(exc.strerror or exc))
     id_range = container.extra.get("id_range")
+    if container.extra.get("overlay_workdir"):
+        from .idmap import remove_workdir
+        remove_workdir(container.extra["overlay_workdir"])
     container.remove()
     if id_range:  # the container's processes are gone: its host id range is free again
         from .floor import IdPool

@@ -211,8 +211,8 @@ def overlay_layers(info: dict, root: str) -> dict:
             upper = _unescape(value)
         elif key == "workdir":
             work = _unescape(value)
-        elif key in ("rw", "ro"):
-            continue
+        elif key in ("rw", "ro", "volatile") or (key == "fsync" and value == "volatile"):
+            continue  # (volatile: the engine's choice for its own mount; ours syncs)
         else:
             options.append((key, _unescape(value) if sep else None))
     if not lower:
@@ -243,8 +243,9 @@ def _engine_directory(path: str) -> bool:
     return stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022
 
 
-def open_root(root: str, userns_fd: int, mounter: tuple[int, int]) -> tuple[int, str]:
-    """(a detached tree for the container's root, how it was made). A plain directory: an
+def open_root(root: str, userns_fd: int, mounter: tuple[int, int]) -> tuple[int, str, str | None]:
+    """(a detached tree for the container's root, how it was made, the overlay work directory made
+    for it or None). A plain directory: an
     idmapped clone of it. An overlay mount: a new overlay of the same layers, each idmapped (made
     in a forked helper with a mount namespace of its own, where the layers are attached long
     enough to be given to overlayfs, opened as `mounter`, the container root's host ids). Raises
@@ -253,13 +254,46 @@ def open_root(root: str, userns_fd: int, mounter: tuple[int, int]) -> tuple[int,
     if info is None or info["fstype"] != "overlay":
         fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return idmapped_clone(fd, True, userns_fd), f"idmapped clone of {root}"
+            return idmapped_clone(fd, True, userns_fd), f"idmapped clone of {root}", None
         finally:
             os.close(fd)
     layers = overlay_layers(info, root)
-    tree = _overlay_in_helper(layers, userns_fd, info["flags"], mounter)
+    if layers["upper"]:
+        # A work directory of our own beside the engine's: overlayfs refuses a second mount on a
+        # work directory a volatile mount (podman run --rm) has marked, and two overlays should
+        # not share one. Removed at delete (remove_workdir), and with the layer by the engine.
+        layers["work"] = workdir_for(layers["upper"])
+        remove_workdir(layers["work"])
+        os.mkdir(layers["work"], 0o700)
+    try:
+        tree = _overlay_in_helper(layers, userns_fd, info["flags"], mounter)
+    except BaseException:
+        if layers["upper"]:
+            remove_workdir(layers["work"])
+        raise
     return tree, (f"overlay rebuilt from the engine's layers, each idmapped ({len(layers['lower'])} lower"
-                  f"{', upper' if layers['upper'] else ''})")
+                  f"{', upper' if layers['upper'] else ''})"), layers["work"] if layers["upper"] else None
+
+
+WORKDIR_NAME = "sandbox-runtime-work"
+
+
+def workdir_for(upper: str) -> str:
+    return os.path.join(os.path.dirname(upper), WORKDIR_NAME)
+
+
+def remove_workdir(path: str) -> None:
+    """Our overlay work directory (only what overlayfs put there: its own empty directories)."""
+    if os.path.basename(path) != WORKDIR_NAME:
+        return
+    import shutil
+    try:
+        for sub, dirs, _files in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(sub, name), 0o700)  # overlayfs makes work/work mode 000
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
 
 
 def _overlay_in_helper(layers: dict, userns_fd: int, flags: list[str], mounter: tuple[int, int]) -> int:

@@ -15,8 +15,8 @@ whatever --root each engine gives the runtime (podman, containerd and Docker eac
 own): a record per allocated slot, `<slot>.json`, naming the container's state directory and the
 process that created it. A record is reclaimed, by the next allocation, once its container is
 gone: its state directory no longer exists, or it never got its state.json and the process that
-was creating it has died (a runtime killed in the middle of create). A container that stopped but
-was not deleted keeps its range until `delete`.
+was creating it has died (a runtime killed in the middle of create). A slot is free once none of
+its records is left. A container that stopped but was not deleted keeps its range until `delete`.
 """
 from __future__ import annotations
 
@@ -136,62 +136,82 @@ class Registry:
         os.close(self._fd)
         self._fd = -1
 
-    def records(self) -> dict[int, dict]:
-        found = {}
-        for name in os.listdir(self.directory):
-            if not name.endswith(".json") or not name[:-5].isdigit():
+    def records(self) -> list[tuple[str, dict]]:
+        """(file name, record) of every record: `<slot>.<container digest>.json`, one per container
+        holding the slot (a Pod's containers share their sandbox's range)."""
+        found = []
+        for name in sorted(os.listdir(self.directory)):
+            slot, _, rest = name.partition(".")
+            if not name.endswith(".json") or not slot.isdigit():
                 continue
             try:
                 with open(os.path.join(self.directory, name)) as handle:
                     record = json.load(handle)
             except (OSError, ValueError):
                 continue
-            if isinstance(record, dict):
-                found[int(name[:-5])] = record
+            if isinstance(record, dict) and record.get("slot") == int(slot):
+                found.append((name, record))
         return found
 
-    def _path(self, slot: int) -> str:
-        return os.path.join(self.directory, f"{slot}.json")
+    @staticmethod
+    def _name(slot: int, container_dir: str) -> str:
+        from ..digest import sha256
+        return f"{slot}.{sha256(container_dir.encode()).hexdigest()[:16]}.json"
 
-    def live(self) -> dict[int, dict]:
-        """The records of containers that still exist; the others are removed (reclaimed)."""
-        found = {}
-        for slot, record in self.records().items():
+    def live(self) -> dict[int, list[dict]]:
+        """slot -> the records of containers that still exist; the others are removed (reclaimed)."""
+        found: dict[int, list[dict]] = {}
+        for name, record in self.records():
             if _container_gone(record):
                 try:
-                    os.unlink(self._path(slot))
+                    os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:
                     pass
                 continue
-            found[slot] = record
+            found.setdefault(record["slot"], []).append(record)
         return found
+
+    def _write(self, allocation: Allocation, container_dir: str) -> None:
+        record = {**allocation.record(), "container": container_dir, "creator": os.getpid(),
+                  "creator_start": process_start_time(os.getpid())}
+        path = os.path.join(self.directory, self._name(allocation.slot, container_dir))
+        with open(path + ".tmp", "w") as handle:
+            json.dump(record, handle)
+        os.replace(path + ".tmp", path)
 
     def allocate(self, container_dir: str) -> Allocation:
         check_pool(self.pool)
         taken = self.live()
-        for slot, record in taken.items():
-            if record.get("container") == container_dir:
-                raise RuntimeFailure(f"container {os.path.basename(container_dir)!r} already holds host id range "
-                                     f"{record.get('uid')}")
+        for records in taken.values():
+            for record in records:
+                if record.get("container") == container_dir:
+                    raise RuntimeFailure(f"container {os.path.basename(container_dir)!r} already holds host id "
+                                         f"range {record.get('uid')}")
         for slot, (uid, gid) in enumerate(slots(self.pool)):
             if slot in taken:
                 continue
             allocation = Allocation(slot, uid, gid, self.pool.size)
-            record = {**allocation.record(), "container": container_dir, "creator": os.getpid(),
-                      "creator_start": process_start_time(os.getpid())}
-            temporary = self._path(slot) + ".tmp"
-            with open(temporary, "w") as handle:
-                json.dump(record, handle)
-            os.replace(temporary, self._path(slot))
+            self._write(allocation, container_dir)
             return allocation
         raise RuntimeFailure(f"floor: user_namespace: every host id range of the pool is in use ({len(taken)} "
                              "containers): raise user_namespace.pool_ranges")
 
+    def share(self, uid: int, container_dir: str) -> Allocation | None:
+        """The live range whose host uid base is `uid` (a Pod sandbox's), now also held by this
+        container (it is reclaimed only once every holder is gone); None if no live range has it."""
+        for slot, records in self.live().items():
+            record = records[0]
+            if record.get("uid") == uid:
+                allocation = Allocation(slot, record["uid"], record["gid"], record["size"])
+                self._write(allocation, container_dir)
+                return allocation
+        return None
+
     def release(self, container_dir: str, slot: int | None = None) -> None:
-        for found, record in self.records().items():
-            if record.get("container") == container_dir and (slot is None or found == slot):
+        for name, record in self.records():
+            if record.get("container") == container_dir and (slot is None or record.get("slot") == slot):
                 try:
-                    os.unlink(self._path(found))
+                    os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:
                     pass
 
@@ -215,6 +235,11 @@ def _container_gone(record: dict) -> bool:
 def allocate(pool, container_dir: str) -> Allocation:
     with Registry(pool) as registry:
         return registry.allocate(container_dir)
+
+
+def share(pool, uid: int, container_dir: str) -> Allocation | None:
+    with Registry(pool) as registry:
+        return registry.share(uid, container_dir)
 
 
 def release(pool, container_dir: str, slot: int | None = None) -> None:

@@ -77,6 +77,9 @@ class Judgement:
         self.binds: list[dict] = []  # per bind mount: index, kind ("engine", "readonly", "volume"), owner
         self.default_seccomp = False  # config.json has no filter: the default policy is the container's
         self.engine_maps = False  # the engine mapped ids itself (kept)
+        self.workdir: str | None = None  # the overlay work directory made for an idmapped root
+        self.share: tuple[int, str] | None = None  # (host uid base, path): a Pod sandbox's user namespace
+        self.shared = False  # joined it (apply_shared)
 
     @property
     def refusals(self) -> list[Decision]:
@@ -115,6 +118,14 @@ class Judgement:
         self.raised("user_namespace", "linux.namespaces", f"a user namespace of its own: container ids "
                     f"0-{allocation.size - 1} are host ids {allocation.uid}-{allocation.uid + allocation.size - 1}")
 
+    def apply_shared(self, path: str, allocation) -> None:
+        """The container joins its Pod sandbox's user namespace (and range), see _sandbox_user_namespace."""
+        self.config.setdefault("linux", {}).setdefault("namespaces", []).append({"type": "user", "path": path})
+        self.shared = True
+        self.raised("user_namespace", "linux.namespaces", f"joins the user namespace of the container whose "
+                    f"namespaces it joins ({path}: container ids 0-{allocation.size - 1} are host ids "
+                    f"{allocation.uid}-{allocation.uid + allocation.size - 1}, shared)")
+
     def state(self) -> dict:
         """What later commands need (exec holds its processes to the same floor; start verifies)."""
         floor = self.floor
@@ -146,6 +157,8 @@ def judge(config: dict, bundle_dir: str, container_id: str, floor: Floor, proble
     kinds = {n.get("type"): (i, n) for i, n in enumerate(namespaces)}
     _user_namespace(judgement, config, linux, process, kinds)
     _host_namespaces(judgement, linux, kinds)
+    if judgement.needs_range:
+        _sysctls_in_range(judgement, linux)
     if floor.no_new_privs and process.get("noNewPrivileges") is not True:
         process["noNewPrivileges"] = True
         judgement.raised("no_new_privs", "process.noNewPrivileges", "set: setuid files and file capabilities "
@@ -206,8 +219,10 @@ def _user_namespace(judgement: Judgement, config: dict, linux: dict, process: di
             if isinstance(value, int) and not 0 <= value < size:
                 judgement.below("user_namespace", f"process.user.additionalGids[{i}]", f"{value} is outside the "
                                 f"container's id range 0-{size - 1}")
-        config.setdefault("linux", {}).setdefault("namespaces", []).append({"type": "user"})
         judgement.needs_range = True
+        judgement.share = _sandbox_user_namespace(kinds)
+        if judgement.share is None:
+            config.setdefault("linux", {}).setdefault("namespaces", []).append({"type": "user"})
         return
     # Root of a user namespace (rootless podman): the container shares it; its maps must not reach host 0.
     maps = _maps_of("self")
@@ -218,6 +233,75 @@ def _user_namespace(judgement: Judgement, config: dict, linux: dict, process: di
         judgement.engine_maps = True
         judgement.kept("user_namespace", "linux.namespaces", "the engine's user namespace (the runtime's own, whose "
                        "maps never include host id 0)")
+
+
+NS_GET_USERNS = 0xB701
+
+
+def _sandbox_user_namespace(kinds: dict) -> tuple[int, str] | None:
+    """(host uid base, path) of the user namespace that owns the namespaces config.json joins by
+    path, when that is another container's of this runtime (a Pod's sandbox: its containers join
+    its network, ipc and uts namespaces, which its user namespace owns). The container then joins
+    that user namespace too, and shares its host id range, as the containers of a Kubernetes Pod
+    with hostUsers: false share one. None otherwise."""
+    import fcntl
+    for kind, (_index, entry) in kinds.items():
+        path = entry.get("path")
+        if not path or kind == "user":
+            continue
+        parts = path.split("/")
+        if len(parts) != 5 or parts[:2] != ["", "proc"] or not parts[2].isdigit() or parts[3] != "ns":
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            owner = fcntl.ioctl(fd, NS_GET_USERNS)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        try:
+            owner_info = os.fstat(owner)
+        finally:
+            os.close(owner)
+        candidate = f"/proc/{parts[2]}/ns/user"
+        try:
+            info = os.stat(candidate)
+            if (info.st_dev, info.st_ino) != (owner_info.st_dev, owner_info.st_ino):
+                continue
+            host = os.stat("/proc/self/ns/user")  # (rootful: the host's)
+            if (host.st_dev, host.st_ino) == (info.st_dev, info.st_ino):
+                continue  # the host's: nothing to share
+            uid_map, _gid_map = _maps_of(parts[2])
+        except OSError:
+            continue
+        if len(uid_map) == 1 and uid_map[0][0] == 0 and uid_map[0][1] > 0:
+            return uid_map[0][1], candidate
+    return None
+
+
+def _sysctls_in_range(judgement: Judgement, linux: dict) -> None:
+    """net.ipv4.ping_group_range names gids as the container sees them: in a user namespace of
+    the floor's, only 0..size-1 exist (Docker asks for "0 2147483647", all groups: the kernel
+    refuses ids the namespace does not map). Clamped to the container's groups, all of them."""
+    sysctls = linux.get("sysctl")
+    if not isinstance(sysctls, dict):
+        return
+    value = sysctls.get("net.ipv4.ping_group_range")
+    if not isinstance(value, str):
+        return
+    try:
+        low, high = (int(part) for part in value.split())
+    except ValueError:
+        return
+    top = judgement.range_size - 1
+    if high > top or low > top:
+        clamped = f"{min(low, top)} {min(high, top)}"
+        sysctls["net.ipv4.ping_group_range"] = clamped
+        judgement.raised("user_namespace", "linux.sysctl.net.ipv4.ping_group_range",
+                         f"{value!r} clamped to {clamped!r}: the container's groups are 0-{top}")
 
 
 def _maps_of(pid: str) -> tuple[list, list]:
@@ -526,7 +610,7 @@ def _binds(judgement: Judgement, config: dict, bundle_dir: str, container_id: st
             judgement.binds.append({"index": index, "kind": "plain", "real": real})
             continue
         owner = None
-        if workload_root:
+        if workload_root and judgement.needs_range:  # (an engine's own maps never reach host 0: nothing to judge)
             if info.st_uid == 0 or info.st_gid == 0:
                 whose = "root" if info.st_uid == 0 else "group root (gid 0)"
                 if floor.root_owned_volumes == "host-root":
@@ -558,6 +642,8 @@ def finish(bundle, judgement: Judgement, allocation) -> tuple:
     if floor.mode == "off":
         return bundle, opened
     changes: dict = {}
+    if judgement.shared:
+        changes["init_ids"] = (0, 0)  # init takes the joined namespace's root, as in one it made
     from ..seccomp.floor import floor_policy
     if judgement.default_seccomp:
         from ..seccomp import default_policy
@@ -592,7 +678,7 @@ def _idmapped(mounts, judgement: Judgement, allocation, opened: list, config: di
     try:
         whole = namespaces.fd(idmap.identity(base, size), idmap.identity(gid_base, size))
         try:
-            tree, how = idmap.open_root(mounts.root_source, whole, (base, gid_base))
+            tree, how, judgement.workdir = idmap.open_root(mounts.root_source, whole, (base, gid_base))
         except (OSError, ValueError) as exc:
             raise RuntimeFailure(f"runtime floor: config.json: root.path: {mounts.root_source} cannot be shown "
                                  f"through an idmapped mount ({getattr(exc, 'strerror', None) or exc}); the image's "
