@@ -212,6 +212,8 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
                 container.extra["id_range"] = {**allocation.record(), "registry": settings.pool.registry}
             if judgement.workdir:
                 container.extra["overlay_workdir"] = judgement.workdir
+            if settings.audit_log:
+                container.extra["audit_log"] = settings.audit_log
             container.save()
             if launch.seccomp_listener >= 0:
                 try:
@@ -363,6 +365,8 @@ def cmd_start(root, options, positionals, log):
             raise RuntimeFailure("cannot start a container that has stopped")
         if status != "created":
             raise RuntimeFailure(f"cannot start an already {status} container")
+        if (container.extra.get("floor") or {}).get("verify"):
+            _verify(container, log)
         try:
             gate = os.open(container.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -385,6 +389,31 @@ def cmd_start(root, options, positionals, log):
     finally:
         container.unlock()
     return 0
+
+
+def _verify(container: Container, log) -> None:
+    """The probe inside the container, against the floor's promises (sandbox/oci/verify.py); the
+    outcome goes to the audit trail; a broken promise refuses start (the workload never runs)."""
+    from .verify import verify_at_start
+    record = {"event": "oci-verify", "id": os.urandom(8).hex(), "time": now_rfc3339(), "container": container.id,
+              "bundle": container.state.get("bundle", "")}
+    try:
+        judged = verify_at_start(container, log)
+    except RuntimeFailure as exc:
+        record.update(result="refused", error=str(exc))
+        _audit(container, record, log)
+        raise
+    record.update(result="verified", checked=len(judged["checked"]))
+    _audit(container, record, log)
+
+
+def _audit(container: Container, record: dict, log) -> None:
+    from ..audit import AuditLog, log_path
+    path = container.extra.get("audit_log") or log_path()
+    try:
+        AuditLog(path).append(record)
+    except OSError as exc:
+        log.warning(f"audit log {path}: {exc.strerror or exc}")
 
 
 def _wait_for_exec(gate: int, timeout: float = 120.0) -> None:

@@ -121,53 +121,68 @@ def _translate(process: dict, file: str, config: dict, container_id: str):
                 seccomp_agent=agent is not None), terminal, agent
 
 
-def exec_process(root: str, options, positionals: list[str], log) -> int:
-    container = Container(root, positionals[0])
-    if not container.exists():
-        raise RuntimeFailure(f"container {positionals[0]!r} does not exist")
-    container.load()
-    status = container.status()
-    if status == "stopped":
-        raise RuntimeFailure("cannot exec in a stopped container")
-    if status == "paused" and not options.ignore_paused:
-        raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused)")
-    config = container.config()
-    process, file = _process_config(options, positionals, config)
-    fields, terminal, agent = _translate(process, file, config, container.id)
-    if terminal and not options.console_socket:
-        raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
+def _floor_fields(container: Container, process: dict, file: str, fields: dict, log) -> dict:
+    """The runtime floor recorded at create, for an exec'd process too: capabilities within the
+    floor's (beyond them: refused in enforce mode, a warning in warn mode), no_new_privs, the
+    default filter when the container has none, the floor filter below the container's, and its
+    Landlock rules. Nothing with the floor off (or for a container created before the floor)."""
+    floor = container.extra.get("floor") or {}
+    extra: dict = {"landlock_rules": None}
+    if not floor or floor.get("mode") == "off":
+        return extra
+    from .policy import check_exec_capabilities
+    beyond = check_exec_capabilities(floor, process, file)
+    if beyond:
+        if floor.get("mode") == "enforce":
+            raise RuntimeFailure(f"runtime floor: {beyond[0]}" + (f" (and {len(beyond) - 1} more)" if len(beyond) > 1
+                                                                  else ""))
+        for line in beyond:
+            log.warning(f"floor (warn): {line}")
+    if floor.get("no_new_privs"):
+        extra["no_new_privs"] = True
+    from ..seccomp import compile_bpf
+    from ..seccomp.floor import floor_policy
+    name = floor.get("seccomp_floor") or "none"
+    if floor.get("default_seccomp"):
+        from ..seccomp import default_policy
+        extra["seccomp_bpf"] = compile_bpf(default_policy())
+        name = "strict" if name == "strict" else "none"
+    policy = floor_policy(name)
+    extra["seccomp_floor_bpf"] = compile_bpf(policy) if policy is not None else None
+    rules = container.extra.get("landlock")
+    if rules is not None:
+        extra["landlock_rules"] = tuple(tuple(rule) for rule in rules)
+        extra["landlock_scoped"] = False
+    return extra
+
+
+def spawn_in_container(container: Container, fields: dict, stdio: tuple | None = None,
+                       **ctx_fields) -> tuple[int, bytes]:
+    """Start a process in the container (fields: ChildContext's, from _translate and the floor):
+    (its host pid or 0, the error report of a failed start, empty once it exec'd). A helper joins
+    the container's cgroup and namespaces, then forks it into its pid namespace (child.run_exec).
+    stdio: fds to become its 0, 1, 2 (default: ours)."""
     target = container.workload_pid() or container.pid
     from .commands import _namespace_flags_of
     flags = _namespace_flags_of(target)
     pidfd = os.pidfd_open(target)
     procs_files = [os.path.join(d, "cgroup.procs") for d in dict.fromkeys((container.extra.get("cgroup_dirs")
                                                                            or {}).values())]
-    preserve = int(options.preserve_fds or 0)
     from .. import _libc, child, protocol
-    if not options.detach:
-        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process comes back to us to be waited for
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
-    agent_ours = agent_theirs = None
-    if agent is not None:  # the exec'd process's listener comes back on this, for the agent
-        import socket
-        agent_ours, agent_theirs = socket.socketpair()
-    console = None
-    if terminal:
-        import socket
-        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        console.connect(options.console_socket)
     ctx = child.ChildContext(
         hostname=None, new_user_ns=False, unshare_flags=0, new_cgroup_ns=False, new_pid_ns=False,
-        new_net_ns=False, plan=None, keep_caps=(), new_session=False, landlock_rules=None, landlock_best_effort=True,
-        message_fd=error_w, go_fd=-1, placed_fd=-1, parent_pid=os.getpid(), tty=terminal,
-        channel_fd=console.fileno() if console is not None else -1, pass_fds=tuple(range(3, 3 + preserve)),
-        agent_fd=agent_theirs.fileno() if agent_theirs is not None else -1, **fields)
+        new_net_ns=False, plan=None, keep_caps=(), new_session=False, landlock_best_effort=True,
+        message_fd=error_w, go_fd=-1, placed_fd=-1, parent_pid=os.getpid(), **ctx_fields, **fields)
     helper = os.fork()
     if helper == 0:
         try:
             os.close(error_r)
             os.close(pid_r)
+            for target, fd in enumerate(stdio or ()):
+                if fd is not None and fd != target:
+                    os.dup2(fd, target)
             for path in procs_files:  # the container's cgroup first, from the host's view of it
                 try:
                     fd = os.open(path, os.O_WRONLY)
@@ -195,10 +210,6 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
     os.close(pidfd)
     os.close(error_w)
     os.close(pid_w)
-    if console is not None:
-        console.close()
-    if agent_theirs is not None:
-        agent_theirs.close()
     os.waitpid(helper, 0)
     data = b""
     while chunk := os.read(pid_r, 64):
@@ -208,7 +219,48 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
     while chunk := os.read(error_r, 65536):  # EOF: the process exec'd (the pipe is close-on-exec)
         report += chunk
     os.close(error_r)
-    pid = int(data) if data else 0
+    return (int(data) if data else 0), report
+
+
+def exec_process(root: str, options, positionals: list[str], log) -> int:
+    container = Container(root, positionals[0])
+    if not container.exists():
+        raise RuntimeFailure(f"container {positionals[0]!r} does not exist")
+    container.load()
+    status = container.status()
+    if status == "stopped":
+        raise RuntimeFailure("cannot exec in a stopped container")
+    if status == "paused" and not options.ignore_paused:
+        raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused)")
+    config = container.config()
+    process, file = _process_config(options, positionals, config)
+    fields, terminal, agent = _translate(process, file, config, container.id)
+    fields.update(_floor_fields(container, process, file, fields, log))
+    if terminal and not options.console_socket:
+        raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
+    preserve = int(options.preserve_fds or 0)
+    from .. import _libc
+    if not options.detach:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process comes back to us to be waited for
+    agent_ours = agent_theirs = None
+    if agent is not None:  # the exec'd process's listener comes back on this, for the agent
+        import socket
+        agent_ours, agent_theirs = socket.socketpair()
+    console = None
+    if terminal:
+        import socket
+        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        console.connect(options.console_socket)
+    try:
+        pid, report = spawn_in_container(container, fields, tty=terminal,
+                                         channel_fd=console.fileno() if console is not None else -1,
+                                         pass_fds=tuple(range(3, 3 + preserve)),
+                                         agent_fd=agent_theirs.fileno() if agent_theirs is not None else -1)
+    finally:
+        if console is not None:
+            console.close()
+        if agent_theirs is not None:
+            agent_theirs.close()
     if report:
         if pid and not options.detach:
             try:

@@ -130,6 +130,8 @@ class Judgement:
         """What later commands need (exec holds its processes to the same floor; start verifies)."""
         floor = self.floor
         return {"name": floor.name, "source": floor.source, "mode": floor.mode, "verify": self.verify,
+                "user_namespace": floor.user_namespace, "host_namespaces": sorted(floor.host_namespaces),
+                "masked_paths": list(floor.masked_paths),
                 "no_new_privs": floor.no_new_privs and floor.mode != "off",
                 "capabilities": sorted(floor.capabilities), "seccomp_floor": floor.seccomp if floor.mode != "off"
                 else "none", "default_seccomp": self.default_seccomp}
