@@ -135,8 +135,8 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
     container = Container(root, container_id)
     bundle_dir = os.path.abspath(options.bundle or ".")
     from . import floor as floors, policy, spec
+    settings = floors.load(options.floor_file)  # a broken floor file fails before anything is read
     config = spec.read_config(bundle_dir)
-    settings = floors.load(options.floor_file)
     floor, problem = settings.choose(config.get("annotations") if isinstance(config.get("annotations"), dict)
                                      else {})
     judgement = policy.judge(config, bundle_dir, container_id, floor, problem, settings.source, settings.pool.size)

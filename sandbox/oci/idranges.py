@@ -29,6 +29,7 @@ from ..compiled_dataclass import dataclass
 from .state import RuntimeFailure, process_start_time
 
 LOCK_NAME = "lock"
+SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def slots(pool) -> list[tuple[int, int]]:
     if pool.subuid_user is None:
         return [(pool.start + i * pool.size, pool.start + i * pool.size) for i in range(pool.ranges)]
     blocks = []
-    for path in ("/etc/subuid", "/etc/subgid"):
+    for path in (SUBUID, SUBGID):
         bases = []
         for start, count in _subordinate(path, pool.subuid_user):
             bases += [start + i * pool.size for i in range(count // pool.size)]
@@ -99,10 +100,10 @@ def check_pool(pool) -> None:
     """Refuse a pool that could reach host id 0 or another user's subordinate ids."""
     bases = slots(pool)
     if not bases:
-        where = (f"/etc/subuid and /etc/subgid give {pool.subuid_user} no range of {pool.size} ids"
+        where = (f"{SUBUID} and {SUBGID} give {pool.subuid_user} no range of {pool.size} ids"
                  if pool.subuid_user else "the pool is empty")
         raise RuntimeFailure(f"floor: user_namespace: {where}")
-    for kind, path, index in (("uid", "/etc/subuid", 0), ("gid", "/etc/subgid", 1)):
+    for kind, path, index in (("uid", SUBUID, 0), ("gid", SUBGID, 1)):
         low = min(b[index] for b in bases)
         high = max(b[index] for b in bases) + pool.size
         if low <= 0:

@@ -67,6 +67,10 @@ def context(floor_state: dict, config: dict) -> dict:
             "expect": {"namespaces": expected, "capabilities": list(ceiling), "seccomp": True,
                        "no_new_privs": bool(floor_state.get("no_new_privs", True)),
                        "masked_paths": list(floor_state.get("masked_paths") or linux.get("maskedPaths") or []),
+                       # the devices config.json names were judged at create (beyond the floor's:
+                       # refused, or in warn mode a warning already)
+                       "devices": sorted({os.path.relpath(d.get("path", ""), "/dev") for d in
+                                          linux.get("devices") or [] if isinstance(d, dict)}),
                        "allow_userns": False, "readonly_paths": [], "rw_paths": [], "memory_limit": None,
                        "pids_limit": None}}
 
