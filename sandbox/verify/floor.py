@@ -14,6 +14,7 @@ writable if its config.json says so; an engine gives it a network): only these c
     proc              the masked paths masked, /proc/sys and the kernel knobs (core_pattern,
                       sysrq-trigger, modprobe, uevent_helper, release_agent) out of reach
     mounts            no writable host system path, no runtime socket, no shared propagation
+                      (any other writable mount is config.json's to ask for: not judged)
     devices           no device node beyond the usual ones
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ PROMISES = ("ns.pid", "ns.net", "ns.ipc", "ns.uts", "ns.mnt", "ns.user", "ids.ho
             "seccomp.denied.kexec_load", "seccomp.denied.kexec_file_load", "seccomp.denied.init_module",
             "seccomp.denied.finit_module", "seccomp.denied.delete_module", "seccomp.denied.fsopen",
             "seccomp.denied.open_tree", "seccomp.i386", "seccomp.x32", "seccomp.clone.", "seccomp.clone3.",
-            "seccomp.unshare.", "proc.", "fs.masked.", "fs.write.", "cgroups.write.", "mount.host_writable",
+            "seccomp.unshare.", "proc.", "fs.masked.", "fs.write.", "cgroups.write.",
             "mount.system_rw", "mount.runtime_sockets", "mount.propagation", "dev.nodes")
 
 
