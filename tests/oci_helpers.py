@@ -36,14 +36,18 @@ def runtime_command() -> list[str]:
     return [str(ROOT / ".venv" / "bin" / "python"), "-c", "from sandbox.oci.cli import entry; entry()"]
 
 
-def portable_runtime(directory: Path) -> Path:
+def portable_runtime(directory: Path, audit_log: Path | None = None) -> Path:
     """The runtime as an executable any user may run (the venv's interpreter may sit in root's
-    home): the system python 3.11 with this tree and the venv's packages on its path."""
+    home): the system python 3.11 with this tree and the venv's packages on its path. The engines
+    do not pass our environment on: audit_log, when given, is where its audit records go (else
+    the system's /var/log/sandbox)."""
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     path = directory / "sandbox-runtime"
+    environment = f"os.environ.setdefault('SANDBOX_AUDIT_LOG', {str(audit_log)!r})" if audit_log else ""
     path.write_text(textwrap.dedent(f"""\
         #!/usr/bin/python3 -s
-        import sys
+        import os, sys
+        {environment}
         sys.path[:0] = [{str(ROOT)!r}, {str(site)!r}]
         from sandbox.oci.cli import entry
         entry()

@@ -58,8 +58,8 @@ def world(tmp_path_factory):
         tar.add(top / "rootfs", arcname=".")
     (top / "rootfs.tar").chmod(0o644)
     shutil.rmtree(top / "rootfs")
-    runtime = portable_runtime(top)
-    yield {"dir": top, "runtime": str(runtime), "tar": str(top / "rootfs.tar")}
+    runtime = portable_runtime(top, audit_log=top / "audit" / "audit.jsonl")  # not the system's audit log
+    yield {"dir": top, "runtime": str(runtime), "tar": str(top / "rootfs.tar"), "audit": top / "audit" / "audit.jsonl"}
     shutil.rmtree(top, ignore_errors=True)
 
 

@@ -109,7 +109,7 @@ def test_podman_runc_shows_host_root_sandbox_runtime_a_user_namespace(podman):
     _isolated(ours)
 
 
-def test_podman_privileged_and_cap_sys_admin(podman):
+def test_podman_privileged_and_cap_sys_admin(podman, world):
     require("system_python")
     runc = _probe(_podman_run(podman, "runc", "--privileged"))
     _host_root(runc)
@@ -120,6 +120,11 @@ def test_podman_privileged_and_cap_sys_admin(podman):
     admin = _run(_podman_run(podman, podman.runtime, "--cap-add", "SYS_ADMIN") + ["true"])
     _refused(admin, "CAP_SYS_ADMIN is beyond the floor's capabilities", "floor rule capabilities")
     assert podman("ps", "-aq").stdout.strip() == ""
+    from sandbox import audit
+    refused = [r for r in audit.read(str(world["audit"])) if r.get("result") == "refused"][-2:]
+    assert len(refused) == 2 and all(r["event"] == "oci-create" and r["config_digest"] for r in refused)
+    assert {d["detail"].split()[0] for d in refused[-1]["decisions"] if d["action"] == "refused"} == {"CAP_SYS_ADMIN"}
+    assert audit.verify(str(world["audit"])).ok
 
 
 CRUN_HYBRID = "cgroups in hybrid mode not supported"
