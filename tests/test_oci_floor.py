@@ -415,7 +415,7 @@ def test_a_pool_must_not_overlap_other_users_subordinate_ids(tmp_path, pool, mon
     subuid.write_text("sbxrt:4000000000:131072\nalice:100000:65536\n")
     subgid.write_text("sbxrt:4000000000:65536\n")
     dedicated = dataclasses.replace(pool, subuid_user="sbxrt")
-    assert idranges.slots(dedicated) == [(4_000_000_000, 4_000_000_000)]  # as many as both files give
+    assert list(idranges.slots(dedicated)) == [(4_000_000_000, 4_000_000_000)]  # as many as both files give
     assert idranges.allocate(dedicated, str(tmp_path / "c")).uid == 4_000_000_000
 
 

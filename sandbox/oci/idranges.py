@@ -83,10 +83,10 @@ def _others(path: str, user: str | None) -> list[tuple[str, int, int]]:
     return found
 
 
-def slots(pool) -> list[tuple[int, int]]:
-    """(uid base, gid base) of every range the pool can hand out, in slot order."""
+def slots(pool):
+    """(uid base, gid base) of every range the pool can hand out, in slot order (an iterable)."""
     if pool.subuid_user is None:
-        return [(pool.start + i * pool.size, pool.start + i * pool.size) for i in range(pool.ranges)]
+        return ((pool.start + i * pool.size, pool.start + i * pool.size) for i in range(pool.ranges))
     blocks = []
     for path in (SUBUID, SUBGID):
         bases = []
@@ -96,16 +96,26 @@ def slots(pool) -> list[tuple[int, int]]:
     return list(zip(*blocks))
 
 
+def _bounds(pool) -> list[tuple[str, str, int, int]]:
+    """(kind, file, lowest id, one past the highest) the pool can hand out, uids and gids."""
+    if pool.subuid_user is None:
+        low, high = pool.start, pool.start + pool.ranges * pool.size
+        return [("uid", SUBUID, low, high), ("gid", SUBGID, low, high)]
+    bases = list(slots(pool))
+    if not bases:
+        return []
+    return [(kind, path, min(b[i] for b in bases), max(b[i] for b in bases) + pool.size)
+            for kind, path, i in (("uid", SUBUID, 0), ("gid", SUBGID, 1))]
+
+
 def check_pool(pool) -> None:
     """Refuse a pool that could reach host id 0 or another user's subordinate ids."""
-    bases = slots(pool)
-    if not bases:
+    bounds = _bounds(pool)
+    if not bounds:
         where = (f"{SUBUID} and {SUBGID} give {pool.subuid_user} no range of {pool.size} ids"
                  if pool.subuid_user else "the pool is empty")
         raise RuntimeFailure(f"floor: user_namespace: {where}")
-    for kind, path, index in (("uid", SUBUID, 0), ("gid", SUBGID, 1)):
-        low = min(b[index] for b in bases)
-        high = max(b[index] for b in bases) + pool.size
+    for kind, path, low, high in bounds:
         if low <= 0:
             raise RuntimeFailure(f"floor: user_namespace: the pool would include host {kind} 0")
         if pool.subuid_user is None:
