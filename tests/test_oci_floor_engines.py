@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import require, wait_until
+from conftest import require
 from sandbox.oci.floor import DEFAULT_REGISTRY
-from test_oci_engines import (IMAGE, _need, _run, containerd, dockerd, full_only, podman, world)  # noqa: F401
+from test_oci_engines import IMAGE, _run, containerd, dockerd, full_only, podman, world  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.engines
 PROBE = Path(__file__).resolve().parents[1] / "sandbox" / "verify" / "probe.py"
@@ -257,10 +256,11 @@ def test_attacks_inside_a_podman_container_fail(podman, world):
     inodes = {n: os.stat(f"/proc/self/ns/{n}").st_ino for n in ("pid", "mnt", "user")}
     canaries = [subprocess.Popen(["sleep", "120"])]
     try:
-        done = _run(podman.base + ["--runtime", podman.runtime, "run", "--rm", "--network", "none", "--user", "1000:1000",
-                                   "-e", f"SBX_HOST_NS={json.dumps(inodes)}", "-e", f"SBX_HOST_SECRET={secret}",
-                                   "-e", f"SBX_LAUNCHER_PID={os.getpid()}", "-v", f"{suid}:/suid:ro", *HOST_PYTHON,
-                                   IMAGE, "/usr/bin/python3", "-c", GATE + ATTACKS], timeout=120)
+        environment = ["-e", f"SBX_HOST_NS={json.dumps(inodes)}", "-e", f"SBX_HOST_SECRET={secret}",
+                       "-e", f"SBX_LAUNCHER_PID={os.getpid()}"]
+        done = _run(podman.base + ["--runtime", podman.runtime, "run", "--rm", "--network", "none", "--user",
+                                   "1000:1000", *environment, "-v", f"{suid}:/suid:ro", *HOST_PYTHON, IMAGE,
+                                   "/usr/bin/python3", "-c", GATE + ATTACKS], timeout=120)
         assert done.returncode != NOT_ISOLATED, f"isolation gate failed, no attack attempted: {done.stdout}"
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)

@@ -142,10 +142,10 @@ class Floor:
     # ------------------------------------------------------------ for the audit trail and the state
 
     def summary(self) -> dict:
+        beyond = sorted(set(self.capabilities) - set(default_floor().capabilities))
         return {"name": self.name, "source": self.source, "mode": self.mode,
                 "user_namespace": self.user_namespace, "seccomp": self.seccomp, "no_new_privs": self.no_new_privs,
-                "landlock": self.landlock, "verify": self.verify,
-                "capabilities_allowed_beyond_default": sorted(set(self.capabilities) - set(default_floor().capabilities)),
+                "landlock": self.landlock, "verify": self.verify, "capabilities_allowed_beyond_default": beyond,
                 "host_namespaces": sorted(self.host_namespaces)}
 
 

@@ -730,9 +730,9 @@ def _bind_tree(op, entry, index, namespaces, base: int, gid_base: int, size: int
                 read_only = bool(op.flags & 1)
                 if not read_only:
                     raise RuntimeFailure(f"runtime floor: config.json: {field}: {op.source} cannot be bound through "
-                                         f"an idmapped mount ({exc.strerror}): the container's writes there would belong "
-                                         "to its temporary host id range (floor rule volumes); mount it read-only, or "
-                                         "use a file system with idmapped mounts") from None
+                                         f"an idmapped mount ({exc.strerror}): the container's writes there would "
+                                         "belong to its temporary host id range (floor rule volumes); mount it "
+                                         "read-only, or use a file system with idmapped mounts") from None
                 judgement.kept("volumes", field, f"{op.source}: read-only, without an idmapping ({exc.strerror})")
         if tree < 0:
             tree = idmap.plain_clone(source_fd, op.recursive)
