@@ -19,7 +19,8 @@ import pytest
 
 from conftest import require
 from sandbox.oci.floor import DEFAULT_REGISTRY
-from test_oci_engines import IMAGE, _run, containerd, dockerd, full_only, podman, world  # noqa: F401 (fixtures)
+from test_oci_engines import (IMAGE, _run, containerd, dockerd, full_only, podman, rootless_user,  # noqa: F401
+                              world)  # (fixtures)
 
 pytestmark = pytest.mark.engines
 PROBE = Path(__file__).resolve().parents[1] / "sandbox" / "verify" / "probe.py"
@@ -232,6 +233,25 @@ def test_podman_volumes_are_owned_by_the_expected_owner(podman, world):
         assert read_only.returncode == 0, read_only.stderr
     finally:
         podman("volume", "rm", "-f", "sbxflvol")
+
+
+@full_only
+def test_rootless_podman_keeps_its_maps_under_the_floor(rootless_user, world):
+    """Rootless podman maps ids itself (the user's own uid and subordinate ids): kept, since they
+    never reach host uid 0; the rest of the floor holds as for root."""
+    require("system_python")
+    argv = rootless_user["run"] + ["podman", "--runtime", world["runtime"], "run", "--rm", "--network", "none",
+                                   *HOST_PYTHON, IMAGE]
+    results = _probe(argv)
+    assert results["ids.host_root"]["status"] == "PASS"
+    first = results["ids.uid_map"]["observed"].split(";")[0].split()
+    assert first[:2] == ["0", str(rootless_user["uid"])], results["ids.uid_map"]
+    assert results["seccomp.mode"]["status"] == "PASS" and results["process.no_new_privs"]["status"] == "PASS"
+    for call in ("mount", "unshare", "bpf", "keyctl", "io_uring_setup"):
+        assert results[f"seccomp.denied.{call}"]["status"] == "PASS", results[f"seccomp.denied.{call}"]
+    refused = _run(rootless_user["run"] + ["podman", "--runtime", world["runtime"], "run", "--rm", "--network", "none",
+                                           "--cap-add", "SYS_ADMIN", IMAGE, "true"])
+    _refused(refused, "CAP_SYS_ADMIN")
 
 
 # ---------------------------------------------------------------- the attack tests inside a podman container

@@ -531,9 +531,24 @@ def _engine_ids(container_id: str, annotations: dict) -> set[str]:
     return found
 
 
+def _root_like() -> set[int]:
+    """The uids that are root here: 0, and, for a runtime in a user namespace (rootless podman's),
+    the overflow uid that the host's root (unmapped there) shows as."""
+    from .spec import in_initial_user_namespace
+    if in_initial_user_namespace():
+        return {0}
+    try:
+        with open("/proc/sys/kernel/overflowuid") as handle:
+            return {0, int(handle.read())}
+    except (OSError, ValueError):
+        return {0}
+
+
 def _root_only_chain(directory: str) -> bool:
-    """Every directory from / down to `directory` belongs to root, and none but a sticky one (/tmp)
-    lets anyone else create entries: only root could have made `directory`."""
+    """Every directory from / down to `directory` belongs to root (rootless: to the runtime's own
+    root or the host's), and none but a sticky one (/tmp) lets anyone else create entries: only
+    root could have made `directory`."""
+    roots = _root_like()
     path = "/"
     parts = [p for p in directory.split("/") if p]
     for index in range(len(parts) + 1):
@@ -541,7 +556,7 @@ def _root_only_chain(directory: str) -> bool:
             info = os.lstat(path)
         except OSError:
             return False
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in roots:
             return False
         last = index == len(parts)
         if info.st_mode & 0o022 and (last or not info.st_mode & stat.S_ISVTX):
