@@ -51,7 +51,9 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
         pass_fds: Sequence[int] = (),
         forward_signals: bool = True,
         fork_server: ForkServer | None = None,
-        seccomp_mode: str | None = None) -> Result:
+        seccomp_mode: str | None = None,
+        events: str | os.PathLike | None = None,
+        stats_interval: float | str | None = None) -> Result:
     """Run `command` in a sandbox built from `profile`; see docs/api.md.
 
     profile: a Profile, a built-in name or a path. command: a list of words, or a string split as
@@ -69,6 +71,8 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
     text: decode the captured output (UTF-8, undecodable bytes replaced).
     check: raise CommandFailed (carrying the Result) when the workload exits non-zero.
     report_violations: record the system calls the policy denied (Result.violations).
+    events: write live activity events ([monitor] events: a file, or "-" for standard output);
+    stats_interval: seconds between their resource samples (docs/monitoring.md).
     Raises ProfileError, SetupError (LimitsUnavailable), ExecError for a sandbox that could not
     run the command; a workload that fails is a Result.
     """
@@ -76,7 +80,7 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
     overrides, notes = run_overrides(binds=binds, env=env, cwd=cwd, timeout=timeout, kill_after=kill_after,
                                      image=image, network=network,
                                      memory=memory, cpus=cpus, pids=pids, limits=limits, settings=settings,
-                                     style="api")
+                                     events=events, stats_interval=stats_interval, style="api")
     profile = resolve(profile, overrides)
     argv = _argv(command)
     if report_violations:

@@ -1,0 +1,458 @@
+"""Live activity events of a running sandbox (issue 17; docs/monitoring.md).
+
+    watch = for_launch(launch)            # None unless [monitor] events or baseline is set
+    watch.prepare()                       # before the fork: the baseline read, the destination opened
+    policy = watch.filter_policy(policy)  # the seccomp filter, also notifying on the observed calls
+    path = watch.attach(launch)           # created: samples, files, process events start; "start"
+    Recorder(listener, policy, observer=watch)   # the seccomp listener's thread calls observe()
+    watch.finish(result)                  # at delete(): last sample, "end", the audit summary
+
+Where each event comes from:
+
+    exec, exit, connect/bind/listen/accept, denied   seccomp user notification (the one listener of
+                                                     the filter, sandbox/seccomp/notify.py), answered
+                                                     CONTINUE, or the policy's errno for denials
+    fork, exit of a process killed by a signal      the proc connector (root only)
+    sample, threshold, oom_kill                     the sandbox's cgroup files (or /proc without one)
+    file                                            fanotify mount marks on the rw binds (root only)
+    anomaly                                         the above, compared with [monitor] baseline
+
+Facts only: nothing observed here ever decides what a call may do (see facts.py).
+"""
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from collections import Counter
+
+from .events import EventSink, open_destination
+
+# The calls whose facts make events. Notified with SECCOMP_USER_NOTIF_FLAG_CONTINUE, each costs a
+# round trip to the launcher (docs/performance.md): all are rare next to reads and writes.
+OBSERVED = ("execve", "execveat", "connect", "bind", "listen", "accept", "accept4", "exit_group")
+NETWORK_CALLS = ("connect", "bind", "listen", "accept", "accept4")
+MAX_DENIAL_EVENTS = 100  # per system call; further denials are counted (Result.violations has them all)
+MAX_ANOMALIES_KEPT = 20  # in the audit summary
+MEMORY_HIGH, MEMORY_REARM = 0.80, 0.70
+PIDS_HIGH, PIDS_REARM = 0.90, 0.80
+
+
+def for_launch(launch) -> "Watch | None":
+    profile = launch.profile
+    if profile is None or launch.detached:
+        return None
+    settings = getattr(profile, "monitor", None)
+    if settings is None or (settings.events is None and settings.baseline is None):
+        return None
+    return Watch(launch, settings)
+
+
+class Watch:
+    """The monitoring of one launch."""
+
+    syscalls = frozenset(OBSERVED)
+
+    def __init__(self, launch, settings):
+        self.launch = launch
+        self.settings = settings
+        self.baseline = None
+        self.sink: EventSink | None = None
+        self.destination_fd = -1
+        self.follow_path: str | None = None
+        self.anomalies: list[dict] = []
+        self.anomaly_count = 0
+        self.killed_for: str | None = None
+        self.mechanisms: dict = {}
+        self.notes: list[str] = []
+        self._denials: Counter = Counter()
+        self._members: set[int] = set()
+        self._exited: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self._files = None
+        self._connector = None
+        self._marks = {"memory": False, "pids": False}
+        self._oom_kills = 0
+        self._pids_refused = 0
+        self._id_map = None
+        self._finished = False
+        profile = launch.profile
+        self._loopback_only = profile.namespaces.network and profile.network.mode == "none"
+
+    # ------------------------------------------------------------ before the fork
+
+    def prepare(self) -> None:
+        """Read the baseline and open the events file: a problem with either stops the launch
+        (SetupError) before anything runs."""
+        from ..errors import SetupError
+        if self.settings.baseline:
+            from .baseline import Baseline, BaselineError
+            try:
+                self.baseline = Baseline.load(self.settings.baseline)
+            except BaselineError as exc:
+                raise SetupError("monitor", 22, str(exc)) from None
+        if self.settings.events is not None:
+            try:
+                self.destination_fd = open_destination(self.settings.events)
+            except OSError as exc:
+                raise SetupError("events", exc.errno or 0,
+                                 f"{self.settings.events}: {exc.strerror or exc}") from None
+        self._id_map = getattr(self.launch.plan, "id_map", None)
+
+    def filter_policy(self, policy):
+        """The policy the workload's filter is compiled from: denials and the observed calls
+        notify (the listener answers with the policy's errno, or CONTINUE)."""
+        if policy is not None and policy.name == "learning":
+            return policy  # learning notifies every call already
+        from ..seccomp.notify import observing_policy
+        return observing_policy(policy, self.syscalls)
+
+    # ------------------------------------------------------------ created
+
+    def attach(self, launch) -> str | None:
+        """Start observing the created sandbox; returns the file `sandbox events ID` follows."""
+        from .. import registry
+        fds = []
+        if self.destination_fd >= 0:
+            fds.append(self.destination_fd)
+            self.destination_fd = -1
+        events = self.settings.events
+        if events not in (None, "-") and os.path.isfile(events):
+            self.follow_path = os.path.abspath(events)
+        else:  # standard output, or no events at all (a baseline alone): a copy to follow
+            try:
+                path = os.path.join(registry.own_directory(), launch.id + registry.EVENTS_SUFFIX)
+                fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                   0o600))
+                self.follow_path = path
+            except OSError as exc:
+                self.notes.append(f"`sandbox events` cannot follow this sandbox: {exc.strerror or exc}")
+        self.sink = EventSink(launch.id, fds, started=launch._started or time.monotonic())
+        init = launch.init_pid
+        if init:
+            self._members.add(init)
+            from .resources import _read
+            for tid in os.listdir(f"/proc/{init}/task") if os.path.isdir(f"/proc/{init}/task") else ():
+                self._members.update(int(p) for p in (_read(f"/proc/{init}/task/{tid}/children") or "").split())
+        self.mechanisms = {"syscalls": "seccomp user notification", "resources": self._resource_source()}
+        if os.geteuid() == 0 and init:
+            try:
+                from .proc_events import ProcEvents
+                self._connector = ProcEvents()
+                self.mechanisms["processes"] = "proc connector"
+            except OSError as exc:
+                self.notes.append(f"process events without the proc connector: {exc.strerror or exc}")
+            if self.settings.files:
+                targets = [m.target for m in launch.profile.filesystem.mounts if m.mode == "rw"]
+                if targets:
+                    try:
+                        from .files import FileWatch
+                        self._files = FileWatch(init, targets)
+                        self.mechanisms["files"] = self._files.marked
+                        self.notes += [f"files written under {s} are not reported" for s in self._files.skipped]
+                    except OSError as exc:
+                        self.notes.append(f"files written are not reported: {exc.strerror or exc}")
+        self.emit("start", {"profile": launch.plan.name, "argv": list(launch.argv), "host_pid": init,
+                            "uid": os.getuid(), "monitor": self.mechanisms})
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread = threading.Thread(target=self._run, name="sandbox-monitor", daemon=True)
+        self._thread.start()
+        return self.follow_path
+
+    def _resource_source(self) -> str:
+        cgroup = getattr(self.launch, "_cgroup", None)
+        return "cgroup" if cgroup is not None and cgroup.active else "proc"
+
+    def emit(self, kind: str, fields: dict) -> dict | None:
+        sink = self.sink
+        return sink.emit(kind, fields) if sink is not None else None
+
+    # ------------------------------------------------------------ the monitor thread
+
+    def _run(self) -> None:
+        interval = self.settings.stats_interval
+        tick = interval if interval > 0 else 1.0
+        sources = [self._wake_r] + [s.fileno() for s in (self._connector, self._files) if s is not None]
+        next_sample = time.monotonic() + tick
+        while True:
+            timeout = max(0.0, next_sample - time.monotonic())
+            try:
+                ready, _, _ = select.select(sources, [], [], timeout)
+            except InterruptedError:
+                continue
+            if self._wake_r in ready:
+                return
+            if self._connector is not None and self._connector.fileno() in ready:
+                self._process_events()
+            if self._files is not None and self._files.fileno() in ready:
+                self._file_events()
+            if time.monotonic() >= next_sample:
+                self.sample(emit_sample=interval > 0)
+                next_sample = time.monotonic() + tick
+
+    def _figures(self):
+        from .resources import cgroup_figures, tree_figures
+        cgroup = getattr(self.launch, "_cgroup", None)
+        limits = self.launch.plan.cgroup_limits
+        if cgroup is not None and cgroup.active:
+            figures = cgroup_figures(cgroup.paths)
+            if figures.memory_limit_bytes is None and "memory" in cgroup.applied:
+                figures.memory_limit_bytes = limits.memory
+            if figures.pids_limit is None and "pids" in cgroup.applied:
+                figures.pids_limit = limits.pids
+            return figures
+        init = self.launch.init_pid
+        if not init:
+            return None
+        # Without a cgroup, pids are limited by RLIMIT_NPROC in the sandbox's user namespace.
+        return tree_figures(init, pids_limit=limits.pids if limits is not None else None)
+
+    def sample(self, emit_sample: bool = True, final: bool = False) -> None:
+        """One reading: a `sample` event, and the thresholds it crosses."""
+        try:
+            figures = self._figures()
+        except OSError:
+            return
+        if figures is None:
+            return
+        if emit_sample:
+            fields = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.to_dict().items()
+                      if v is not None}
+            if final:
+                fields["final"] = True
+            self.emit("sample", fields)
+        self._thresholds(figures)
+
+    def _thresholds(self, figures) -> None:
+        for resource, value, limit, high, rearm in (
+                ("memory", figures.memory_bytes, figures.memory_limit_bytes, MEMORY_HIGH, MEMORY_REARM),
+                ("pids", figures.pids, figures.pids_limit, PIDS_HIGH, PIDS_REARM)):
+            if value is None or not limit:
+                continue
+            if not self._marks[resource] and value >= high * limit:
+                self._marks[resource] = True
+                self.emit("threshold", {"resource": resource, "value": value, "limit": limit,
+                                        "percent": round(100 * value / limit, 1), "above": int(high * 100)})
+            elif self._marks[resource] and value < rearm * limit:
+                self._marks[resource] = False
+        if figures.oom_kills is not None and figures.oom_kills > self._oom_kills:
+            self.emit("oom_kill", {"count": figures.oom_kills - self._oom_kills, "total": figures.oom_kills,
+                                   "limit": figures.memory_limit_bytes})
+            self._oom_kills = figures.oom_kills
+        if figures.pids_limit_hits is not None and figures.pids_limit_hits > self._pids_refused:
+            self.emit("threshold", {"resource": "pids", "refused_forks": figures.pids_limit_hits - self._pids_refused,
+                                    "limit": figures.pids_limit, "at_limit": True})
+            self._pids_refused = figures.pids_limit_hits
+
+    def _process_events(self) -> None:
+        from .facts import Process
+        events, lost = self._connector.read()
+        if lost:
+            self.emit("lost", {"source": "proc connector", "overruns": lost})
+        init = self.launch.init_pid
+        for event in events:
+            if event[0] == "fork":
+                _kind, parent, child, child_tgid = event
+                if child != child_tgid:
+                    continue  # a thread
+                with self._lock:
+                    if parent not in self._members:
+                        continue
+                    self._members.add(child)
+                process = Process(child)
+                self.emit("fork", {"pid": process.pid if process.name else None, "ppid": self._inside(parent),
+                                   "host_pid": child, "host_ppid": parent})
+            elif event[0] == "exit":
+                _kind, pid, tgid, status, _parent = event
+                if pid != tgid:
+                    continue
+                with self._lock:
+                    if tgid not in self._members:
+                        continue
+                    self._members.discard(tgid)
+                    seen = tgid in self._exited
+                    self._exited.discard(tgid)
+                if seen or tgid == init:
+                    continue  # exit_group said it already; init is ours, not the workload's
+                fields = {"host_pid": tgid, "source": "proc connector"}
+                if os.WIFSIGNALED(status):
+                    fields["signal"] = os.WTERMSIG(status)
+                elif os.WIFEXITED(status):
+                    fields["status"] = os.WEXITSTATUS(status)
+                self.emit("exit", fields)
+
+    def _inside(self, host_pid: int) -> int | None:
+        from .facts import status_of
+        levels = status_of(host_pid).get("NStgid", "").split()
+        return int(levels[-1]) if levels else None
+
+    def _file_events(self) -> None:
+        written, overflow = self._files.read()
+        if overflow:
+            self.emit("lost", {"source": "fanotify", "overflow": True})
+        for pid, path in written:
+            self.emit("file", {"path": path, "host_pid": pid, "operation": "write"})
+
+    # ------------------------------------------------------------ the seccomp listener's thread
+
+    def observe(self, tid: int, syscall: str, args, action, learning: bool, valid=lambda: True) -> bool:
+        """A notification of an observed call (or a denial), before it is answered. Returns True
+        when the sandbox must end now (an anomaly with on_anomaly = "kill"): the caller kills it
+        before answering, so the call never runs. `valid()` says whether the caller still waits,
+        i.e. whether the pid we read /proc with was still its own: facts are dropped otherwise."""
+        from . import facts
+        denied = not learning and action is not None and action.kind not in ("allow", "log", "notify")
+        try:
+            process = facts.Process(tid)
+        except (OSError, ValueError):
+            return False
+        if syscall not in self.syscalls:
+            if denied:
+                self._denied(process, syscall, args, action)
+            return False
+        with self._lock:
+            self._members.add(process.host_pid)
+        verdict = {"allowed": not denied}
+        if denied:
+            verdict.update(refused_by="seccomp", errno=str(action))
+        if syscall in ("execve", "execveat"):
+            found = facts.exec_facts(tid, syscall, args)
+            if found is None or not valid():
+                return False  # a PATH search step (no such file there), or the caller is gone
+            event = {**process.fields(), "uid": self._uid_inside(process.host_uid), **found, **verdict}
+            self.emit("exec", event)
+            if self.baseline is not None and not self.baseline.knows_exec(found["exe"]):
+                return self._anomaly(f"executable not in the baseline: {found['exe']}", "exec", event)
+            return False
+        if syscall == "exit_group":
+            found = facts.exit_facts(process, args)
+            if not valid():
+                return False
+            with self._lock:
+                self._exited.add(process.host_pid)
+            self.emit("exit", {**process.fields(), **found})
+            return False
+        found = facts.network_facts(process, syscall, args)
+        if not valid():
+            return False
+        kind = "accept" if syscall == "accept4" else syscall
+        if not denied:
+            refusal = self._network_refusal(kind, found)
+            if refusal:
+                verdict = {"allowed": False, "refused_by": "network", "reason": refusal}
+        event = {**process.fields(), **found, **verdict}
+        self.emit(kind, event)
+        if self.baseline is not None:
+            line = facts.destination(kind, found)
+            if not self.baseline.knows_network(line):
+                return self._anomaly(f"network destination not in the baseline: {line}", kind, event)
+        return False
+
+    def _denied(self, process, syscall: str, args, action) -> None:
+        with self._lock:
+            self._denials[syscall] += 1
+            count = self._denials[syscall]
+        if count <= MAX_DENIAL_EVENTS:
+            self.emit("denied", {**process.fields(), "syscall": syscall, "action": str(action),
+                                 "args": [hex(a) for a in args[:3]]})
+        elif count == MAX_DENIAL_EVENTS + 1:
+            self.emit("denied", {"syscall": syscall, "suppressed": True,
+                                 "note": f"more than {MAX_DENIAL_EVENTS} denials of {syscall}: counted only"})
+
+    def _uid_inside(self, host_uid):
+        id_map = self._id_map
+        if host_uid is None or id_map is None:
+            return host_uid
+        return id_map.inside_uid if host_uid == id_map.host_uid else host_uid
+
+    def _network_refusal(self, kind: str, found: dict) -> str | None:
+        """Why the sandbox's network would refuse this call, from the profile's rules: with
+        network mode "none", only loopback exists."""
+        if not self._loopback_only or found.get("family") not in ("ipv4", "ipv6"):
+            return None
+        address = str(found.get("address", ""))
+        if kind == "connect" and not _loopback(address):
+            return "only loopback exists in this sandbox (network mode none)"
+        if kind == "bind" and address not in ("0.0.0.0", "::") and not _loopback(address):
+            return "only loopback exists in this sandbox (network mode none)"
+        return None
+
+    def _anomaly(self, reason: str, about: str, event: dict) -> bool:
+        fields = {"reason": reason, "about": about, "pid": event.get("pid"), "host_pid": event.get("host_pid")}
+        for key in ("exe", "argv", "protocol", "address", "port"):
+            if key in event:
+                fields[key] = event[key]
+        kill = self.settings.on_anomaly == "kill"
+        with self._lock:
+            self.anomaly_count += 1
+            if len(self.anomalies) < MAX_ANOMALIES_KEPT:
+                self.anomalies.append({"reason": reason, "pid": event.get("pid")})
+            first_kill = kill and self.killed_for is None
+            if first_kill:
+                self.killed_for = reason
+        if kill:
+            fields["action"] = "kill"
+        self.emit("anomaly", fields)
+        if first_kill:
+            self.launch.warnings.append(f"killed: anomaly: {reason} (monitor.on_anomaly = \"kill\")")
+        return first_kill
+
+    # ------------------------------------------------------------ the end
+
+    def finish(self, result=None) -> None:
+        """Stop observing: a last sample, the `end` event, the events closed. Idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(5)
+            self._thread = None
+        if self._connector is not None:
+            self._process_events()
+        if self._files is not None:
+            self._file_events()
+        if self.sink is not None:
+            self.sample(emit_sample=True, final=True)
+            fields = {}
+            if result is not None and getattr(self.launch, "_waited", False):
+                fields = {"exit_code": result.exit_code, "signal": result.signal, "timed_out": result.timed_out,
+                          "oom_killed": result.oom_killed or self._oom_kills > 0,
+                          "wall_time": round(time.monotonic() - self.launch._started, 3)}
+            if self.killed_for:
+                fields["killed_for"] = self.killed_for
+            fields["counts"] = dict(self.sink.counts)
+            self.emit("end", fields)
+            self.sink.close()
+            self.notes += self.sink.errors
+        for resource in (self._connector, self._files):
+            if resource is not None:
+                resource.close()
+        self._connector = self._files = None
+        for fd in (self._wake_r, self._wake_w, self.destination_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = self.destination_fd = -1
+
+    def summary(self) -> dict:
+        """For the audit trail's end record: counts by kind, denials, anomalies."""
+        counts = dict(self.sink.counts) if self.sink is not None else {}
+        summary = {"counts": counts, "anomalies": self.anomaly_count, "denied": dict(self._denials)}
+        if self.anomalies:
+            summary["first_anomalies"] = self.anomalies
+        if self.killed_for:
+            summary["killed_for"] = self.killed_for
+        if self.sink is not None and self.sink.lost:
+            summary["lost"] = self.sink.lost
+        if self.settings.events:
+            summary["events"] = self.settings.events
+        if self.settings.baseline:
+            summary["baseline"] = self.settings.baseline
+        return summary
+
+
+def _loopback(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
