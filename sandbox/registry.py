@@ -286,11 +286,20 @@ class Running:
                 figures.pids_limit = _number(self.record.get("pids_limit"))
             return figures
         init = self.record.get("init_pid")
-        if isinstance(init, int) and self.init_alive():
+        if isinstance(init, int) and self.init_alive() and self._owns(init):
             return tree_figures(init, memory_limit=_number(self.record.get("memory_limit")),
                                 pids_limit=_number(self.record.get("pids_limit")))
         from .monitor.resources import Figures
         return Figures(source="none")
+
+    def _owns(self, pid: int) -> bool:
+        """The process belongs to the record's user (root reads other users' records: a record
+        must not make root show a process of someone else as theirs)."""
+        if self.owner == 0:
+            return True
+        from .monitor.facts import status_of
+        uids = status_of(pid).get("Uid", "").split()
+        return bool(uids) and int(uids[0]) == self.owner
 
     def events_file(self) -> str | None:
         """The events file to read, checked to be a regular file of the record's user."""
@@ -372,7 +381,7 @@ def find(prefix: str) -> Running:
         raise RecordError(f"no running sandbox {prefix} (of this user)" if os.geteuid() else
                           f"no running sandbox {prefix}")
     if len(matches) > 1:
-        raise RecordError(f"{prefix} is ambiguous: {', '.join(r.id[:12] for r in matches)}")
+        raise RecordError(f"{prefix} is ambiguous: {', '.join(r.id for r in matches)}")
     return matches[0]
 
 
@@ -479,9 +488,9 @@ def _terminate(running: Running) -> None:
                 pass
 
 
-def _note_request(running: Running, command: str, action: str) -> None:
+def _note_request(running: Running, command: str, action: str, actor: tuple[int, int]) -> None:
     """Tell the launcher who stopped its sandbox (it adds a warning to the result and the audit)."""
-    request = {"command": command, "action": action, "by_uid": os.getuid(), "by_pid": os.getpid(),
+    request = {"command": command, "action": action, "by_uid": actor[0], "by_pid": actor[1],
                "time": _now_iso(time.time())}
     path = os.path.join(running.directory, running.id + STOP_SUFFIX)
     try:
@@ -526,15 +535,17 @@ def stop(running: Running, grace: float | None = None) -> str:
         grace = running.record.get("kill_after")
         grace = float(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) else 3.0
 
+    actor = (os.getuid(), os.getpid())  # before _as_owner changes them
+
     def act() -> int:
-        _note_request(running, "stop", "stopped")
+        _note_request(running, "stop", "stopped", actor)
         _terminate(running)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             if not running.init_alive():
                 return 0
             time.sleep(0.05)
-        _note_request(running, "stop", f"killed after a {grace:g}s grace")
+        _note_request(running, "stop", f"killed after a {grace:g}s grace", actor)
         _kill_tree(running)
         deadline = time.monotonic() + 5
         while running.init_alive() and time.monotonic() < deadline:
@@ -549,9 +560,11 @@ def stop(running: Running, grace: float | None = None) -> str:
 
 def kill(running: Running, signum: int = signal.SIGKILL) -> str:
     """SIGKILL: the whole tree. Any other signal: to init, which passes it on to the workload."""
+    actor = (os.getuid(), os.getpid())
+
     def act() -> int:
         name = signal.Signals(signum).name
-        _note_request(running, "kill", f"killed ({name})" if signum == signal.SIGKILL else f"sent {name}")
+        _note_request(running, "kill", f"killed ({name})" if signum == signal.SIGKILL else f"sent {name}", actor)
         if signum == signal.SIGKILL:
             _kill_tree(running)
             deadline = time.monotonic() + 5

@@ -77,6 +77,7 @@ class Watch:
         self._marks = {"memory": False, "pids": False}
         self._oom_kills = 0
         self._pids_refused = 0
+        self._peak_said = False
         self._id_map = None
         self._finished = False
         profile = launch.profile
@@ -227,15 +228,24 @@ class Watch:
         self._thresholds(figures)
 
     def _thresholds(self, figures) -> None:
-        for resource, value, limit, high, rearm in (
-                ("memory", figures.memory_bytes, figures.memory_limit_bytes, MEMORY_HIGH, MEMORY_REARM),
-                ("pids", figures.pids, figures.pids_limit, PIDS_HIGH, PIDS_REARM)):
+        # The peak since the start counts as well: a workload can cross the line and be killed
+        # between two samples. Once said, a threshold is said again only after a fall below
+        # the re-arm level.
+        peak = figures.memory_peak_bytes if not self._peak_said else None
+        for resource, value, top, limit, high, rearm in (
+                ("memory", figures.memory_bytes, peak, figures.memory_limit_bytes, MEMORY_HIGH, MEMORY_REARM),
+                ("pids", figures.pids, None, figures.pids_limit, PIDS_HIGH, PIDS_REARM)):
             if value is None or not limit:
                 continue
-            if not self._marks[resource] and value >= high * limit:
+            reached = max(value, top or 0)
+            if not self._marks[resource] and reached >= high * limit:
                 self._marks[resource] = True
-                self.emit("threshold", {"resource": resource, "value": value, "limit": limit,
-                                        "percent": round(100 * value / limit, 1), "above": int(high * 100)})
+                fields = {"resource": resource, "value": reached, "limit": limit,
+                          "percent": round(100 * reached / limit, 1), "above": int(high * 100)}
+                if reached != value:
+                    fields["peak"] = True
+                    self._peak_said = True
+                self.emit("threshold", fields)
             elif self._marks[resource] and value < rearm * limit:
                 self._marks[resource] = False
         if figures.oom_kills is not None and figures.oom_kills > self._oom_kills:
