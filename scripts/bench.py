@@ -292,6 +292,41 @@ def bench_seccomp(work: Path, rounds: int) -> dict:
                        rounds, warmup=1)
 
 
+# ---- live events (issue 17): what observation costs a build (docs/performance.md, "Live events")
+
+def bench_monitor(work: Path, rounds: int) -> dict:
+    """./configure && make of tests/data/tinyz under `ci`, three times in one sandbox (a build of
+    about a second here, so that the launch's own cost is a small part), with and without
+    --events (every mechanism: seccomp notifications, the proc connector, taskstats, fanotify,
+    samples), interleaved; `/bin/true` alone, the launch's fixed cost; and 1000 short processes,
+    the cost per process observed."""
+    build_user = 1000  # ci workspaces belong to a build user (root's are not idmapped)
+    base = work / "monitor"
+    base.mkdir()
+    os.chmod(base, 0o755)
+    project = base / "tinyz"
+    shutil.copytree(ROOT / "tests/data/tinyz", project)
+    for entry in [base, project, *project.iterdir()]:
+        os.chown(entry, build_user, build_user)
+    events = base / "events.jsonl"
+    build = "for i in 1 2 3; do ./configure >/dev/null && make -s >/dev/null && make -s clean; done"
+    loop = "i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done"
+
+    def run(command: str, observed: bool):
+        def action():
+            argv = SANDBOX + ["run", "-q"] + (["--events", str(events)] if observed else []) + ["ci", "--", "/bin/sh",
+                                                                                              "-c", command]
+            elapsed = timed(argv, cwd=project)
+            if observed:
+                events.unlink()
+            return elapsed
+        return action
+    return interleaved({"build": run(build, False), "build, events": run(build, True),
+                        "true": run("/bin/true", False), "true, events": run("/bin/true", True),
+                        "1000 processes": run(loop, False), "1000 processes, events": run(loop, True)},
+                       rounds, warmup=2)
+
+
 def bench_verify(rounds: int) -> float:
     return statistics.median(timed(SANDBOX + ["verify", "untrusted"]) for _ in range(rounds))
 
@@ -322,6 +357,8 @@ def main() -> None:
         print("concurrent:", results["concurrent"], flush=True)
         results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
         print("seccomp syscall loop (s for 2M getppid):", results["seccomp"], flush=True)
+        results["monitor"] = bench_monitor(work, 5 if args.quick else 21)
+        print("live events, build and 1000 processes (median s):", results["monitor"], flush=True)
     try:
         results["verify"] = bench_verify(1 if args.quick else 3)
         print("verify untrusted (s):", results["verify"], flush=True)
@@ -398,6 +435,17 @@ def render(r: dict) -> str:
     ]
     if r.get("verify") is not None:
         lines.append(f"| `sandbox verify untrusted` | {r['verify']:.2f} s | | | |")
+    mon = r.get("monitor")
+    if mon:
+        lines += [
+            f"| `./configure && make` (tinyz) x3 under `ci`, `--events` | {mon['build, events']:.3f} s "
+            f"| without {mon['build']:.3f} s | {(mon['build, events'] / mon['build'] - 1) * 100:+.1f}% | under 5% |",
+            f"| `run ci -- /bin/true` (cold CLI), `--events` | {mon['true, events'] * 1000:.1f} ms "
+            f"| without {mon['true'] * 1000:.1f} ms | {(mon['true, events'] - mon['true']) * 1000:+.1f} ms | (reference) |",
+            f"| 1000 processes (`/bin/true` from sh) under `ci`, `--events` | {mon['1000 processes, events']:.3f} s "
+            f"| without {mon['1000 processes']:.3f} s | {(mon['1000 processes, events'] - mon['1000 processes']):.3f} ms "
+            "each | (reference) |",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -116,14 +116,16 @@ def test_ps_stats_stop_and_kill_running_sandboxes(tmp_path):
         # events of a running sandbox, then stop: SIGTERM reaches the workload, which exits itself
         follow = subprocess.Popen([SANDBOX, "events", "--follow", "--kind", "exec,end", two["id"][:10]],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first_line = follow.stdout.readline()  # attached: it has read what was there
+        assert json.loads(first_line)["kind"] == "exec", follow.stderr.read()
         done = cli("stop", two["id"][:10])
         assert done.returncode == 0 and done.stdout.strip() == f"{two['id']}: stopped", done.stderr
         code, out, err = second.finish()
         assert code == 3 and out.strip() == "term", err
         assert "stopped with `sandbox stop` by uid 0" in err
-        followed = [json.loads(line) for line in follow.communicate(timeout=30)[0].splitlines()]
+        followed = [json.loads(line) for line in [first_line, *follow.communicate(timeout=30)[0].splitlines()]]
         assert follow.returncode == 0
-        assert [e["kind"] for e in followed][0] == "exec" and followed[-1]["kind"] == "end"
+        assert followed[0]["kind"] == "exec" and followed[-1]["kind"] == "end"
         assert followed[-1]["exit_code"] == 3
 
         # kill with a signal the workload gets through init; then with KILL, the whole tree

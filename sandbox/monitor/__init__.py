@@ -37,6 +37,11 @@ MAX_DENIAL_EVENTS = 100  # per system call; further denials are counted (Result.
 MAX_ANOMALIES_KEPT = 20  # in the audit summary
 MEMORY_HIGH, MEMORY_REARM = 0.80, 0.70
 PIDS_HIGH, PIDS_REARM = 0.90, 0.80
+BATCH = 0.05  # seconds between reads of the proc connector and fanotify
+# Events handled between two yields of the interpreter lock by this module's background threads:
+# the seccomp listener's thread, which a workload's exec waits for, must not wait for a batch of
+# the host's forks (it would, up to sys.getswitchinterval(), 5 ms, at every collision).
+YIELD_EVERY = 16
 
 
 def for_launch(launch) -> "Watch | None":
@@ -52,9 +57,8 @@ def for_launch(launch) -> "Watch | None":
 class Watch:
     """The monitoring of one launch."""
 
-    syscalls = frozenset(OBSERVED)
-
     def __init__(self, launch, settings):
+        self.syscalls = frozenset(OBSERVED)
         self.launch = launch
         self.settings = settings
         self.baseline = None
@@ -69,11 +73,17 @@ class Watch:
         self._denials: Counter = Counter()
         self._members: set[int] = set()
         self._exited: set[int] = set()
+        self._known: dict[int, int] = {}  # host pid -> pid inside, of processes seen (the listener's thread)
+        self._by_tid: dict = {}  # thread id -> facts.Process read at its exec, for its exit_group
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
+        self._root = -1  # the sandbox's root (init's), for the exec facts
         self._files = None
         self._connector = None
+        self._taskstats = None
+        self._pending_exits: dict[int, list] = {}  # main thread gone, the group's total may follow
+        self._after = None  # an exec's facts, finished after its notification is answered
         self._marks = {"memory": False, "pids": False}
         self._oom_kills = 0
         self._pids_refused = 0
@@ -102,6 +112,19 @@ class Watch:
                 raise SetupError("events", exc.errno or 0,
                                  f"{self.settings.events}: {exc.strerror or exc}") from None
         self._id_map = getattr(self.launch.plan, "id_map", None)
+        if os.geteuid() == 0:
+            # Before the fork: nothing the sandbox does from its first fork on is missed.
+            try:
+                from .taskstats import ExitStats
+                self._taskstats = ExitStats()
+                self.syscalls = self.syscalls - {"exit_group"}  # exits come without stopping anyone
+            except (OSError, ValueError) as exc:
+                self.notes.append(f"exits observed through exit_group (taskstats: {getattr(exc, 'strerror', None) or exc})")
+            try:
+                from .proc_events import ProcEvents
+                self._connector = ProcEvents(exits=self._taskstats is None)
+            except OSError as exc:
+                self.notes.append(f"process events without the proc connector: {exc.strerror or exc}")
 
     def filter_policy(self, policy):
         """The policy the workload's filter is compiled from: denials and the observed calls
@@ -135,17 +158,18 @@ class Watch:
         init = launch.init_pid
         if init:
             self._members.add(init)
+            try:
+                self._root = os.open(f"/proc/{init}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                pass
             from .resources import _read
             for tid in os.listdir(f"/proc/{init}/task") if os.path.isdir(f"/proc/{init}/task") else ():
                 self._members.update(int(p) for p in (_read(f"/proc/{init}/task/{tid}/children") or "").split())
-        self.mechanisms = {"syscalls": "seccomp user notification", "resources": self._resource_source()}
+        self.mechanisms = {"syscalls": "seccomp user notification", "resources": self._resource_source(),
+                           "exits": "taskstats" if self._taskstats is not None else "seccomp user notification"}
+        if self._connector is not None:
+            self.mechanisms["forks"] = "proc connector"
         if os.geteuid() == 0 and init:
-            try:
-                from .proc_events import ProcEvents
-                self._connector = ProcEvents()
-                self.mechanisms["processes"] = "proc connector"
-            except OSError as exc:
-                self.notes.append(f"process events without the proc connector: {exc.strerror or exc}")
             if self.settings.files:
                 targets = [m.target for m in launch.profile.filesystem.mounts if m.mode == "rw"]
                 if targets:
@@ -174,22 +198,32 @@ class Watch:
     # ------------------------------------------------------------ the monitor thread
 
     def _run(self) -> None:
+        """Samples at the interval; the proc connector and fanotify read in batches, at most every
+        BATCH seconds (each read wakes this thread, which then competes with the seccomp
+        listener's for the interpreter: the host's every fork is a connector message)."""
         interval = self.settings.stats_interval
         tick = interval if interval > 0 else 1.0
-        sources = [self._wake_r] + [s.fileno() for s in (self._connector, self._files) if s is not None]
+        batched = [s for s in (self._connector, self._taskstats, self._files) if s is not None]
         next_sample = time.monotonic() + tick
+        next_batch = 0.0
         while True:
-            timeout = max(0.0, next_sample - time.monotonic())
+            now = time.monotonic()
+            sources = [self._wake_r] + ([s.fileno() for s in batched] if now >= next_batch else [])
+            wake_at = next_sample if now >= next_batch else min(next_sample, next_batch)
             try:
-                ready, _, _ = select.select(sources, [], [], timeout)
+                ready, _, _ = select.select(sources, [], [], max(0.0, wake_at - now))
             except InterruptedError:
                 continue
             if self._wake_r in ready:
                 return
-            if self._connector is not None and self._connector.fileno() in ready:
-                self._process_events()
-            if self._files is not None and self._files.fileno() in ready:
-                self._file_events()
+            if ready:
+                if self._connector is not None and self._connector.fileno() in ready:
+                    self._process_events()
+                if self._taskstats is not None and self._taskstats.fileno() in ready:
+                    self._exit_stats()
+                if self._files is not None and self._files.fileno() in ready:
+                    self._file_events()
+                next_batch = time.monotonic() + BATCH
             if time.monotonic() >= next_sample:
                 self.sample(emit_sample=interval > 0)
                 next_sample = time.monotonic() + tick
@@ -263,7 +297,9 @@ class Watch:
         if lost:
             self.emit("lost", {"source": "proc connector", "overruns": lost})
         init = self.launch.init_pid
-        for event in events:
+        for index, event in enumerate(events):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)
             if event[0] == "fork":
                 _kind, parent, child, child_tgid = event
                 if child != child_tgid:
@@ -272,8 +308,11 @@ class Watch:
                     if parent not in self._members:
                         continue
                     self._members.add(child)
-                process = Process(child)
-                self.emit("fork", {"pid": process.pid if process.name else None, "ppid": self._inside(parent),
+                process = Process(child, self._known)
+                inside = process.pid if process.name else None
+                if inside is not None:
+                    self._known.setdefault(child, inside)
+                self.emit("fork", {"pid": inside, "ppid": process.ppid if process.name else self._known.get(parent),
                                    "host_pid": child, "host_ppid": parent})
             elif event[0] == "exit":
                 _kind, pid, tgid, status, _parent = event
@@ -293,6 +332,47 @@ class Watch:
                 elif os.WIFEXITED(status):
                     fields["status"] = os.WEXITSTATUS(status)
                 self.emit("exit", fields)
+
+    def _exit_stats(self, final: bool = False) -> None:
+        """Exits from taskstats: a process's main thread brings its status; a group of several
+        threads ends with its total cpu time, which is used when it comes."""
+        exits, lost = self._taskstats.read()
+        if lost:
+            self.emit("lost", {"source": "taskstats", "overruns": lost})
+        init = self.launch.init_pid
+        earlier = dict(self._pending_exits)
+        for index, entry in enumerate(exits):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)
+            if entry[0] == "pid":
+                _kind, pid, tgid, status, utime, stime = entry
+                if pid != tgid or tgid == init:
+                    continue
+                with self._lock:
+                    if tgid not in self._members:
+                        continue
+                self._pending_exits[tgid] = [status, utime, stime]
+            else:
+                _kind, tgid, utime, stime = entry
+                pending = self._pending_exits.pop(tgid, None)
+                earlier.pop(tgid, None)
+                if pending is not None:
+                    self._emit_exit(tgid, pending[0], utime, stime)
+        # Main threads seen in an earlier batch without a group total since: single-threaded.
+        for tgid in list(self._pending_exits if final else earlier):
+            status, utime, stime = self._pending_exits.pop(tgid)
+            self._emit_exit(tgid, status, utime, stime)
+
+    def _emit_exit(self, tgid: int, status: int, utime: int, stime: int) -> None:
+        with self._lock:
+            self._members.discard(tgid)
+        fields = {"pid": self._known.pop(tgid, None), "host_pid": tgid}
+        if os.WIFSIGNALED(status):
+            fields["signal"] = os.WTERMSIG(status)
+        else:
+            fields["status"] = os.WEXITSTATUS(status)
+        fields["cpu_user"], fields["cpu_system"] = round(utime / 1e6, 3), round(stime / 1e6, 3)
+        self.emit("exit", fields)
 
     def _inside(self, host_pid: int) -> int | None:
         from .facts import status_of
@@ -315,36 +395,44 @@ class Watch:
         i.e. whether the pid we read /proc with was still its own: facts are dropped otherwise."""
         from . import facts
         denied = not learning and action is not None and action.kind not in ("allow", "log", "notify")
-        try:
-            process = facts.Process(tid)
-        except (OSError, ValueError):
-            return False
         if syscall not in self.syscalls:
             if denied:
-                self._denied(process, syscall, args, action)
+                self._denied(self._process(tid), syscall, args, action)
             return False
-        with self._lock:
-            self._members.add(process.host_pid)
         verdict = {"allowed": not denied}
         if denied:
             verdict.update(refused_by="seccomp", errno=str(action))
         if syscall in ("execve", "execveat"):
-            found = facts.exec_facts(tid, syscall, args)
-            if found is None or not valid():
-                return False  # a PATH search step (no such file there), or the caller is gone
-            event = {**process.fields(), "uid": self._uid_inside(process.host_uid), **found, **verdict}
-            self.emit("exec", event)
-            if self.baseline is not None and not self.baseline.knows_exec(found["exe"]):
-                return self._anomaly(f"executable not in the baseline: {found['exe']}", "exec", event)
+            request = facts.exec_request(tid, syscall, args)  # the caller's memory: only while it waits
+            if request is None or not valid():
+                return False  # the caller is gone: the pid we read may not have been its own
+            path, argv = request
+            if self.baseline is not None and self.settings.on_anomaly == "kill" and not self.baseline.knows_exec(path):
+                # Decided before the answer, so the program never runs (existence first: a PATH
+                # search tries directories where the program is not).
+                if facts.exists_inside(tid, path, self._root):
+                    process = self._process(tid)
+                    event = {**process.fields(), "uid": self._uid_inside(process.host_uid), "exe": path,
+                             "argv": argv, **verdict}
+                    self.emit("exec", event)
+                    return self._anomaly(f"executable not in the baseline: {path}", "exec", event)
+                return False
+            # The rest needs no waiting caller: done after the answer (after_answer), which
+            # saves the workload about half of what an exec costs it.
+            self._after = (tid, path, argv, verdict)
             return False
         if syscall == "exit_group":
+            process = self._by_tid.pop(tid, None) or self._process(tid)
             found = facts.exit_facts(process, args)
             if not valid():
                 return False
             with self._lock:
                 self._exited.add(process.host_pid)
-            self.emit("exit", {**process.fields(), **found})
+                self._members.discard(process.host_pid)
+            self._known.pop(process.host_pid, None)
+            self.emit("exit", {"pid": process.pid, "host_pid": process.host_pid, **found})
             return False
+        process = self._process(tid)
         found = facts.network_facts(process, syscall, args)
         if not valid():
             return False
@@ -360,6 +448,36 @@ class Watch:
             if not self.baseline.knows_network(line):
                 return self._anomaly(f"network destination not in the baseline: {line}", kind, event)
         return False
+
+    def after_answer(self) -> None:
+        """Called by the listener's thread once the notification is answered."""
+        pending, self._after = self._after, None
+        if pending is None:
+            return
+        from . import facts
+        tid, path, argv, verdict = pending
+        if not facts.exists_inside(tid, path, self._root):
+            return  # a step of a PATH search: no such file there
+        try:
+            process = self._process(tid)
+        except (OSError, ValueError):
+            return
+        if not process.name:  # gone already (a program that ran for less than this took)
+            process.pid = self._known.get(tid)
+        self._by_tid[tid] = process
+        event = {**process.fields(), "uid": self._uid_inside(process.host_uid), "exe": path, "argv": argv, **verdict}
+        self.emit("exec", event)
+        if self.baseline is not None and not self.baseline.knows_exec(path):
+            self._anomaly(f"executable not in the baseline: {path}", "exec", event)
+
+    def _process(self, tid: int):
+        from .facts import Process
+        process = Process(tid, self._known)
+        if process.name:
+            self._known[process.host_pid] = process.pid
+        with self._lock:
+            self._members.add(process.host_pid)
+        return process
 
     def _denied(self, process, syscall: str, args, action) -> None:
         with self._lock:
@@ -423,6 +541,8 @@ class Watch:
             self._thread = None
         if self._connector is not None:
             self._process_events()
+        if self._taskstats is not None:
+            self._exit_stats(final=True)
         if self._files is not None:
             self._file_events()
         if self.sink is not None:
@@ -438,14 +558,18 @@ class Watch:
             self.emit("end", fields)
             self.sink.close()
             self.notes += self.sink.errors
-        for resource in (self._connector, self._files):
+        for resource in (self._connector, self._taskstats):
             if resource is not None:
                 resource.close()
-        self._connector = self._files = None
-        for fd in (self._wake_r, self._wake_w, self.destination_fd):
+        if self._files is not None:
+            # Closing it tears the sandbox's mount namespace down (it held it): an RCU grace
+            # period or two, not for the launch to wait on.
+            threading.Thread(target=self._files.close, name="sandbox-monitor-close", daemon=True).start()
+        self._connector = self._files = self._taskstats = None
+        for fd in (self._wake_r, self._wake_w, self.destination_fd, self._root):
             if fd >= 0:
                 os.close(fd)
-        self._wake_r = self._wake_w = self.destination_fd = -1
+        self._wake_r = self._wake_w = self.destination_fd = self._root = -1
 
     def summary(self) -> dict:
         """For the audit trail's end record: counts by kind, denials, anomalies."""

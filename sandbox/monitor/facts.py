@@ -14,7 +14,7 @@ import ctypes
 import os
 import struct
 
-from ..seccomp.learn import AT_EMPTY_PATH, AT_FDCWD, _opener_in, _read_string, _signed32
+from ..seccomp.learn import AT_EMPTY_PATH, AT_FDCWD, MAX_PATH, _signed32
 
 MAX_ARGS = 256  # argv entries kept of an exec
 MAX_ARG = 4096  # bytes kept of each
@@ -41,14 +41,19 @@ def _read(path: str, size: int = 4096) -> bytes | None:
         os.close(fd)
 
 
+_STATUS_KEYS = (b"Name", b"Tgid", b"PPid", b"Uid", b"NStgid")
+
+
 def status_of(tid: int) -> dict[str, str]:
-    """The lines of /proc/TID/status we use (Tgid, PPid, Uid, NStgid), by name."""
+    """The lines of /proc/TID/status we use (Name, Tgid, PPid, Uid, NStgid), by name."""
     text = _read(f"/proc/{tid}/status", 8192) or b""
     found = {}
-    for line in text.decode(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Tgid", "PPid", "Uid", "NStgid", "Name"):
-            found[key] = value.strip()
+    for key in _STATUS_KEYS:
+        at = text.find(b"\n" + key + b":") if key != b"Name" else (0 if text.startswith(b"Name:") else -1)
+        if at >= 0:
+            start = text.index(b":", at + 1) + 1
+            end = text.find(b"\n", start)
+            found[key.decode()] = text[start:end if end >= 0 else None].decode(errors="replace").strip()
     return found
 
 
@@ -61,20 +66,24 @@ def inside_pid(levels: list[str], depth: int) -> int:
 
 
 class Process:
-    """Who made a call: host pid (the thread group's), pids inside, host uid."""
+    """Who made a call: host pid (the thread group's), pids inside, host uid. `known` maps host
+    pids to their pids inside, from earlier events: a parent is seldom read twice."""
 
-    __slots__ = ("tid", "host_pid", "pid", "ppid", "host_ppid", "host_uid", "name")
+    __slots__ = ("tid", "host_pid", "pid", "ppid", "host_ppid", "host_uid", "name", "depth")
 
-    def __init__(self, tid: int):
+    def __init__(self, tid: int, known: dict[int, int] | None = None):
         status = status_of(tid)
         self.tid = tid
         self.host_pid = int(status.get("Tgid") or tid)
         levels = status.get("NStgid", "").split()
-        depth = len(levels)
+        self.depth = len(levels)
         self.pid = int(levels[-1]) if levels else self.host_pid
         self.host_ppid = int(status.get("PPid") or 0)
-        parent_levels = status_of(self.host_ppid).get("NStgid", "").split() if self.host_ppid else []
-        self.ppid = inside_pid(parent_levels, depth)
+        if known is not None and self.host_ppid in known:
+            self.ppid = known[self.host_ppid]
+        else:
+            parent_levels = status_of(self.host_ppid).get("NStgid", "").split() if self.host_ppid else []
+            self.ppid = inside_pid(parent_levels, self.depth)
         uids = status.get("Uid", "").split()
         self.host_uid = int(uids[1]) if len(uids) > 1 else None  # the effective uid
         self.name = status.get("Name", "")
@@ -103,77 +112,109 @@ def _read_memory(pid: int, address: int, size: int) -> bytes:
         os.close(fd)
 
 
-def read_argv(pid: int, address: int) -> list[str]:
-    """The NULL-terminated array of strings at `address` (native 64-bit pointers), bounded."""
+def _string_at(fd: int, address: int, limit: int = MAX_PATH) -> bytes:
+    """The NUL-terminated string at `address` of an open /proc/PID/mem, page by page."""
+    if not address:
+        raise ValueError("NULL pointer")
+    data = b""
+    while len(data) < limit:
+        chunk = os.pread(fd, min(limit - len(data), 4096 - (address + len(data)) % 4096), address + len(data))
+        if not chunk:
+            break
+        data += chunk
+        if b"\0" in chunk:
+            break
+    return data.split(b"\0", 1)[0]
+
+
+def read_argv(fd: int, address: int) -> list[str]:
+    """The NULL-terminated array of strings at `address` (native 64-bit pointers) in the process
+    whose /proc/PID/mem is open as `fd`, bounded."""
     if not address:
         return []
-    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    argv: list[str] = []
+    total = 0
+    pointers = b""
+    offset = 0
+    while len(argv) < MAX_ARGS:
+        if offset + 8 > len(pointers):
+            base = address + len(pointers)
+            chunk = os.pread(fd, 4096 - base % 4096, base)
+            if not chunk:
+                break
+            pointers += chunk
+            continue
+        (pointer,) = struct.unpack_from("=Q", pointers, offset)
+        offset += 8
+        if not pointer:
+            break
+        value = _string_at(fd, pointer, MAX_ARG)
+        total += len(value)
+        argv.append(os.fsdecode(value))
+        if total > MAX_ARGV_BYTES:
+            argv.append("...")
+            break
+    return argv
+
+
+def exec_request(tid: int, syscall: str, args) -> tuple[str, list[str]] | None:
+    """What an execve/execveat asks to run: the path (made absolute) and argv, read from the
+    caller's memory while it waits; None when the caller is gone. Whether the file exists is
+    asked afterwards (exists_inside): that needs no waiting caller."""
     try:
-        argv: list[str] = []
-        total = 0
-        pointers = b""
-        offset = 0
-        while len(argv) < MAX_ARGS:
-            if offset + 8 > len(pointers):
-                base = address + len(pointers)
-                chunk = os.pread(fd, 4096 - base % 4096, base)
-                if not chunk:
-                    break
-                pointers += chunk
-                continue
-            (pointer,) = struct.unpack_from("=Q", pointers, offset)
-            offset += 8
-            if not pointer:
-                break
-            text = b""
-            while len(text) < MAX_ARG:
-                chunk = os.pread(fd, min(MAX_ARG - len(text), 4096 - (pointer + len(text)) % 4096), pointer + len(text))
-                if not chunk:
-                    break
-                text += chunk
-                if b"\0" in chunk:
-                    break
-            value = text.split(b"\0", 1)[0]
-            total += len(value)
-            argv.append(os.fsdecode(value))
-            if total > MAX_ARGV_BYTES:
-                argv.append("...")
-                break
-        return argv
-    finally:
-        os.close(fd)
-
-
-def exec_facts(tid: int, syscall: str, args) -> dict | None:
-    """The program an execve/execveat is about to run (resolved inside the sandbox's root, as
-    learning does) and its argv; None when the file does not exist there (one step of a PATH
-    search) or the caller is gone."""
+        memory = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
     try:
         if syscall == "execve":
-            path, dirfd, flags, argv_at = _read_string(tid, args[0]), AT_FDCWD, 0, args[1]
+            path, dirfd, flags, argv_at = os.fsdecode(_string_at(memory, args[0])), AT_FDCWD, 0, args[1]
         else:
-            path, dirfd, flags, argv_at = _read_string(tid, args[1]), _signed32(args[0]), args[4], args[2]
+            path, dirfd, flags, argv_at = (os.fsdecode(_string_at(memory, args[1])), _signed32(args[0]),
+                                           args[4], args[2])
         if not path and flags & AT_EMPTY_PATH:
             path = os.readlink(f"/proc/{tid}/fd/{dirfd}")
         elif not path.startswith("/"):
             base = os.readlink(f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}")
             path = os.path.join(base, path)
-        path = os.path.normpath(path)
-        root = os.open(f"/proc/{tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (OSError, ValueError):
-        return None
-    try:
         try:
-            _opener_in(root)(path).close()
-        except OSError:
-            return None
-        try:
-            argv = read_argv(tid, argv_at)
+            argv = read_argv(memory, argv_at)
         except OSError:
             argv = []
-        return {"exe": path, "argv": argv}
+        return os.path.normpath(path), argv
+    except (OSError, ValueError):
+        return None
     finally:
-        os.close(root)
+        os.close(memory)
+
+
+def exec_facts(tid: int, syscall: str, args, root: int = -1) -> dict | None:
+    """exec_request and exists_inside at once: None for a file that is not there."""
+    found = exec_request(tid, syscall, args)
+    if found is None or not exists_inside(tid, found[0], root):
+        return None
+    return {"exe": found[0], "argv": found[1]}
+
+
+def exists_inside(tid: int, path: str, root: int = -1) -> bool:
+    """`path` names a file in the sandbox's root (symlinks resolved there, RESOLVE_IN_ROOT):
+    `root` (the sandbox's, opened once: its processes cannot change root, holding no
+    capability) or the caller's own."""
+    from .. import _libc
+    own = root < 0
+    if own:
+        try:
+            root = os.open(f"/proc/{tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+    try:
+        fd = _libc.openat2(root, path.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC, _libc.RESOLVE_IN_ROOT)
+    except OSError:
+        return False
+    finally:
+        if own:
+            os.close(root)
+    os.close(fd)
+    return True
 
 
 # ---------------------------------------------------------------- network

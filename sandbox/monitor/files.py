@@ -44,9 +44,18 @@ class FileWatch:
         self.marked: list[str] = []
         self.skipped: list[str] = []
         try:
+            # Held until close(): the sandbox's mount namespace outlives its last process, so the
+            # events read after it (the last files closed) still name paths inside, not paths
+            # relative to a mount that was detached meanwhile.
+            self.namespace = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self.fd)
+            raise
+        try:
             root = os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             os.close(self.fd)
+            os.close(self.namespace)
             raise
         try:
             for target in targets:
@@ -100,6 +109,7 @@ class FileWatch:
                 offset += length
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self.namespace):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.namespace = -1

@@ -20,6 +20,7 @@ NETLINK_CONNECTOR = 11
 CN_IDX_PROC = CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE = 1, 2
 PROC_EVENT_FORK, PROC_EVENT_EXEC, PROC_EVENT_EXIT = 0x1, 0x2, 0x80000000
+PROC_EVENT_NONZERO_EXIT = 0x20000000  # a filter bit only: such exits arrive as PROC_EVENT_EXIT
 NLMSG_DONE = 3
 _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
@@ -32,12 +33,13 @@ class ProcEvents:
     ("fork", parent_tgid, child_pid, child_tgid), ("exec", pid, tgid),
     ("exit", pid, tgid, wait_status, parent_tgid)."""
 
-    def __init__(self):
+    def __init__(self, exits: bool = True):
+        self.exits = exits
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             self.sock.bind((0, CN_IDX_PROC))
-            self._control(PROC_CN_MCAST_LISTEN)
+            self.filtered = self._listen()
             self.sock.setblocking(False)
         except OSError:
             self.sock.close()
@@ -46,8 +48,22 @@ class ProcEvents:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _control(self, operation: int) -> None:
-        payload = struct.pack("=I", operation)
+    def _listen(self) -> bool:
+        """Listen to forks and non-zero exits only where the kernel filters (Linux >= 6.6; exits
+        with status 0 come through exit_group anyway), else to every event. A filtering socket
+        gets no acknowledgement (the kernel filters that too), so the version decides."""
+        try:
+            major, minor = (int(part) for part in os.uname().release.split(".")[:2])
+        except ValueError:
+            major, minor = 0, 0
+        if (major, minor) >= (6, 6):
+            self._control(PROC_CN_MCAST_LISTEN, PROC_EVENT_FORK | (PROC_EVENT_NONZERO_EXIT if self.exits else 0))
+            return True
+        self._control(PROC_CN_MCAST_LISTEN)
+        return False
+
+    def _control(self, operation: int, events: int | None = None) -> None:
+        payload = struct.pack("=I", operation) if events is None else struct.pack("=II", operation, events)
         message = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
         self.sock.send(_NLMSG.pack(_NLMSG.size + len(message), NLMSG_DONE, 0, 0, os.getpid()) + message)
 

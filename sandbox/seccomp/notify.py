@@ -23,7 +23,6 @@ import time
 from dataclasses import field
 
 from ..compiled_dataclass import dataclass
-from .. import _libc
 from . import syscalls as _syscalls
 from .model import Action, Rule, SeccompPolicy
 from .plan import build_plan
@@ -51,6 +50,14 @@ class _Resp(ctypes.Structure):
                 ("flags", ctypes.c_uint32)]
 
 
+# ioctl with its argument types declared once: the listener's thread calls it two or three times
+# for every notification, and ctypes' per-call guessing is measurable there.
+_ioctl = ctypes.CDLL(None, use_errno=True).ioctl
+_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_ioctl.restype = ctypes.c_int
+_NOTIF_SIZE = ctypes.sizeof(_Notif)
+
+
 def _notifying(action: Action) -> Action:
     return NOTIFY if action.kind == "errno" else action
 
@@ -60,6 +67,10 @@ def reporting_policy(policy: SeccompPolicy) -> SeccompPolicy:
     rules = tuple(Rule(r.syscalls, _notifying(r.action), r.args, r.comment) for r in policy.rules)
     return SeccompPolicy(policy.mode, _notifying(policy.default_action), rules,
                          policy.architectures, policy.name + " (reporting)")
+
+
+def _reported(action: Action) -> Action:
+    return NOTIFY if action.kind == "errno" and action.errno != _errno.ENOSYS else action
 
 
 def _observed(action: Action) -> Action:
@@ -75,7 +86,11 @@ def observing_policy(policy: SeccompPolicy | None, observed) -> SeccompPolicy:
     if policy is None:
         return SeccompPolicy("denylist", Action("allow"), (Rule(tuple(sorted(observed)), NOTIFY, comment="observed"),),
                              ("native",), "unconfined (observed)")
-    base = reporting_policy(policy)
+    # Denials are reported live, but not the ENOSYS answers: those (clone3, openat2, socketcall)
+    # are how a policy makes libc fall back to a call it can inspect, made at every fork, and
+    # each notification stops its caller until the launcher answers.
+    rules = tuple(Rule(r.syscalls, _reported(r.action), r.args, r.comment) for r in policy.rules)
+    base = SeccompPolicy(policy.mode, _reported(policy.default_action), rules, policy.architectures, policy.name)
     plans = build_plan(base)
     rules = list(base.rules)
     for name in sorted(observed):
@@ -141,6 +156,10 @@ class Recorder:
         self._plans = build_plan(policy) if policy is not None else {}
         self._seen: dict[str, Violation] = {}
         self._lock = threading.Lock()
+        self._names: dict[tuple[int, int], str] = {}
+        self._notif = _Notif()
+        self._resp = _Resp()
+        self._id = ctypes.c_uint64()
 
     def _decide(self, name: str, args) -> Action:
         if self.policy is None:
@@ -150,9 +169,13 @@ class Recorder:
 
     def _answer(self, notif: _Notif) -> None:
         args = tuple(notif.data.args)
-        name = _syscalls.name_of(notif.data.nr, notif.data.arch)
+        key = (notif.data.nr, notif.data.arch)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = _syscalls.name_of(*key)
         action = self._decide(name, args)
-        resp = _Resp(notif.id, 0, 0, 0)
+        resp = self._resp
+        resp.id, resp.val, resp.error, resp.flags = notif.id, 0, 0, 0
         executed = ()
         destination = None
         denied = not self.learn and action.kind not in ("allow", "log", "notify")
@@ -168,14 +191,20 @@ class Recorder:
             destination = destination_of(notif.pid, name, args)
         if self.observer is not None and (denied or name in self._observed):
             try:
+                notif_id = notif.id
                 end_now = self.observer.observe(notif.pid, name, args, action, self.learn,
-                                                lambda: self._still_waiting(notif.id))
+                                                lambda: self._still_waiting(notif_id))
             except Exception:  # an observation that fails must never stop the workload
                 end_now = False
-            if end_now and self._still_waiting(notif.id) and self.kill is not None:
+            if end_now and self._still_waiting(notif_id) and self.kill is not None:
                 self.kill()  # before the answer: the call never runs
         if not (self.learn or denied):
             self._send(resp)
+            if self.observer is not None:
+                try:
+                    self.observer.after_answer()
+                except Exception:
+                    pass
             return
         with self._lock:
             v = self._seen.get(name)
@@ -196,18 +225,19 @@ class Recorder:
 
     def _send(self, resp: _Resp) -> None:
         # ENOENT: the caller died or was interrupted meanwhile; nothing to answer.
-        if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_SEND), ctypes.byref(resp)) < 0:
+        if _ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, ctypes.addressof(resp)) < 0:
             if ctypes.get_errno() != _errno.ENOENT:
                 raise OSError(ctypes.get_errno(), "SECCOMP_IOCTL_NOTIF_SEND failed")
 
     def _still_waiting(self, notif_id: int) -> bool:
         """The notification is still pending: its caller has not died (so its pid named it)."""
-        value = ctypes.c_uint64(notif_id)
-        return _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_ID_VALID), ctypes.byref(value)) == 0
+        self._id.value = notif_id
+        return _ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ID_VALID, ctypes.addressof(self._id)) == 0
 
     def _receive_one(self) -> None:
-        notif = _Notif()
-        if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_RECV), ctypes.byref(notif)) < 0:
+        notif = self._notif
+        ctypes.memset(ctypes.addressof(notif), 0, _NOTIF_SIZE)  # the kernel wants it zeroed
+        if _ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, ctypes.addressof(notif)) < 0:
             err = ctypes.get_errno()
             if err in (_errno.ENOENT, _errno.EINTR):
                 return
