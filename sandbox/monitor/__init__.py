@@ -112,6 +112,7 @@ class Watch:
                 raise SetupError("events", exc.errno or 0,
                                  f"{self.settings.events}: {exc.strerror or exc}") from None
         self._id_map = getattr(self.launch.plan, "id_map", None)
+        from . import facts  # noqa: F401  (now, not on the path of the workload's first exec)
         if os.geteuid() == 0:
             # Before the fork: nothing the sandbox does from its first fork on is missed.
             try:
