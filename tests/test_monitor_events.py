@@ -133,6 +133,16 @@ def test_a_connection_to_a_loopback_listener_is_recorded(who, tmp_path, request)
     assert (listen["address"], listen["port"]) == ("127.0.0.1", port)
     accept = events_of(events, "accept")[0]
     assert (accept["address"], accept["port"], accept["protocol"]) == ("127.0.0.1", port, "tcp")
+    # the process itself: its exec, and its exit (taskstats when root, exit_group rootless)
+    python = [e for e in events_of(events, "exec") if e["exe"] in ("/usr/bin/python3", os.path.realpath("/usr/bin/python3"))]
+    assert len(python) == 1, events_of(events)
+    assert python[0]["uid"] == 65534 and python[0]["argv"][:2] == ["/usr/bin/python3", "-c"]
+    exits = [e for e in events_of(events, "exit") if e["host_pid"] == python[0]["host_pid"]]
+    assert len(exits) == 1 and exits[0]["status"] == 0 and exits[0]["pid"] == python[0]["pid"]
+    assert exits[0]["cpu_user"] + exits[0]["cpu_system"] > 0
+    monitor = events_of(events, "start")[0]["monitor"]
+    assert monitor["exits"] == ("taskstats" if who == "root" else "seccomp user notification")
+    assert ("forks" in monitor) == (who == "root")
 
 
 # ---------------------------------------------------------------- denied calls, live

@@ -84,6 +84,7 @@ class Watch:
         self._taskstats = None
         self._pending_exits: dict[int, list] = {}  # main thread gone, the group's total may follow
         self._after = None  # an exec's facts, finished after its notification is answered
+        self._first_exec = None  # rootless: the tid of the workload's first exec, True once said
         self._marks = {"memory": False, "pids": False}
         self._oom_kills = 0
         self._pids_refused = 0
@@ -211,6 +212,8 @@ class Watch:
             now = time.monotonic()
             sources = [self._wake_r] + ([s.fileno() for s in batched] if now >= next_batch else [])
             wake_at = next_sample if now >= next_batch else min(next_sample, next_batch)
+            if self._first_exec is not None and self._first_exec is not True:
+                wake_at = min(wake_at, now + BATCH)
             try:
                 ready, _, _ = select.select(sources, [], [], max(0.0, wake_at - now))
             except InterruptedError:
@@ -225,6 +228,8 @@ class Watch:
                 if self._files is not None and self._files.fileno() in ready:
                     self._file_events()
                 next_batch = time.monotonic() + BATCH
+            if self._first_exec is not None:
+                self._settle_first_exec()
             if time.monotonic() >= next_sample:
                 self.sample(emit_sample=interval > 0)
                 next_sample = time.monotonic() + tick
@@ -404,7 +409,11 @@ class Watch:
         if denied:
             verdict.update(refused_by="seccomp", errno=str(action))
         if syscall in ("execve", "execveat"):
-            request = facts.exec_request(tid, syscall, args)  # the caller's memory: only while it waits
+            try:
+                request = facts.exec_request(tid, syscall, args)  # the caller's memory: only while it waits
+            except PermissionError:
+                self._unreadable_exec(tid)
+                return False
             if request is None or not valid():
                 return False  # the caller is gone: the pid we read may not have been its own
             path, argv = request
@@ -424,6 +433,8 @@ class Watch:
             return False
         if syscall == "exit_group":
             process = self._by_tid.pop(tid, None) or self._process(tid)
+            if self._first_exec == tid:
+                self._settle_first_exec(final=True)  # it exits: its program is there to be read
             found = facts.exit_facts(process, args)
             if not valid():
                 return False
@@ -449,6 +460,39 @@ class Watch:
             if not self.baseline.knows_network(line):
                 return self._anomaly(f"network destination not in the baseline: {line}", kind, event)
         return False
+
+    def _unreadable_exec(self, tid: int) -> None:
+        """Rootless, the workload's own first exec: until it execs, the workload is a copy of
+        the sandbox's init, itself a copy of the launcher, made non-dumpable (docs/threat-model.md)
+        and owned by the initial user namespace, so its memory cannot be read. Its program is
+        taken from /proc/PID/exe and cmdline once the exec has replaced it (_first_exec)."""
+        if self._first_exec is None and tid not in self._by_tid:
+            self._first_exec = tid
+
+    def _settle_first_exec(self, final: bool = False) -> None:
+        tid = self._first_exec
+        if tid is None or tid is True:
+            return
+        from . import facts
+        try:
+            exe = os.readlink(f"/proc/{tid}/exe")
+            argv = [os.fsdecode(a) for a in (facts._read(f"/proc/{tid}/cmdline", 1 << 16) or b"").split(b"\0")[:-1]]
+        except OSError:
+            exe, argv = None, None
+        if exe is not None and exe == os.readlink("/proc/self/exe") and not final:
+            return  # not exec'd yet: still our interpreter
+        self._first_exec = True
+        if exe is None:  # gone already: what the launcher asked for
+            exe, argv = self.launch.argv[0], list(self.launch.argv)
+        try:
+            process = self._process(tid)
+            fields = process.fields()
+            uid = self._uid_inside(process.host_uid)
+        except (OSError, ValueError):
+            fields, uid = {"host_pid": tid}, None
+        self._by_tid[tid] = None
+        self.emit("exec", {**fields, "uid": uid, "exe": exe, "argv": argv, "allowed": True,
+                           "source": "/proc after the exec"})
 
     def after_answer(self) -> None:
         """Called by the listener's thread once the notification is answered."""
@@ -540,6 +584,7 @@ class Watch:
             os.write(self._wake_w, b"x")
             self._thread.join(5)
             self._thread = None
+        self._settle_first_exec(final=True)
         if self._connector is not None:
             self._process_events()
         if self._taskstats is not None:

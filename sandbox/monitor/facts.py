@@ -163,6 +163,8 @@ def exec_request(tid: int, syscall: str, args) -> tuple[str, list[str]] | None:
     asked afterwards (exists_inside): that needs no waiting caller."""
     try:
         memory = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError:
+        raise  # a process we may not read (see Watch.observe)
     except OSError:
         return None
     try:
