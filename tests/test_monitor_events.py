@@ -371,3 +371,19 @@ def test_monitor_settings_are_validated_as_profile_keys(tmp_path):
     ok = subprocess.run([SANDBOX, "check", "--events", "ev.jsonl", "untrusted"], capture_output=True, text=True,
                         cwd=tmp_path)
     assert ok.returncode == 0 and f'events = "{tmp_path}/ev.jsonl"' in ok.stdout
+
+
+def test_without_process_events_root_still_sees_forks_and_exits(tmp_path):
+    """[monitor] processes = false: no exec notification (what a build pays most for); the
+    kernel's connectors still give root every fork and exit."""
+    require("userns", "root")
+    events = tmp_path / "events.jsonl"
+    result = sandbox.run("untrusted", ["/bin/sh", "-c", "/bin/true; (exit 4); true"], events=str(events),
+                         settings={"monitor.processes": False}, timeout=60)
+    assert result.exit_code == 0
+    assert events_of(events, "exec") == []
+    assert events_of(events, "start")[0]["monitor"]["execs"] == "none"
+    forks = events_of(events, "fork")
+    exits = {e["host_pid"]: e for e in events_of(events, "exit")}
+    assert len(forks) >= 2 and all(f["host_pid"] in exits for f in forks)
+    assert sorted(e["status"] for e in exits.values()) == [0, 0, 4]  # true, the subshell, sh itself

@@ -114,6 +114,8 @@ class Watch:
                                  f"{self.settings.events}: {exc.strerror or exc}") from None
         self._id_map = getattr(self.launch.plan, "id_map", None)
         from . import facts  # noqa: F401  (now, not on the path of the workload's first exec)
+        if not self.settings.processes:  # the cost a build pays: see docs/performance.md
+            self.syscalls = self.syscalls - {"execve", "execveat", "exit_group"}
         if os.geteuid() == 0:
             # Before the fork: nothing the sandbox does from its first fork on is missed.
             try:
@@ -168,7 +170,9 @@ class Watch:
             for tid in os.listdir(f"/proc/{init}/task") if os.path.isdir(f"/proc/{init}/task") else ():
                 self._members.update(int(p) for p in (_read(f"/proc/{init}/task/{tid}/children") or "").split())
         self.mechanisms = {"syscalls": "seccomp user notification", "resources": self._resource_source(),
-                           "exits": "taskstats" if self._taskstats is not None else "seccomp user notification"}
+                           "exits": "taskstats" if self._taskstats is not None else
+                           "seccomp user notification" if "exit_group" in self.syscalls else "none",
+                           "execs": "seccomp user notification" if "execve" in self.syscalls else "none"}
         if self._connector is not None:
             self.mechanisms["forks"] = "proc connector"
         if os.geteuid() == 0 and init:

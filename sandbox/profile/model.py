@@ -307,6 +307,11 @@ class Monitor:
     on_anomaly: str = spec("record", kind="enum", choices=("record", "kill"),
         doc="record: anomalies are events and are summarised in the audit trail; kill: the first one "
             "also ends the sandbox, with the reason in the result's warnings and the audit record.")
+    processes: bool = spec(True, kind="bool",
+        doc="Report each program started (exec events, through seccomp notification: every exec "
+            "waits for the launcher, ~0.1-0.2 ms, see docs/performance.md). false: root still gets fork "
+            "and exit events (the kernel's connectors, free for the workload), rootless none, and a "
+            "baseline's executables are not checked.")
     files: bool = spec(True, kind="bool",
         doc="Report files written under read-write binds (fanotify, when root launches; rootless "
             "launches cannot observe them without ptrace).")
