@@ -21,13 +21,13 @@ _SYSCALLS = {
         "pivot_root": 155, "seccomp": 317, "open_tree": 428, "move_mount": 429,
         "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "clone3": 435, "pidfd_open": 434,
-        "pidfd_send_signal": 424, "setns": 308, "unshare": 272,
+        "pidfd_send_signal": 424, "setns": 308, "unshare": 272, "keyctl": 250,
     },
     "aarch64": {
         "pivot_root": 41, "seccomp": 277, "open_tree": 428, "move_mount": 429,
         "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "clone3": 435, "pidfd_open": 434,
-        "pidfd_send_signal": 424, "setns": 268, "unshare": 97,
+        "pidfd_send_signal": 424, "setns": 268, "unshare": 97, "keyctl": 219,
     },
 }[_MACHINE]
 
@@ -205,6 +205,22 @@ def setdomainname(name: str) -> None:
     raw = name.encode()
     if libc.setdomainname(raw, ctypes.c_size_t(len(raw))) != 0:
         raise _fail("setdomainname", (name,))
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> None:
+    """A new session keyring of our own (keyctl(KEYCTL_JOIN_SESSION_KEYRING, name))."""
+    raw_syscall("keyctl", ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_char_p(name.encode()))
+
+
+def personality(persona: int) -> int:
+    """personality(2); returns the previous persona."""
+    ret = libc.personality(ctypes.c_ulong(persona))
+    if ret == -1:
+        raise _fail("personality", (hex(persona),))
+    return ret
 
 
 def open_tree(dirfd: int, path, flags: int) -> int:

@@ -284,6 +284,8 @@ class AuditRecord:
             record.update(exit_code=result.exit_code, signal=result.signal, timed_out=result.timed_out,
                           oom_killed=result.oom_killed, wall_time=round(result.wall_time, 4),
                           warnings=result.warnings)
+            if getattr(result, "network", None):
+                record["network"] = result.network  # segment, address, egress names as resolved
         if error is not None:
             record.update(error=str(error), exit_code=getattr(error, "exit_code", 125))
         self._write(record)

@@ -77,3 +77,35 @@ def set_no_new_privs() -> None:
 
 def set_parent_death_signal(signal_number: int) -> None:
     prctl.set_pdeathsig(signal_number)
+
+
+# ---------------------------------------------------------------- the OCI runtime's five sets
+
+PR_SET_KEEPCAPS = 8
+
+
+def prepare_sets(sets) -> None:
+    """Before the ids change (OCI): the bounding set as given, and keep-caps so the permitted set
+    survives a change away from uid 0. No securebits locked: a container's root gets its bounding
+    set back at exec, as the kernel's rules for uid 0 say (what runc and crun give)."""
+    kept = _numbers(sets.bounding)
+    for number in range(LAST_CAP + 1):
+        if number not in kept:
+            prctl.capbset_drop(number)
+    _libc.prctl(PR_SET_KEEPCAPS, 1)
+
+
+def finish_sets(sets) -> None:
+    """After the ids change (OCI): effective, permitted and inheritable as given, then ambient."""
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    wanted = {prctl.CAP_EFFECTIVE: _numbers(sets.effective), prctl.CAP_PERMITTED: _numbers(sets.permitted),
+              prctl.CAP_INHERITABLE: _numbers(sets.inheritable)}
+    changes = []
+    for flag, numbers in wanted.items():
+        changes.append(([cap for cap in prctl.ALL_CAPS if cap not in numbers], [flag], False))
+        if numbers:
+            changes.append(([cap for cap in numbers if cap in prctl.ALL_CAPS], [flag], True))
+    prctl.set_caps(*changes)
+    for number in sorted(_numbers(sets.ambient)):
+        _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
+    _libc.prctl(PR_SET_KEEPCAPS, 0)

@@ -27,6 +27,8 @@ import select
 import signal
 import termios
 
+import prctl
+
 # signal's own functions, without the enum wrapping of signal.signal(): in a freshly forked
 # child that wrapping costs ~0.2 ms of copy-on-write faults per launch.
 import _signal
@@ -82,7 +84,28 @@ class ChildContext:
     channel_fd: int = -1  # unix socket to pass fds to the parent: b"T" pty master, b"L" seccomp listener
     gate_fd: int = -1  # the start gate: the workload execs once one byte can be read from it
     detached: bool = False  # the launcher leaves after "created" (OCI runtime): no parent-death signal
+    # What only some front ends ask for (the OCI runtime); the defaults are a profile's launch.
+    join_ns_fds: tuple = ()  # (fd, CLONE_NEW* flag): namespaces joined by path, before any is made
+    init_uid: int | None = None  # the ids init takes in a new user namespace (default: uid, gid)
+    init_gid: int | None = None
+    init_caps: tuple[str, ...] | None = None  # None: init drops every capability only in a user namespace
+    groups: tuple[int, ...] | None = None  # the workload's supplementary groups; None: none set
+    cap_sets: object = None  # plan.CapabilitySets: the five sets as given, instead of keep_caps
+    no_new_privs: bool = True
+    sysctls: tuple = ()  # (name, value), written by init through the host's /proc in the new namespaces
+    domainname: str | None = None
+    oom_score_adj: int | None = None
+    personality: int | None = None
+    time_offsets: str | None = None  # /proc/self/timens_offsets text: init makes the time namespace
+    hooks_fd: int = -1  # init waits for one byte here before building the root (createRuntime hooks)
+    start_hooks: tuple = ()  # (path, args, env, timeout) run by the workload past the gate (startContainer)
+    hook_state: str = ""  # the OCI state JSON those hooks read on stdin
+    seccomp_log: bool = False
+    new_keyring: str | None = None  # a session keyring of this name (OCI: the host's is not shared)
+    seccomp_agent: bool = False  # OCI listenerPath: the filter's listener goes to the launcher before "created"
+    agent_fd: int = -1  # exec only: the socket the listener goes out on
     faults: tuple = ()  # tests only: (step, errno) pairs from sandbox.faults, made to fail
+    join_userns_fd: int = -1  # rootless bridge: the segment's user namespace, which ours must descend from
 
 
 class _StepFailed(Exception):
@@ -141,7 +164,10 @@ def spawn(ctx: ChildContext, prepare, fork, pidfd_above: int = 0, cgroup_fd: int
     cgroup v2 directory), straight into that cgroup (in_cgroup): no migration to wait for later.
     Otherwise A, made by ``fork``. ``prepare()`` runs first in the child; its descriptors stay
     below ``pidfd_above``."""
-    parent_pidfd = _own_pidfd(pidfd_above) if _may_clone() else -1
+    # Joining namespaces by path takes setns() before the others exist, and a sandbox on a segment
+    # joins the segment's user namespace first (rootless bridge): only A can.
+    parent_pidfd = (_own_pidfd(pidfd_above) if _may_clone() and not ctx.join_ns_fds and ctx.join_userns_fd < 0
+                    else -1)
     if parent_pidfd >= 0:
         cloned_ctx = dataclasses.replace(ctx, parent_pidfd=parent_pidfd)
         pid, pidfd, in_cgroup = -1, -1, False
@@ -188,7 +214,7 @@ _clone_refused: list = []
 def _may_clone() -> bool:
     # Root's supplementary groups must go before the user namespace exists, which only A can do.
     try:
-        return not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread()
+        return (not _clone_refused and (os.geteuid() != 0 or not os.getgroups()) and _libc.only_thread())
     except OSError:  # no /proc: we cannot tell whether other threads exist
         return False
 
@@ -232,8 +258,13 @@ def run_intermediate(ctx: ChildContext):
         with step(ctx, "supplementary groups"):
             if os.geteuid() == 0:
                 os.setgroups([])  # host groups would otherwise follow us in, unmapped but effective
+        if ctx.join_ns_fds:
+            with step(ctx, "join namespaces"):
+                _join_namespaces(ctx)
         if ctx.new_user_ns:
             with step(ctx, "user namespace"):
+                if ctx.join_userns_fd >= 0:  # see sandbox/net/segment.py
+                    _libc.setns(ctx.join_userns_fd, _libc.CLONE_NEWUSER)
                 _libc.unshare(_libc.CLONE_NEWUSER)
         protocol.send(ctx.message_fd, protocol.READY)
         _take_sandbox_ids(ctx)
@@ -254,6 +285,15 @@ def run_intermediate(ctx: ChildContext):
         _die()
     except BaseException:
         _die()
+
+
+def _join_namespaces(ctx: ChildContext) -> None:
+    """setns() into the namespaces given by path (a pod's network, say), the user namespace first:
+    joining the others then needs capabilities in it."""
+    ordered = sorted(ctx.join_ns_fds, key=lambda item: item[1] != _libc.CLONE_NEWUSER)
+    for fd, nstype in ordered:
+        _libc.setns(fd, nstype)
+        os.close(fd)
 
 
 def run_cloned_init(ctx: ChildContext):
@@ -286,9 +326,17 @@ def _take_sandbox_ids(ctx: ChildContext) -> None:
     with step(ctx, "user and group ids"):
         # Host root is unmapped inside: files it creates would fail with EOVERFLOW. As the
         # sandbox user we keep every capability in our own namespace (it is not ns-root
-        # that changes), so the root can be built; the workload drops them later.
-        os.setresgid(ctx.gid, ctx.gid, ctx.gid)
-        os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+        # that changes), so the root can be built; the workload drops them later. An OCI
+        # container maps its own root: init becomes that (init_uid), and the workload changes later.
+        uid = ctx.uid if ctx.init_uid is None else ctx.init_uid
+        gid = ctx.gid if ctx.init_gid is None else ctx.init_gid
+        if ctx.groups is not None:
+            try:
+                os.setgroups([])  # allowed when a privileged parent wrote the maps
+            except PermissionError:
+                pass  # setgroups denied in this user namespace: there are none to drop
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
     with step(ctx, "parent-death signal"):
         # The kernel clears the parent-death signal whenever the effective ids change
         # (commit_creds), which they just did when root launched (host 0 -> 65534).
@@ -315,7 +363,7 @@ def _arm_parent_death_signal(ctx: ChildContext) -> None:
 def needed_fds(ctx: ChildContext) -> set[int]:
     """The descriptors A keeps: the standard ones and every one ctx names."""
     needed = {0, 1, 2, ctx.message_fd, ctx.go_fd, ctx.placed_fd, ctx.gate_fd, ctx.channel_fd, ctx.parent_pidfd,
-              *ctx.pass_fds}
+              ctx.join_userns_fd, ctx.hooks_fd, *ctx.pass_fds, *(fd for fd, _ in ctx.join_ns_fds)}
     needed.update(fd for fd in ctx.stdio if fd is not None)
     if ctx.plan is not None:
         needed.update(op.idmap_fd for op in ctx.plan.operations if getattr(op, "idmap_fd", -1) >= 0)
@@ -325,16 +373,45 @@ def needed_fds(ctx: ChildContext) -> set[int]:
 def run_init(ctx: ChildContext):
     """Process B: pid 1 inside. Builds the root, then stays as the reaper."""
     try:
+        if ctx.time_offsets is not None:
+            with step(ctx, "time namespace"):
+                # Offsets can only be set before a process enters (the workload will be the first).
+                # Our /proc files are ours only while we are dumpable, which the change of ids may
+                # have undone: dumpable for this one write, while nothing of the container exists
+                # yet (init becomes non-dumpable for good before it forks the workload).
+                _libc.unshare(_libc.CLONE_NEWTIME)
+                _while_dumpable(_write_proc, "/proc/self/timens_offsets", ctx.time_offsets)
         with step(ctx, "init"):
             if not ctx.detached:
                 capabilities.set_parent_death_signal(signal.SIGKILL)
-            _shed_caller_identity()
+            identity = _caller_identity_area()  # read from the host's /proc, while it is there
+            if ctx.start_hooks:
+                # The hooks' state names init's pid as the host sees it: the host's /proc, still ours.
+                ctx = dataclasses.replace(ctx, hook_state=ctx.hook_state.replace(
+                    '"pid": 0', f'"pid": {int(os.readlink("/proc/self"))}', 1))
         children_fd = -1
         if not ctx.new_pid_ns:
             with step(ctx, "child subreaper"):
                 # Orphans come to us instead of the host's init, to be killed when the workload ends.
                 _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
                 children_fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY | os.O_CLOEXEC)
+        if ctx.oom_score_adj is not None:
+            with step(ctx, "oom score"):
+                # Dumpable for the write (our /proc files are root's otherwise, unreachable in a user
+                # namespace); nothing of the container exists yet to make use of it.
+                _while_dumpable(_write_proc, "/proc/self/oom_score_adj", str(ctx.oom_score_adj))
+        if ctx.sysctls:
+            with step(ctx, "sysctl"):
+                # Through the host's /proc, still ours: each entry is of the namespaces we are in.
+                for name, value in ctx.sysctls:
+                    _write_proc("/proc/sys/" + name.replace(".", "/"), value)
+        if ctx.hooks_fd >= 0:
+            with step(ctx, "hooks"):
+                # Our namespaces exist; the launcher runs the createRuntime/createContainer hooks now.
+                protocol.send(ctx.message_fd, protocol.HOOKS)
+                if os.read(ctx.hooks_fd, 1) != protocol.GO:
+                    _die()
+                os.close(ctx.hooks_fd)
         if ctx.plan is not None:
             with step(ctx, "mount"):
                 try:
@@ -345,6 +422,9 @@ def run_init(ctx: ChildContext):
         if ctx.hostname is not None:
             with step(ctx, "hostname"):
                 _libc.sethostname(ctx.hostname)
+        if ctx.domainname is not None:
+            with step(ctx, "domainname"):
+                _libc.setdomainname(ctx.domainname)
         if ctx.new_net_ns:
             with step(ctx, "network"):
                 network.bring_up_loopback()
@@ -358,6 +438,11 @@ def run_init(ctx: ChildContext):
             if os.read(ctx.placed_fd, 1) != protocol.GO:
                 _die()
             os.close(ctx.placed_fd)
+        with step(ctx, "init"):
+            # Before any process of the workload exists; not sooner, for the launcher, which runs as
+            # the same user when rootless, may still open /proc/<init>/ns/* until it has placed us
+            # (a segment's interface is attached then).
+            _shed_caller_identity(identity)
         if ctx.new_cgroup_ns:
             with step(ctx, "cgroup namespace"):  # only now: its root is the cgroup we were placed in
                 _libc.unshare(_libc.CLONE_NEWCGROUP)
@@ -371,11 +456,12 @@ def run_init(ctx: ChildContext):
             if ctx.detached:  # the launcher leaves after "created": our status is our exit code
                 os.close(ctx.message_fd)
                 ctx = dataclasses.replace(ctx, message_fd=-1)
-            if ctx.new_user_ns:
+            if ctx.new_user_ns or ctx.init_caps is not None:
                 # Init only reaps and forwards signals to a process of its own uid: it keeps no
                 # capability (in the user namespace it had them all) for the life of the sandbox.
-                capabilities.prepare(())
-                capabilities.finish(())
+                # An OCI container's workload may change uid: init keeps CAP_KILL to reach it.
+                capabilities.prepare(ctx.init_caps or ())
+                capabilities.finish(ctx.init_caps or ())
         _reap_until(ctx, workload, children_fd)
     except _StepFailed:
         _die()
@@ -407,16 +493,39 @@ def _reap_until(ctx: ChildContext, workload: int, children_fd: int = -1):
             _die(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
 
 
-def _shed_caller_identity() -> None:
+def _write_proc(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _while_dumpable(function, *args) -> None:
+    """function(*args) with this process dumpable, then as dumpable as it was."""
+    was = prctl.get_dumpable()
+    prctl.set_dumpable(1)
+    try:
+        function(*args)
+    finally:
+        prctl.set_dumpable(was)
+
+
+def _caller_identity_area() -> tuple[int, int, int, int]:
+    """Where this process's argv and environment strings are (arg_start, arg_end, env_start,
+    env_end: fields 48-51 of proc(5)), from the host's /proc: the root is not built yet."""
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()  # fields[0] is field 3
+    return tuple(int(value) for value in fields[45:49])
+
+
+def _shed_caller_identity(area: tuple[int, int, int, int]) -> None:
     """Init is a copy of the launching process: blank the command line and environment its
     memory still holds (what /proc/1/cmdline and /proc/1/environ show; a caller's arguments may
     carry tokens), and make it non-dumpable, so that no process of the sandbox can read the rest
     of that copy through /proc/1/mem or ptrace, whatever its ids. See docs/threat-model.md."""
+    arg_start, arg_end, env_start, env_end = area
     _libc.prctl(PR_SET_DUMPABLE, 0)
-    with open("/proc/self/stat", "rb") as handle:  # the host's /proc: the root is not built yet
-        fields = handle.read().rsplit(b")", 1)[1].split()
-    # Fields 48-51 of proc(5) (arg_start, arg_end, env_start, env_end); fields[0] is field 3.
-    arg_start, arg_end, env_start, env_end = (int(value) for value in fields[45:49])
     _libc.overwrite(arg_start, arg_end - arg_start, INIT_TITLE)
     _libc.overwrite(env_start, env_end - env_start, b"")
 
@@ -475,18 +584,48 @@ def run_workload(ctx: ChildContext):
                 os.setsid()
                 if ctx.tty:
                     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if ctx.new_keyring is not None:
+            with step(ctx, "session keyring"):
+                try:
+                    _libc.join_session_keyring(ctx.new_keyring)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSYS:  # no keyrings in this kernel: none to share either
+                        raise
+        early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        agent_listener = -1
+        if early_seccomp:
+            with step(ctx, "seccomp"):
+                # Without no_new_privs only a privileged process may load a filter: now, before the
+                # capabilities go (what runc does), so everything after must pass the filter.
+                agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent, log=ctx.seccomp_log)
         with step(ctx, "capabilities"):
-            capabilities.prepare(ctx.keep_caps)
+            if ctx.cap_sets is not None:
+                capabilities.prepare_sets(ctx.cap_sets)
+            else:
+                capabilities.prepare(ctx.keep_caps)
         with step(ctx, "user and group ids"):
+            if ctx.groups is not None:
+                try:
+                    os.setgroups(list(ctx.groups))
+                except PermissionError:
+                    if ctx.groups:  # denied in a rootless user namespace: fine when none are asked for
+                        raise
             os.setresgid(ctx.gid, ctx.gid, ctx.gid)
             os.setresuid(ctx.uid, ctx.uid, ctx.uid)
         with step(ctx, "capabilities"):
-            capabilities.finish(ctx.keep_caps)
+            if ctx.cap_sets is not None:
+                capabilities.finish_sets(ctx.cap_sets)
+            else:
+                capabilities.finish(ctx.keep_caps)
         with step(ctx, "working directory"):
             os.umask(ctx.umask)
             os.chdir(ctx.cwd)
-        with step(ctx, "no_new_privs"):
-            capabilities.set_no_new_privs()
+        if ctx.personality is not None:
+            with step(ctx, "personality"):
+                _libc.personality(ctx.personality)
+        if ctx.no_new_privs:
+            with step(ctx, "no_new_privs"):
+                capabilities.set_no_new_privs()
         if ctx.landlock_rules is not None:
             with step(ctx, "landlock"):
                 for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort) or ():
@@ -494,17 +633,30 @@ def run_workload(ctx: ChildContext):
         if ctx.detached:
             with step(ctx, "exec"):  # found now, as runc does: `create` reports a missing command
                 _find_executable(ctx)
+        if ctx.seccomp_agent:
+            with step(ctx, "seccomp"):
+                # The seccomp agent (OCI listenerPath) gets the filter's listener from the runtime,
+                # which is only there until "created": the filter is loaded now, and what runs
+                # until exec (the start gate) passes through it too.
+                if not early_seccomp:
+                    agent_listener = load_bpf(ctx.seccomp_bpf, new_listener=True, log=ctx.seccomp_log)
+                    early_seccomp = True
+                socket.send_fds(channel, [b"L"], [agent_listener])
+                os.close(agent_listener)
         protocol.send(ctx.message_fd, protocol.CREATED)
         with step(ctx, "start gate"):
             if ctx.detached:  # the launcher has gone: later errors go to our stderr
                 os.close(ctx.message_fd)
                 ctx = dataclasses.replace(ctx, message_fd=-1)
             _wait_at_gate(ctx.gate_fd)
+        if ctx.start_hooks:
+            with step(ctx, "startContainer hooks"):
+                run_hooks(ctx.start_hooks, ctx.hook_state, "startContainer")
         if ctx.message_fd >= 0:
             protocol.send(ctx.message_fd, protocol.EXEC)
-        if ctx.seccomp_bpf is not None:
+        if ctx.seccomp_bpf is not None and not early_seccomp:
             with step(ctx, "seccomp"):
-                listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener)
+                listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_listener, log=ctx.seccomp_log)
                 if ctx.seccomp_listener:
                     socket.send_fds(channel, [b"L"], [listener])
                     os.close(listener)
@@ -517,6 +669,108 @@ def run_workload(ctx: ChildContext):
         _die()
 
 
+def run_hooks(hooks: tuple, state: str, stage: str) -> None:
+    """Run OCI hooks in order, each with the state on stdin and its timeout; the first that fails
+    raises OSError naming it (the runtime side and the workload's startContainer step share it)."""
+    import subprocess
+    for path, args, env, timeout in hooks:
+        try:
+            done = subprocess.run(list(args) or [path], executable=path, input=state.encode(),
+                                  env=dict(item.split("=", 1) for item in env if "=" in item),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+                                  close_fds=True)
+        except subprocess.TimeoutExpired:
+            raise OSError(errno.ETIMEDOUT, f"{stage} hook {path} did not finish within {timeout} s") from None
+        except OSError as exc:
+            raise OSError(exc.errno or errno.ENOEXEC, f"{stage} hook {path}: {exc.strerror}") from None
+        if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").strip().splitlines()
+            raise OSError(0, f"{stage} hook {path} failed with status {done.returncode}"
+                          + (f": {said[-1]}" if said else ""))
+
+
+def run_exec(ctx: ChildContext):
+    """A process joining a running container (sandbox-runtime exec), already in its namespaces and
+    cgroup (the caller set those up, then forked us into its pid namespace). The workload's steps,
+    in the same order: descriptors, terminal, rlimits, ids, capabilities, no_new_privs, seccomp."""
+    try:
+        channel = None
+        with step(ctx, "file descriptors"):
+            for signum in _RESET_SIGNALS:
+                _signal.signal(signum, _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+            fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, ctx.agent_fd, *ctx.pass_fds})
+            for fd in ctx.pass_fds:
+                os.set_inheritable(fd, True)
+        if ctx.tty:
+            with step(ctx, "terminal"):
+                import socket
+                channel = socket.socket(fileno=ctx.channel_fd)
+                master, slave = os.openpty()  # from the container's own devpts: we are in its mount namespace
+                socket.send_fds(channel, [b"/dev/ptmx"], [master])
+                os.close(master)
+                channel.close()
+                for target in (0, 1, 2):
+                    os.dup2(slave, target)
+                if slave > 2:
+                    os.close(slave)
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        with step(ctx, "rlimits"):
+            rlimits.apply(ctx.rlimits)
+        if ctx.oom_score_adj is not None:
+            with step(ctx, "oom score"):
+                _write_proc("/proc/self/oom_score_adj", str(ctx.oom_score_adj))
+        early_seccomp = ctx.seccomp_bpf is not None and not ctx.no_new_privs
+        if early_seccomp:
+            with step(ctx, "seccomp"):
+                _load_for_exec(ctx)
+        with step(ctx, "capabilities"):
+            capabilities.prepare_sets(ctx.cap_sets)
+        with step(ctx, "user and group ids"):
+            if ctx.groups is not None:
+                try:
+                    os.setgroups(list(ctx.groups))
+                except PermissionError:
+                    if ctx.groups:
+                        raise
+            os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+            os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+        with step(ctx, "capabilities"):
+            capabilities.finish_sets(ctx.cap_sets)
+        with step(ctx, "working directory"):
+            os.umask(ctx.umask)
+            os.chdir(ctx.cwd)
+        if ctx.personality is not None:
+            with step(ctx, "personality"):
+                _libc.personality(ctx.personality)
+        if ctx.no_new_privs:
+            with step(ctx, "no_new_privs"):
+                capabilities.set_no_new_privs()
+        with step(ctx, "exec"):
+            _find_executable(ctx)
+        if ctx.seccomp_bpf is not None and not early_seccomp:
+            with step(ctx, "seccomp"):
+                _load_for_exec(ctx)
+        _exec(ctx)
+    except _StepFailed:
+        _die()
+    except BaseException:
+        _die()
+
+
+def _load_for_exec(ctx: ChildContext) -> None:
+    """The container's filter for an exec'd process; with a seccomp agent, its listener goes to
+    the runtime (agent_fd, a socket), which sends it on to the agent."""
+    listener = load_bpf(ctx.seccomp_bpf, new_listener=ctx.seccomp_agent, log=ctx.seccomp_log)
+    if ctx.seccomp_agent:
+        import socket
+        with socket.socket(fileno=os.dup(ctx.agent_fd)) as channel:
+            socket.send_fds(channel, [b"L"], [listener])
+        os.close(listener)
+        os.close(ctx.agent_fd)
+
+
 def _wait_at_gate(gate_fd: int) -> None:
     """Block until one byte can be read from the gate (a pipe, or a FIFO opened O_NONBLOCK whose
     writer may not exist yet: select() waits for one); its end without a byte means abort."""
@@ -527,7 +781,8 @@ def _wait_at_gate(gate_fd: int) -> None:
         except BlockingIOError:
             continue
         if byte == protocol.GO:
-            os.close(gate_fd)
+            # Left open (close-on-exec): its end tells `sandbox-runtime start`, the FIFO's writer,
+            # that the workload has exec'd (or died), so it can run the poststart hooks after it.
             return
         if not byte:
             _die()

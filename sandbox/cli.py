@@ -51,7 +51,7 @@ _RUN_OPTIONS = (
     click.option("--timeout", metavar="DURATION", help="Wall-clock limit, e.g. 30s or 5m."),
     click.option("--kill-after", metavar="DURATION",
                  help="At the timeout, SIGTERM first and SIGKILL after this grace period (default 3s)."),
-    click.option("--network", metavar="MODE", help="The network mode: none or host."),
+    click.option("--network", metavar="MODE", help="The network mode: none, host or bridge (docs/network.md)."),
     click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 512M."),
     click.option("--cpus", metavar="N", help="CPU bandwidth in cores, e.g. 0.5."),
     click.option("--pids", metavar="N", help="Maximum number of processes and threads."),
@@ -336,12 +336,17 @@ def _write_or_print(text: str, output: str | None) -> None:
 
 
 @main.command("import")
-@click.argument("kind", type=click.Choice(["docker-seccomp"]))
+@click.argument("kind", type=click.Choice(["docker-seccomp", "oci"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the profile here (default: stdout).")
-@click.option("--base", default="untrusted", show_default=True, help="Profile the new one extends.")
+@click.option("--base", default="untrusted", show_default=True, help="docker-seccomp: the profile the new one extends (an oci import stands alone).")
 def import_(kind, file, output, base):
-    """Turn a Docker/OCI seccomp JSON profile into a sandbox profile."""
+    """Turn a Docker/OCI seccomp JSON profile (docker-seccomp), or an OCI bundle's config.json (oci),
+    into a sandbox profile. What a profile cannot express is listed as warnings on stderr."""
+    if kind == "oci":
+        from .export.cli import import_oci_command
+        import_oci_command(file, output)
+        return
     import tomli_w
     from .lint import seccomp_findings
     from .seccomp import import_docker, policy_to_profile_toml
@@ -377,12 +382,29 @@ def _print_widenings(findings) -> None:
         echo(f"sandbox:   {finding}")
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")
-@click.option("--format", "fmt", type=click.Choice(["docker-seccomp"]), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
-def export(profile, fmt, output):
-    """Write PROFILE's policy in another tool's format."""
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--format", "fmt", type=click.Choice(["docker-seccomp", "oci", "kubernetes", "systemd"]),
+              required=True, help="docker-seccomp: the policy as JSON; oci: a bundle (config.json, rootfs/); "
+              "kubernetes: Pod, NetworkPolicy, RuntimeClass and seccomp JSON; systemd: a .service unit.")
+@click.option("-o", "--output", type=click.Path(), help="A file (docker-seccomp; default stdout) or a new "
+              "directory (the other formats).")
+@click.option("--rootless", is_flag=True, help="oci, systemd: for a runtime run by an unprivileged user "
+              "(maps its uid, as `runc spec --rootless`).")
+@click.option("--compat", type=click.Choice(["runc-1.1"]), help="oci: leave out what this runtime refuses.")
+@click.option("--image", metavar="IMAGE", help="kubernetes: the container image.")
+def export(profile, command, fmt, output, rootless, compat, image):
+    """Write PROFILE in another tool's format (COMMAND after `--` replaces the profile's).
+
+    What the target cannot express is listed as warnings on stderr (docs/oci.md)."""
+    if fmt != "docker-seccomp":
+        from .export.cli import export_command
+        export_command(profile, list(command), fmt, output, rootless=rootless, compat=compat, image=image)
+        return
+    if command or rootless or compat or image:
+        raise click.UsageError("--format docker-seccomp writes the policy alone: no command, --rootless, "
+                               "--compat or --image")
     from .api import load_profile
     from .errors import SandboxError
     from .seccomp import export_docker
@@ -453,14 +475,15 @@ def learn(command, output, base, baseline_file):
 
 @main.command()
 def gc():
-    """Remove cgroups and `sandbox ps` records left behind by launchers that were killed."""
+    """Remove cgroups, network segments and `sandbox ps` records left behind by launchers that were killed."""
     from .cgroups import gc as collect
+    from .net import gc as collect_network
     from .registry import collect as collect_records
-    removed = collect() + collect_records()
+    removed = collect() + list(collect_network()) + collect_records()
     for path in removed:
         click.echo(f"removed {path}")
     if not removed:
-        click.echo("nothing to collect: no cgroup or record of a dead launcher is left")
+        click.echo("nothing to collect: no cgroup, network segment or record of a dead launcher is left")
 
 
 # ---------------------------------------------------------------- running sandboxes (docs/monitoring.md)

@@ -65,6 +65,7 @@ class Result:
     stdout_truncated: bool = False  # more than max_output was written; the rest was dropped
     stderr_truncated: bool = False
     violations: list = field(default_factory=list)
+    network: dict | None = None  # bridge mode: segment, address, egress as resolved (sandbox.net)
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -83,7 +84,11 @@ class Launch:
     None: no cap) and on_output_limit ("truncate": drop the rest and say so in the Result;
     "kill": end the sandbox), tty, pass_fds, forward_signals, seccomp_mode (None, "report" or
     "learn"), fork_server, and for the OCI runtime detached, start_gate (see create()) and
-    cgroup_name (a name cgroups.gc() does not collect; the default is sandbox-<our pid>-<random>).
+    cgroup_name (a name cgroups.gc() does not collect; the default is sandbox-<our pid>-<random>;
+    a plan with cgroup_path needs none), and namespaces_ready (called with init's host pid once its
+    namespaces exist, before its root is built: the OCI createRuntime hooks). After create(), a
+    detached launch leaves the caller terminal_master (tty) and seccomp_listener (a plan with
+    seccomp_agent) to send on, and `cgroup` (the SandboxCgroup) to record.
     """
 
     def __init__(self, profile: Profile | LaunchPlan, argv: list[str] | tuple[str, ...] | None = None, *,
@@ -91,7 +96,8 @@ class Launch:
                  stderr=None, capture_output=False, max_output: int | None = DEFAULT_MAX_OUTPUT,
                  on_output_limit: str = "truncate", tty: bool = False, pass_fds: tuple[int, ...] = (),
                  forward_signals: bool = True, seccomp_mode: str | None = None, fork_server=None,
-                 detached: bool = False, start_gate: int | None = None, cgroup_name: str | None = None):
+                 detached: bool = False, start_gate: int | None = None, cgroup_name: str | None = None,
+                 namespaces_ready=None):
         if isinstance(profile, LaunchPlan):
             plan = profile.replace(argv=tuple(argv)) if argv else profile
         else:
@@ -111,7 +117,7 @@ class Launch:
         if seccomp_mode == "report" and plan.seccomp is None:
             seccomp_mode = None  # nothing is denied, so nothing to report
         if detached and (seccomp_mode or capture_output or fork_server is not None or start_gate is None
-                         or cgroup_name is None):
+                         or (cgroup_name is None and plan.cgroup_path is None)):
             raise ValueError("a detached launch needs a start gate and a cgroup name of its own, and has "
                              "nobody to report to or capture for")
         self.timeout = timeout if timeout is not None else plan.timeout
@@ -130,6 +136,12 @@ class Launch:
         # A detached sandbox outlives its creator: its cgroup needs a name that cgroups.gc(),
         # which collects sandbox-<dead launcher pid>-* cgroups, leaves alone.
         self.cgroup_name = cgroup_name
+        # Called with init's host pid once its namespaces exist and before its root is built (the
+        # OCI runtime's createRuntime and createContainer hooks); an exception aborts the launch.
+        self.namespaces_ready = namespaces_ready
+        self.start_hooks: tuple = ()  # (path, args, env, timeout): the workload runs them past the gate
+        self.hook_state = ""  # the OCI state those hooks read
+        self.cgroup = None  # the sandbox's SandboxCgroup once created (the OCI runtime records its paths)
         self.status = "new"  # new -> created -> running -> stopped -> deleted
         self.recorded: list = []
         self.warnings: list[str] = []
@@ -137,6 +149,7 @@ class Launch:
         self.child_pid: int | None = None  # the first process: A, or init itself when cloned
         self.init_pid: int | None = None  # the sandbox's init (pid 1 inside), as the host sees it
         self.terminal_master = -1  # with tty and detached: the pty master, for the caller to keep
+        self.seccomp_listener = -1  # with an OCI seccomp agent: the filter's listener, for the caller to send
         self._owned: set[int] = set()  # every fd we opened, closed exactly once (see _close)
         self._pidfd = -1  # the first process's, when the fork server made it (then not our child)
         self._cloned = False  # the first process is init itself (child.spawn)
@@ -149,7 +162,8 @@ class Launch:
         self._previous_handlers = None
         self._placer = None
         self._reader = None
-        self._go_w = self._placed_w = self._gate_w = -1
+        self._go_w = self._placed_w = self._gate_w = self._hooks_w = -1
+        self._bind_trees: list[int] = []  # an OCI plan's bind sources, opened before the fork
         self._seen: set[str] = set()
         self._error: SandboxError | None = None
         self._status_word: int | None = None
@@ -161,6 +175,7 @@ class Launch:
         self._started = 0.0
         self._waited = False
         self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
+        self.network = None  # sandbox.net.Attachment in bridge mode
         # `sandbox ps` and live events (sandbox/registry.py, sandbox/monitor/): the launch's id (also
         # its audit records'), its registry record from create() to delete(), its monitoring.
         self.id = os.urandom(8).hex()
@@ -201,10 +216,12 @@ class Launch:
             self._create(start, cgprime)
             self._announce(start)
         except BaseException:
-            if self.child_pid is not None:  # detached too: a sandbox that failed to start never lives on
+            if self.child_pid is not None or self.init_pid:  # detached too: a failed sandbox never lives on
                 self._kill()
                 self._end_supervision()
             self.delete()
+            if self.detached and self._cgroup is not None:
+                self._cgroup.destroy()
             raise
         finally:
             cgprime.stop()  # idempotent; normally already stopped before the fork
@@ -238,6 +255,10 @@ class Launch:
             raise
         finally:
             self._end_supervision()
+            if self._cgroup is not None:
+                # Every process is gone: the cgroup goes now, keeping its final figures (read
+                # once), and delete() has only descriptors left to release.
+                self._cgroup.destroy()
         self._waited = True
         self.status = "stopped"
         if self._error is not None:
@@ -275,14 +296,17 @@ class Launch:
                 self._kill()
                 self._end_supervision()
         finally:
-            self._unannounce()  # before the cgroup goes: the last sample reads it
+            self._unannounce()  # the events end (a last sample), the registry record goes
             for fd in list(self._owned):
                 self._close(fd)
             if self._trees is not None:
                 self._trees.close()
+            if self.network is not None:
+                self.network.detach()  # idempotent, never raises
             if self._cgroup is not None and not self.detached:
-                self._cgroup.destroy()  # keeps the final figures: read once, after the last process is gone
-            self._finish_result()
+                self._cgroup.destroy()  # idempotent; keeps the final figures, read once
+            if not self._waited:
+                self._finish_result()
             self.status = "deleted"
 
     # ------------------------------------------------------------ create
@@ -291,8 +315,13 @@ class Launch:
         from . import cgroups
         plan = self.plan
         with _ParentStep("cgroup"):
-            cgroups.gc()
-            self._cgroup = cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+            if plan.cgroup_path is not None:  # the OCI runtime's: no sandbox-<pid>-* cgroups to collect
+                from .cgroups import oci as oci_cgroups
+                cgroup = oci_cgroups.create_at(plan.cgroup_path, plan.cgroup_resources)
+            else:
+                cgroups.gc()
+                cgroup = cgroups.create(plan.cgroup_limits, name=self.cgroup_name)
+            self._cgroup = self.cgroup = cgroup
         self.warnings += list(getattr(cgroup, "warnings", ()))
         # What the cgroup could not apply, enforced by rlimits where an unprivileged user can.
         unapplied = {n: v for n, v in cgroup.limits.requested().items() if n not in cgroup.applied}
@@ -308,10 +337,17 @@ class Launch:
                     from .image.mount import open_root_tree
                     trees.fds["/"] = open_root_tree(self.profile, plan.id_map)
         self.warnings += trees.warnings
+        if self.profile is not None and self.profile.network.mode == "bridge":
+            from . import net  # the segment, its rules and egress, made ready before the fork
+            with _ParentStep("network"):
+                self.network = net.prepare(self.profile)
+            if self.network is not None:
+                self.warnings += self.network.warnings
         with _ParentStep("pipes"):
             message_r, message_w = self._pipe()
             go_r, go_w = self._pipe()
             placed_r, placed_w = self._pipe()
+            hooks_r, self._hooks_w = self._pipe() if self.namespaces_ready is not None else (-1, -1)
             if self.detached:
                 gate_r = self.start_gate
             else:
@@ -322,14 +358,18 @@ class Launch:
                     self._gate_w = -1
             self._go_w, self._placed_w = go_w, placed_w
             stdio = self._stdio_pipes()
-            channel_parent, channel_child = (_socketpair() if self._listens() or self.tty else (None, None))
+            channel_parent, channel_child = (_socketpair() if self._listens() or self.tty or plan.seccomp_agent
+                                             else (None, None))
+        if self.start_hooks:
+            import subprocess  # noqa: F401 - the workload runs them after pivot_root, with no stdlib to import
+        join_fds = self._open_namespaces()
         ctx = self._context(trees, message_w, go_r, placed_r, gate_r, stdio,
-                            channel_child.fileno() if channel_child else -1)
+                            channel_child.fileno() if channel_child else -1, hooks_r, join_fds)
         if not self.tty and not self.detached:
             self._terminals = terminal.saved_states(fd if fd is not None else n for n, fd in enumerate(stdio))
         cgprime.stop()  # no thread may be running at fork
         with _ParentStep("fork"):
-            pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w), cgroup)
+            pid = self._start_first_process(ctx, (message_r, go_w, placed_w, self._gate_w, self._hooks_w), cgroup)
         self.child_pid = pid
         faults.checkpoint("spawned")
         release_error = None
@@ -337,10 +377,14 @@ class Launch:
             # Init waits for nothing else, and every page we touch before this is a
             # copy-on-write fault while init shares them: its maps first.
             release_error = self._release(pid)
-        for fd in [message_w, go_r, placed_r, gate_r if not self.detached else -1] + [
+        for fd in [message_w, go_r, placed_r, hooks_r, *(fd for fd, _ in join_fds),
+                   gate_r if not self.detached else -1] + [
                 fd for fd in stdio if fd is not None and fd in self._capture_names.values()]:
             self._close(fd)
         trees.close()
+        for fd in self._bind_trees:
+            self._close(fd)
+        self._bind_trees = []
         if channel_child is not None:
             channel_child.close()
         self._channel = channel_parent
@@ -366,15 +410,39 @@ class Launch:
                 self._wait_first_process(pid)  # A, which left init to the engine's reaper
             self.child_pid = None
 
-    def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1) -> child.ChildContext:
+    def _open_namespaces(self) -> tuple:
+        """The namespaces the plan joins by path, opened now: a wrong path fails before any process."""
+        opened = []
+        for flag, path in self.plan.join_namespaces:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise SetupError("namespaces", exc.errno or 0, f"{path}: {exc.strerror}") from None
+            self._owned.add(fd)
+            opened.append((fd, flag))
+        return tuple(opened)
+
+    def _context(self, trees, message_fd, go_fd, placed_fd, gate_fd, stdio, channel_fd=-1, hooks_fd=-1,
+                 join_fds=()) -> child.ChildContext:
         plan = self.plan
-        mount_plan = plan.mounts
-        if mount_plan is not None and self.profile is not None:
-            # Again, now with the sources as the launcher checked them: the trees it opened, the
-            # real paths the child walks, the optional sources that are missing.
-            mount_plan = mounts.build_plan(self.profile, trees)
-        elif mount_plan is not None and trees.fds:
-            mount_plan = mounts.with_trees(mount_plan, trees.fds)
+        if self.profile is not None:
+            # From the sources as the launcher checked them: the trees it opened, the real paths
+            # the child walks, the optional sources that are missing.
+            network_files = self.network.files if self.network is not None else ()
+            mount_plan = (mounts.build_plan(self.profile, trees, network_files=network_files)
+                          if self.profile.namespaces.mount else None)
+        else:
+            mount_plan = plan.mounts
+            if mount_plan is not None and trees.fds:
+                mount_plan = mounts.with_trees(mount_plan, trees.fds)
+            if mount_plan is not None and mount_plan.root_as_given:
+                # An OCI bundle's binds, opened here with the host's view (closed after the fork)
+                try:
+                    mount_plan, opened = mounts.open_oci_bind_trees(mount_plan)
+                except OSError as exc:
+                    raise SetupError("mount", exc.errno or 0, f"bind source: {exc.strerror or exc}") from None
+                self._owned.update(opened)
+                self._bind_trees = opened
         if mount_plan is not None and self.profile is not None and self.profile.secrets:
             from .secrets import read_values  # read now, at launch: never held by a profile or a plan
             mount_plan = mounts.with_secrets(mount_plan, read_values(self.profile))
@@ -387,7 +455,14 @@ class Launch:
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             gate_fd=gate_fd, parent_pid=os.getpid(), pass_fds=self.pass_fds, tty=self.tty, stdio=stdio,
             channel_fd=channel_fd, seccomp_listener=self._listens(), detached=self.detached,
-            faults=tuple(faults.INJECTED.items()))
+            join_userns_fd=self.network.userns_fd if self.network is not None else -1,
+            join_ns_fds=join_fds, init_uid=plan.init_ids[0] if plan.init_ids else None,
+            init_gid=plan.init_ids[1] if plan.init_ids else None, init_caps=plan.init_caps, groups=plan.groups,
+            cap_sets=plan.capability_sets, no_new_privs=plan.no_new_privs, sysctls=plan.sysctls,
+            domainname=plan.domainname, oom_score_adj=plan.oom_score_adj, personality=plan.personality,
+            time_offsets=plan.time_offsets, hooks_fd=hooks_fd, start_hooks=self.start_hooks,
+            hook_state=self.hook_state, seccomp_log=plan.seccomp_log, new_keyring=plan.new_keyring,
+            seccomp_agent=plan.seccomp_agent is not None, faults=tuple(faults.INJECTED.items()))
 
     def _filter_policy(self):
         policy = self._mode_policy()
@@ -455,7 +530,12 @@ class Launch:
             if faults.INJECTED:
                 faults.fail_if_injected("id map")
             if self.plan.new_user_ns:
-                namespaces.write_id_maps(pid, self.plan.id_map)
+                # A rootless sandbox on a segment descends from the segment's user namespace,
+                # whose own process must write its maps (sandbox/net/segment.py).
+                if self.network is not None:
+                    self.network.write_id_maps(pid, self.plan.id_map)
+                else:
+                    _write_id_maps(pid, self.plan.id_map)
             os.write(self._go_w, protocol.GO)
             return None
         except OSError as exc:
@@ -476,6 +556,8 @@ class Launch:
                 faults.fail_if_injected("cgroup placement")
             if self.init_pid != placer.pid:
                 self._cgroup.add_process(self.init_pid)  # forked before A was placed, most likely
+            if self.network is not None:  # init's network namespace exists: its interface now
+                self.network.attach(self.init_pid)
             os.write(self._placed_w, protocol.GO)
         except OSError as exc:
             self._aside(SetupError("cgroup placement", exc.errno or 0, exc.strerror or str(exc)))
@@ -530,6 +612,8 @@ class Launch:
                 elif master >= 0:
                     self._relay = terminal.Relay(master)
                     self._relay.start()
+            if self.plan.seccomp_agent is not None:
+                self.seccomp_listener = self._receive_fd(b"L")  # the caller's, for the seccomp agent
         elif kind == protocol.EXEC:
             if self.timeout:
                 self._deadline, self._deadline_kind = time.monotonic() + self.timeout, "timeout"
@@ -537,11 +621,27 @@ class Launch:
                 self._start_recorder()
         elif kind == protocol.EXIT:
             self._status_word = message["status"]
+        elif kind == protocol.HOOKS:
+            self._run_namespace_hooks()
         elif kind == protocol.WARNING:
             self.warnings.append(message["message"])
         elif kind == protocol.ERROR:
             if self._error is None:
                 self._error = _error_from(message, self.argv[0])
+
+    def _run_namespace_hooks(self) -> None:
+        """Init waits with its namespaces made and its root not yet built: the caller's hooks run
+        now; a failure is the launch's error, and init, seeing the pipe close, gives up."""
+        try:
+            self.namespaces_ready(self.init_pid)
+            os.write(self._hooks_w, protocol.GO)
+        except SandboxError as exc:
+            self._error = self._error or exc
+        except OSError as exc:
+            self._error = self._error or SetupError("hooks", exc.errno or 0, exc.strerror or str(exc))
+        finally:
+            self._close(self._hooks_w)
+            self._hooks_w = -1
 
     def _deadline_passed(self) -> None:
         kind = self._deadline_kind
@@ -673,6 +773,8 @@ class Launch:
                 result.pids_peak = stats.pids_peak
                 result.pids_limit_hit = bool(stats.pids_limit_hits)
         result.warnings = self.warnings
+        if self.network is not None:
+            result.network = self.network.record
         result.profile_name = self.plan.name
         result.argv = self.argv
 
@@ -882,6 +984,28 @@ class _Placer:
     def join(self) -> None:
         with self._done:  # held until _run is over; taking it again later returns at once
             pass
+
+
+def _write_id_maps(pid: int, id_map) -> None:
+    """The maps written directly, or, for an unprivileged caller's maps of several ranges (an
+    OCI bundle's, rootless), through the setuid newuidmap/newgidmap helpers and /etc/subuid."""
+    try:
+        namespaces.write_id_maps(pid, id_map)
+        return
+    except PermissionError:
+        ranges = getattr(id_map, "uid_ranges", None)
+        if ranges is None or os.geteuid() == 0:
+            raise
+    import shutil
+    import subprocess
+    for helper, ranges in (("newgidmap", id_map.gid_ranges), ("newuidmap", id_map.uid_ranges)):
+        path = shutil.which(helper)
+        if path is None:
+            raise OSError(errno.EPERM, f"these id maps need {helper} (package uidmap), which is not installed")
+        argv = [path, str(pid)] + [str(n) for entry in ranges for n in entry]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError(errno.EPERM, f"{helper}: {done.stderr.strip() or done.returncode}")
 
 
 def _signal_pid(pid: int, signum: int) -> None:

@@ -53,8 +53,19 @@ CATALOGUE: dict[str, Check] = {check.id: check for check in (
     Check("SBX-NS-006", "warning", 0.5, "no UTS namespace"),
     Check("SBX-NS-007", "warning", 0.5, "no cgroup namespace"),
     Check("SBX-NS-008", "warning", 0.3, "no time namespace"),
-    # Network
-    Check("SBX-NET-001", "warning", 5.0, "network.mode = \"host\": the host's network and the internet"),
+    # Network (docs/network.md)
+    Check("SBX-NET-001", "warning", 5.0, "network.mode = \"host\": the host's stack, its loopback services, the internet"),
+    Check("SBX-NET-002", "warning", 0.5, "network.mode = \"bridge\": an interface on a segment"),
+    Check("SBX-NET-003", "warning", 1.0, "a named segment: the other sandboxes on it reach this one"),
+    Check("SBX-NET-004", "warning", 2.0, "egress to destinations outside the segment"),
+    Check("SBX-NET-005", "danger", 5.0, "egress to anywhere, on every port"),
+    Check("SBX-NET-006", "warning", 3.0, "egress to any destination on some ports"),
+    Check("SBX-NET-007", "danger", 5.0, "egress reaches link-local addresses (cloud metadata services)"),
+    Check("SBX-NET-008", "warning", 2.0, "egress to a wide network"),
+    Check("SBX-NET-009", "warning", 1.0, "ports published on the host"),
+    Check("SBX-NET-010", "danger", 4.0, "a port published on every host address"),
+    Check("SBX-NET-011", "warning", 2.0, "a port published on a host address other than loopback"),
+    Check("SBX-NET-012", "info", 0.0, "a bridge-only network key that has no effect"),
     # File system
     Check("SBX-FS-001", "warning", 1.5, "the root is writable (readonly_root = false)"),
     Check("SBX-FS-002", "warning", 3.0, "extra devices (fuse, net/tun, kvm)"),
@@ -118,7 +129,8 @@ CATALOGUE: dict[str, Check] = {check.id: check for check in (
 RELAXATION_IDS = {
     "namespaces.user": "SBX-NS-001", "namespaces.mount": "SBX-NS-002", "namespaces.pid": "SBX-NS-003",
     "namespaces.network": "SBX-NS-004", "namespaces.ipc": "SBX-NS-005", "namespaces.uts": "SBX-NS-006",
-    "namespaces.cgroup": "SBX-NS-007", "namespaces.time": "SBX-NS-008", "network.mode": "SBX-NET-001",
+    "namespaces.cgroup": "SBX-NS-007", "namespaces.time": "SBX-NS-008", "network.mode": {"host": "SBX-NET-001", "bridge": "SBX-NET-002"},
+    "network.segment": "SBX-NET-003", "network.egress": "SBX-NET-004", "network.publish": "SBX-NET-009",
     "filesystem.readonly_root": "SBX-FS-001", "filesystem.devices": "SBX-FS-002", "filesystem.sys": "SBX-FS-003",
     "filesystem.mounts.mode": "SBX-FS-004", "filesystem.mounts.allow_system_path": "SBX-FS-011", "capabilities.keep": "SBX-CAP-001", "landlock.enabled": "SBX-LL-001",
     "process.new_session": "SBX-PROC-001", "process.env_passthrough": "SBX-PROC-003",
@@ -172,7 +184,7 @@ def _relaxations(obj, default, path: str) -> Iterator[Finding]:
         elif fld.metadata.get("relaxes") and value != base:
             if kind in ("names", "caps", "devices") and not set(value) - set(base):
                 continue  # fewer than the default is no relaxation
-            yield _relaxation(key, key, f"{_show(value)}: {fld.metadata['relaxes']}")
+            yield _relaxation(key, key, f"{_show(value)}: {fld.metadata['relaxes']}", value)
 
 
 def _entry_relaxations(item, key: str, index: int) -> Iterator[Finding]:
@@ -185,8 +197,11 @@ def _entry_relaxations(item, key: str, index: int) -> Iterator[Finding]:
                               f"{getattr(item, sub.name)!r} for {where}: {sub.metadata['relaxes']}")
 
 
-def _relaxation(model_key: str, key: str, message: str) -> Finding:
-    check = CATALOGUE.get(RELAXATION_IDS.get(model_key, ""), UNKNOWN)
+def _relaxation(model_key: str, key: str, message: str, value=None) -> Finding:
+    check_id = RELAXATION_IDS.get(model_key, "")
+    if isinstance(check_id, dict):  # one id per value (network.mode: host, bridge)
+        check_id = check_id.get(value, "")
+    check = CATALOGUE.get(check_id, UNKNOWN)
     return Finding(check.severity, key, message, check.id, check.weight)
 
 
@@ -454,6 +469,38 @@ def _exec(profile: Profile) -> Iterator[Finding]:
                                   "host): list it too, or it cannot run")
 
 
+def _network(profile: Profile) -> Iterator[Finding]:
+    """What [network] opens beyond its mode: egress to anywhere, link-local, wide networks, ports
+    published beyond loopback (the keys' own relaxations are found generically)."""
+    network = profile.network
+    if network.mode != "bridge":
+        for key in ("segment", "egress", "publish", "dns"):
+            if getattr(network, key):
+                yield finding("SBX-NET-012", f"network.{key}", "has no effect unless network.mode = 'bridge'")
+        return
+    from .net import spec
+    for index, text in enumerate(network.egress):
+        entry = spec.parse_egress(text)
+        key = f"network.egress[{index}]"
+        if entry.anywhere and entry.ports is None:
+            yield finding("SBX-NET-005", key, f"{text!r} allows egress to anywhere, on every port")
+        elif entry.anywhere:
+            yield finding("SBX-NET-006", key, f"{text!r} allows any destination on these ports")
+        elif entry.network is not None and entry.network.overlaps(spec.LINK_LOCAL):
+            yield finding("SBX-NET-007", key, f"{text!r} reaches link-local addresses, among them cloud metadata "
+                          "services (169.254.169.254) that hand out credentials")
+        elif entry.network is not None and entry.network.prefixlen < 16:
+            yield finding("SBX-NET-008", key, f"{text!r} is a wide network ({entry.network.num_addresses} addresses)")
+    for index, text in enumerate(network.publish):
+        entry = spec.parse_publish(text)
+        if entry.address == "0.0.0.0":
+            yield finding("SBX-NET-010", f"network.publish[{index}]", f"{text!r} listens on every host address: "
+                          "other machines reach into the sandbox")
+        elif not entry.loopback:
+            yield finding("SBX-NET-011", f"network.publish[{index}]", f"{text!r} listens on a non-loopback host "
+                          f"address: whoever reaches {entry.address} reaches into the sandbox")
+
+
 def _image(profile: Profile) -> Iterator[Finding]:
     image = profile.image
     if image.ref and image.ref.startswith("docker://") and "@sha256:" not in image.ref and not image.digest:
@@ -462,7 +509,7 @@ def _image(profile: Profile) -> Iterator[Finding]:
 
 
 CHECKS: tuple[Callable[[Profile], Iterator[Finding]], ...] = (
-    _mounts, _capabilities, _seccomp, _credentials, _limits, _process, _exec, _image,
+    _mounts, _capabilities, _seccomp, _credentials, _limits, _process, _exec, _network, _image,
 )
 
 

@@ -105,9 +105,64 @@ class Mask:
 
 @dataclass(frozen=True)
 class ReadOnly:
-    """Remount an existing path read-only (recursively)."""
+    """Remount an existing path read-only (recursively, and nosuid, nodev: a profile's). An OCI
+    bundle's readonlyPaths are as runc makes them: the path alone (its submounts keep their own
+    flags: /dev read-only, /dev/shm and /dev/pts writable), nothing added but read-only."""
 
     target: str
+    recursive: bool = True
+    secure: bool = True
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mount as an OCI bundle gives it: a file system (fstype, source, data) or, fstype "bind",
+    a host path. flags are MS_* (ro, nosuid, nodev, noexec, atime); propagation MS_UNBINDABLE or 0."""
+
+    target: str
+    fstype: str
+    source: str
+    flags: int = 0
+    data: str = ""
+    recursive: bool = False  # rbind
+    copy_up: bool = False  # tmpcopyup: the tmpfs starts with what the directory held
+    fallback_bind: str | None = None  # host path bound instead when the kernel refuses the file system
+    propagation: int = 0
+    idmap_fd: int = -1  # a bind's source, a detached tree the launcher opened as the host sees it
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A device file: made with mknod, or, when bind_from is set (no right to mknod in a user
+    namespace), the host's node bound over an empty file."""
+
+    target: str
+    kind: str  # "c", "b", "p" (fifo)
+    major: int
+    minor: int
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+    bind_from: str | None = None
+
+
+@dataclass(frozen=True)
+class CgroupTree:
+    """/sys/fs/cgroup showing only the sandbox's own cgroups: a tmpfs with each hierarchy's
+    directory of the sandbox bound in (dirs: (name below target, host directory)); a single
+    ("", dir) binds the directory at target itself (pure cgroup v2)."""
+
+    target: str
+    dirs: tuple[tuple[str, str], ...]
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A directory made in the new root if missing (a working directory)."""
+
+    target: str
+    mode: int = 0o755
 
 
 @dataclass(frozen=True)
@@ -133,18 +188,23 @@ class MountPlan:
     root_size: int
     readonly_root: bool
     operations: tuple = field(default_factory=tuple)
+    # A profile's host root is always read-only, nosuid and nodev; an OCI bundle's rootfs is
+    # the container's own: writable unless root.readonly, and its flags are the image's.
+    root_as_given: bool = False
 
 
 def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def build_plan(profile: Profile, opened=None) -> MountPlan:
+def build_plan(profile: Profile, opened=None, network_files: tuple | list = ()) -> MountPlan:
     """Profile -> ordered operations. `opened` is the launcher's sources.SourceTrees (opened
     trees, resolved paths, missing optional sources); without it (the verifier's expectations)
     optional sources are looked up by name. (A plain {target: tree fd} dict is accepted too.)
     Pure apart from that and from where the audit log is (kept out). [[secrets]] are planned
-    empty: their values are read when a launch starts, and put in by with_secrets()."""
+    empty: their values are read when a launch starts, and put in by with_secrets().
+    network_files: (host file, path inside) pairs from sandbox.net, bound read-only last, over
+    whatever the profile put there (a bind, never a write: /etc may be a host bind)."""
     fs = profile.filesystem
     if isinstance(opened, dict):
         trees, resolved, missing = opened, {}, None
@@ -184,6 +244,7 @@ def build_plan(profile: Profile, opened=None) -> MountPlan:
         operations += [Mask(p) for p in MASKED_PROC_PATHS if p.startswith("/sys/")]
     operations += [Mask(p) for p in fs.masked_paths]
     operations += [ReadOnly(p) for p in fs.readonly_paths]
+    operations += [Bind(source, target) for source, target in network_files]
     root = None if fs.root == "tmpfs" else fs.root
     operations += _audit_masks(profile, [op for op in mounts if isinstance(op, Bind)], root)
     if profile.image.rootfs:
@@ -356,13 +417,13 @@ def _mount_at(root_fd: int, target: str, fstype: str, flags: int, data: str | No
         os.close(fd)
 
 
-def _remount_readonly(root_fd: int, target: str) -> None:
+def _remount_readonly(root_fd: int, target: str, recursive: bool = True, secure: bool = True) -> None:
     fd = _resolve(root_fd, target)
     try:
         tree = _clone_tree(fd)
         try:
-            _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
-                                attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
+            _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | (_libc.AT_RECURSIVE if recursive else 0),
+                                attr_set=_libc.MOUNT_ATTR_RDONLY | (SECURE_ATTRS if secure else 0))
             _attach_tree(tree, fd)
         finally:
             os.close(tree)
@@ -417,9 +478,218 @@ def _symlink(root_fd: int, op: Symlink) -> None:
     _in_parent(root_fd, op.target, lambda parent_fd, name: os.symlink(op.points_to, name, dir_fd=parent_fd))
 
 
+# ---------------------------------------------------------------- OCI kinds
+
+_ATTR_OF_FLAG = {_libc.MS_RDONLY: _libc.MOUNT_ATTR_RDONLY, _libc.MS_NOSUID: _libc.MOUNT_ATTR_NOSUID,
+                 _libc.MS_NODEV: _libc.MOUNT_ATTR_NODEV, _libc.MS_NOEXEC: _libc.MOUNT_ATTR_NOEXEC}
+MOUNT_ATTR_NOATIME, MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_NODIRATIME, MOUNT_ATTR__ATIME = 0x10, 0x20, 0x80, 0x70
+
+
+def _mount_attrs(flags: int) -> tuple[int, int]:
+    """(attr_set, attr_clr) for mount_setattr from MS_* flags."""
+    attrs = 0
+    for flag, attr in _ATTR_OF_FLAG.items():
+        if flags & flag:
+            attrs |= attr
+    clear = 0
+    if flags & (_libc.MS_NOATIME | _libc.MS_STRICTATIME | _libc.MS_RELATIME):
+        clear = MOUNT_ATTR__ATIME
+        attrs |= MOUNT_ATTR_NOATIME if flags & _libc.MS_NOATIME else 0
+        attrs |= MOUNT_ATTR_STRICTATIME if flags & _libc.MS_STRICTATIME else 0
+    attrs |= MOUNT_ATTR_NODIRATIME if flags & _libc.MS_NODIRATIME else 0
+    return attrs, clear
+
+
+def _bind_oci(root_fd: int, source: str, target: str, flags: int, recursive: bool) -> None:
+    old_root = os.open(OLDROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _libc.openat2(old_root, source.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC, _libc.RESOLVE_IN_ROOT)
+    finally:
+        os.close(old_root)
+    try:
+        tree = _libc.open_tree(fd, "", _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC | _libc.AT_EMPTY_PATH
+                               | (_libc.AT_RECURSIVE if recursive else 0))
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    try:
+        attrs, clear = _mount_attrs(flags)
+        if attrs or clear:
+            _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | (_libc.AT_RECURSIVE if recursive else 0),
+                                attr_set=attrs, attr_clr=clear)
+        where = _resolve(root_fd, target, "dir" if is_dir else "file")
+        try:
+            _attach_tree(tree, where)
+        finally:
+            os.close(where)
+    finally:
+        os.close(tree)
+
+
+def _attach_oci_tree(root_fd: int, tree: int, target: str, flags: int, recursive: bool) -> None:
+    """A bind whose source the launcher opened (open_tree) with the host's view and credentials:
+    a container's own user namespace may not be allowed to reach the source's path."""
+    attrs, clear = _mount_attrs(flags)
+    if attrs or clear:
+        _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | (_libc.AT_RECURSIVE if recursive else 0),
+                            attr_set=attrs, attr_clr=clear)
+    where = _resolve(root_fd, target, "dir" if stat.S_ISDIR(os.fstat(tree).st_mode) else "file")
+    try:
+        _attach_tree(tree, where)
+    finally:
+        os.close(where)
+
+
+def open_oci_bind_trees(plan: MountPlan) -> tuple[MountPlan, list[int]]:
+    """Launcher side: the plan with each OCI bind's source opened now (a detached copy, as the
+    host sees the path), and the descriptors to close once the child has them (runc 1.1 does the
+    same for containers with a user namespace: their root may not reach the source's path)."""
+    opened: list[int] = []
+    operations = []
+    try:
+        for op in plan.operations:
+            if isinstance(op, Mount) and op.fstype == "bind" and op.idmap_fd < 0:
+                tree = _libc.open_tree(_libc.AT_FDCWD, op.source, _libc.OPEN_TREE_CLONE | _libc.OPEN_TREE_CLOEXEC
+                                       | (_libc.AT_RECURSIVE if op.recursive else 0))
+                opened.append(tree)
+                op = dataclasses.replace(op, idmap_fd=tree)
+            operations.append(op)
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return dataclasses.replace(plan, operations=tuple(operations)), opened
+
+
+def _copy_tree(source_fd: int, target_fd: int) -> None:
+    """tmpcopyup: what the directory held below a fresh tmpfs, copied into it (owners and modes kept)."""
+    for entry in os.scandir(source_fd):
+        info = entry.stat(follow_symlinks=False)
+        name = entry.name
+        if stat.S_ISDIR(info.st_mode):
+            os.mkdir(name, info.st_mode & 0o7777, dir_fd=target_fd)
+            sub_source = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_fd)
+            sub_target = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=target_fd)
+            try:
+                _copy_tree(sub_source, sub_target)
+            finally:
+                os.close(sub_source)
+                os.close(sub_target)
+        elif stat.S_ISLNK(info.st_mode):
+            os.symlink(os.readlink(name, dir_fd=source_fd), name, dir_fd=target_fd)
+        elif stat.S_ISREG(info.st_mode):
+            src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_fd)
+            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          info.st_mode & 0o7777, dir_fd=target_fd)
+            try:
+                while chunk := os.read(src, 1 << 20):
+                    os.write(dst, chunk)
+            finally:
+                os.close(src)
+                os.close(dst)
+        else:
+            continue  # sockets, fifos, device nodes: not copied
+        os.chown(name, info.st_uid, info.st_gid, dir_fd=target_fd, follow_symlinks=False)
+        if not stat.S_ISLNK(info.st_mode):
+            os.chmod(name, info.st_mode & 0o7777, dir_fd=target_fd)
+
+
+def _mount_oci(root_fd: int, op: Mount) -> None:
+    if op.fstype == "bind" and op.idmap_fd >= 0:
+        _attach_oci_tree(root_fd, op.idmap_fd, op.target, op.flags, op.recursive)
+    elif op.fstype == "bind":
+        _bind_oci(root_fd, op.source, op.target, op.flags, op.recursive)
+    else:
+        fd = _resolve(root_fd, op.target, "dir")
+        try:
+            below = os.open(_fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if op.copy_up else -1
+            try:
+                try:
+                    _libc.mount(op.source, _fd_path(fd), op.fstype, op.flags, op.data or None)
+                except OSError as exc:
+                    if op.fallback_bind is None or exc.errno not in (errno.EPERM, errno.EACCES, errno.EINVAL):
+                        raise
+                    # sysfs and mqueue of namespaces our user namespace does not own: the host's, bound
+                    _bind_oci(root_fd, op.fallback_bind, op.target, op.flags, True)
+                    return
+                if below >= 0:
+                    # `below`, opened before the mount, still shows the directory beneath it
+                    new_top = _resolve(root_fd, op.target)
+                    try:
+                        top = os.open(_fd_path(new_top), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    finally:
+                        os.close(new_top)
+                    try:
+                        _copy_tree(below, top)
+                    finally:
+                        os.close(top)
+            finally:
+                if below >= 0:
+                    os.close(below)
+        finally:
+            os.close(fd)
+    if op.propagation:
+        where = _resolve(root_fd, op.target)
+        try:
+            _libc.mount(None, _fd_path(where), None, op.propagation)
+        finally:
+            os.close(where)
+
+
+def _device_node(root_fd: int, op: DeviceNode) -> None:
+    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+    def create(parent_fd: int, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise OSError(errno.EISDIR, f"{op.target} is a directory") from None
+        if op.bind_from is None:
+            os.mknod(name, kinds[op.kind] | (op.mode & 0o7777), os.makedev(op.major, op.minor), dir_fd=parent_fd)
+            os.chown(name, op.uid, op.gid, dir_fd=parent_fd, follow_symlinks=False)
+            os.chmod(name, op.mode & 0o7777, dir_fd=parent_fd)  # just made by us: no symlink
+        else:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=parent_fd))
+    _in_parent(root_fd, op.target, create)
+    if op.bind_from is not None:
+        _bind_oci(root_fd, op.bind_from, op.target, _libc.MS_NOSUID | _libc.MS_NOEXEC, False)
+
+
+def _cgroup_tree(root_fd: int, op: CgroupTree) -> None:
+    flags = _libc.MS_RDONLY if op.readonly else 0
+    # A rootless container may have no cgroup of its own: then it sees none (an empty tmpfs),
+    # never the host's tree.
+    dirs = [(name, path) for name, path in op.dirs if os.path.isdir(OLDROOT + path)]
+    if len(dirs) == 1 and dirs[0][0] == "":
+        _bind_oci(root_fd, dirs[0][1], op.target, flags | SECURE_FLAGS, True)
+        return
+    _mount_at(root_fd, op.target, "tmpfs", SECURE_FLAGS, "mode=755,size=64k")
+    for name, host_dir in dirs:
+        _bind_oci(root_fd, host_dir, f"{op.target}/{name}", flags | SECURE_FLAGS, True)
+    if op.readonly:
+        top = _resolve(root_fd, op.target)
+        try:
+            _libc.mount_setattr(top, "", _libc.AT_EMPTY_PATH, attr_set=_libc.MOUNT_ATTR_RDONLY)
+        finally:
+            os.close(top)
+
+
+SECURE_FLAGS = _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC
+
+
 def _apply_one(root_fd: int, op) -> None:
     secure = _libc.MS_NOSUID | _libc.MS_NODEV
-    if isinstance(op, Bind):
+    if isinstance(op, Mount):
+        _mount_oci(root_fd, op)
+    elif isinstance(op, DeviceNode):
+        _device_node(root_fd, op)
+    elif isinstance(op, CgroupTree):
+        _cgroup_tree(root_fd, op)
+    elif isinstance(op, Directory):
+        os.close(_resolve(root_fd, op.target, "dir"))
+    elif isinstance(op, Bind):
         _bind(root_fd, op)
     elif isinstance(op, Tmpfs):
         flags = secure | (_libc.MS_NOEXEC if op.noexec else 0)
@@ -439,7 +709,7 @@ def _apply_one(root_fd: int, op) -> None:
         pass  # mounted first, by enter_new_root
     elif isinstance(op, ReadOnly):
         try:
-            _remount_readonly(root_fd, op.target)
+            _remount_readonly(root_fd, op.target, op.recursive, op.secure)
         except FileNotFoundError:
             pass
     else:
@@ -501,9 +771,10 @@ def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
                                                      f"{exc.strerror or exc}") from None
     else:
         tree = _open_host_tree(plan.root_source)
-        # A host directory as root is never written to: mount points in it must already exist.
-        _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
-                            attr_set=SECURE_ATTRS | _libc.MOUNT_ATTR_RDONLY)
+        if not plan.root_as_given:
+            # A host directory as root is never written to: mount points in it must already exist.
+            _libc.mount_setattr(tree, "", _libc.AT_EMPTY_PATH | _libc.AT_RECURSIVE,
+                                attr_set=SECURE_ATTRS | _libc.MOUNT_ATTR_RDONLY)
         root_dir = os.open(NEWROOT, os.O_PATH | os.O_CLOEXEC)
         _attach_tree(tree, root_dir)
         os.close(root_dir)
@@ -526,7 +797,8 @@ def enter_new_root(plan: MountPlan, faults: tuple = ()) -> None:
     finally:
         os.close(root_fd)
     if plan.readonly_root:
-        _libc.mount_setattr(-100, NEWROOT, 0, attr_set=_libc.MOUNT_ATTR_RDONLY | SECURE_ATTRS)
+        _libc.mount_setattr(-100, NEWROOT, 0, attr_set=_libc.MOUNT_ATTR_RDONLY
+                            | (0 if plan.root_as_given else SECURE_ATTRS))
     if any(isinstance(op, Devpts) for op in plan.operations):
         # /dev itself read-only once populated (not recursively: /dev/shm and /dev/pts stay
         # writable, and device nodes are writable on a read-only mount anyway).

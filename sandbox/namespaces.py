@@ -74,7 +74,8 @@ def id_map_for(process: Process) -> IdMap:
 
 def write_id_maps(pid: int, idmap: IdMap) -> None:
     """Parent side: setgroups must be denied before an unprivileged gid_map is accepted."""
-    for name, text in (("setgroups", "deny"), ("uid_map", idmap.uid_map()), ("gid_map", idmap.gid_map())):
+    setgroups = getattr(idmap, "setgroups", "deny")  # plan.IdMappings may allow it (privileged writer)
+    for name, text in (("setgroups", setgroups), ("uid_map", idmap.uid_map()), ("gid_map", idmap.gid_map())):
         path = f"/proc/{pid}/{name}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from .compiled_dataclass import dataclass
-from . import landlock, mounts, namespaces
+from . import landlock, namespaces
 from .profile.model import DEFAULT_PATH, Profile, per_profile
 
 DEFAULT_KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL on timeout (limits.kill_after)
@@ -41,7 +41,8 @@ class LaunchPlan:
     new_cgroup_ns: bool
     new_pid_ns: bool
     new_net_ns: bool  # and loopback brought up in it
-    mounts: Any  # mounts.MountPlan without descriptors, or None without a mount namespace
+    mounts: Any  # mounts.MountPlan without descriptors, None without a mount namespace; from a
+    # profile, None: the launch builds it at create from the bind sources it checked (sources.py)
     hostname: str | None  # None: no UTS namespace
     rlimits: tuple
     keep_caps: tuple[str, ...]
@@ -53,9 +54,61 @@ class LaunchPlan:
     timeout: float | None
     kill_after: float
     profile: Profile | None = None  # what it came from, for the audit trail, lint and idmapped binds
+    # What a profile never asks for and an OCI bundle may (sandbox/oci compiles config.json into
+    # these); the defaults are a profile's launch. See child.ChildContext for where each acts.
+    join_namespaces: tuple = ()  # (CLONE_NEW* flag, path): joined with setns before any is made
+    init_ids: tuple[int, int] | None = None  # (uid, gid) init takes in its user namespace
+    init_caps: tuple[str, ...] | None = None  # what init keeps once the workload runs; None: a profile's rule
+    groups: tuple[int, ...] | None = None  # supplementary groups; None: none, and never set
+    capability_sets: Any = None  # CapabilitySets: the five sets as given, instead of keep_caps
+    no_new_privs: bool = True
+    sysctls: tuple = ()  # (name, value) of namespaced sysctls
+    domainname: str | None = None
+    oom_score_adj: int | None = None
+    personality: int | None = None
+    time_offsets: str | None = None  # "monotonic S NS\nboottime S NS\n": init makes the time namespace
+    cgroup_path: str | None = None  # an absolute cgroup path (OCI cgroupsPath) instead of a sandbox-* name
+    cgroup_resources: Any = None  # OCI linux.resources, applied by sandbox.cgroups.oci
+    seccomp_log: bool = False  # SECCOMP_FILTER_FLAG_LOG
+    new_keyring: str | None = None  # the workload joins a new session keyring of this name
+    seccomp_agent: tuple[str, str] | None = None  # OCI (listenerPath, listenerMetadata): the listener's destination
+    annotations: dict | None = None  # an OCI bundle's, for the policy that checks a plan (org.sandbox.*)
 
     def replace(self, **changes) -> "LaunchPlan":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CapabilitySets:
+    """The five capability sets of an OCI process, as names (CAP_*)."""
+
+    bounding: tuple[str, ...] = ()
+    effective: tuple[str, ...] = ()
+    inheritable: tuple[str, ...] = ()
+    permitted: tuple[str, ...] = ()
+    ambient: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdMappings:
+    """Id maps of any number of ranges (container id, host id, size), as OCI bundles give them.
+    `setgroups` is what /proc/PID/setgroups gets: "deny" unless the writer is privileged."""
+
+    uid_ranges: tuple[tuple[int, int, int], ...]
+    gid_ranges: tuple[tuple[int, int, int], ...]
+    setgroups: str = "deny"
+
+    def uid_map(self) -> str:
+        return "".join(f"{inside} {host} {size}\n" for inside, host, size in self.uid_ranges)
+
+    def gid_map(self) -> str:
+        return "".join(f"{inside} {host} {size}\n" for inside, host, size in self.gid_ranges)
+
+    def host_uid_of(self, uid: int) -> int | None:
+        for inside, host, size in self.uid_ranges:
+            if inside <= uid < inside + size:
+                return host + uid - inside
+        return None
 
 
 def build_env(profile: Profile, environ: dict | None = None) -> dict[str, str]:
@@ -122,6 +175,6 @@ def plan_for(profile: Profile, argv=None, *, tty: bool = False) -> LaunchPlan:
 
     Raises ValueError when the profile's ids would map the sandbox to host root."""
     base = _profile_plan(profile)
-    # The mount plan is made per launch: optional sources may have appeared or gone since.
-    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty),
-                        mounts=mounts.build_plan(profile) if profile.namespaces.mount else None)
+    # No mount plan here: the launch makes it from the bind sources as it checked and opened them
+    # (sandbox/sources.py), at create.
+    return base.replace(argv=tuple(argv) if argv else base.argv, env=with_terminal_type(dict(base.env), tty))

@@ -33,6 +33,7 @@ EXEC = "exec"
 EXIT = "exit"
 ERROR = "error"
 WARNING = "warning"
+HOOKS = "hooks"  # init: the namespaces exist; run the createRuntime hooks, then one byte on the hooks pipe
 GO = b"g"
 PIPE_BUF = 4096
 

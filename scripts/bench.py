@@ -371,6 +371,9 @@ def main() -> None:
         print("concurrent:", results["concurrent"], flush=True)
         results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
         print("seccomp syscall loop (s for 2M getppid):", results["seccomp"], flush=True)
+        from bench_engines import bench_engines  # sandbox-runtime against runc behind podman and ctr
+        results["engines"] = bench_engines(3 if args.quick else 15)
+        print("engines, sandbox-runtime against runc (median s):", results["engines"], flush=True)
         results["monitor"] = bench_monitor(work, 5 if args.quick else 21)
         print("live events, build and 1000 processes (median s):", results["monitor"], flush=True)
     try:
@@ -449,6 +452,8 @@ def render(r: dict) -> str:
     ]
     if r.get("verify") is not None:
         lines.append(f"| `sandbox verify untrusted` | {r['verify']:.2f} s | | | |")
+    from bench_engines import render_engines
+    lines += render_engines(r.get("engines") or {})
     mon = r.get("monitor")
     if mon:
         lines += [

@@ -51,6 +51,8 @@ def machine() -> dict[str, bool]:
         "bwrap": shutil.which("bwrap") is not None,
         "system_python": os.path.exists("/usr/bin/python3"),
         "gcc": os.path.exists("/usr/bin/gcc"),
+        "runc": shutil.which("runc") is not None,
+        "systemd_analyze": shutil.which("systemd-analyze") is not None,
     }
     facts["rootless"] = facts["root"] and facts["setpriv"] and facts["userns"]
     return facts
@@ -62,6 +64,8 @@ REASONS = {
     "cgroup_v1": "no cgroup v1 hierarchies on this machine", "cgroup_v2": "no cgroup v2 hierarchy on this machine",
     "setpriv": "setpriv (util-linux) is not installed", "bwrap": "bubblewrap is not installed",
     "system_python": "/usr/bin/python3 is not installed", "gcc": "gcc is not installed",
+    "runc": "runc is not installed (scripts/setup installs it)",
+    "systemd_analyze": "systemd-analyze is not installed (Debian's systemd package; scripts/setup installs it)",
     "rootless": "rootless tests need root (to switch to uid 65534 with setpriv) and user namespaces",
 }
 
@@ -115,15 +119,77 @@ def _leaked_cgroups() -> list[str]:
     return [path for path in cgroups.leaked() if os.path.basename(path).startswith(mine)]
 
 
+# Network state of this test session (sandbox/net): a directory of its own, which uid 65534 (pasta
+# and relays run as root of a segment's user namespace, i.e. host nobody) can traverse, and whose
+# path marks the helper processes this session starts.
+NET_SESSION = Path(f"/tmp/sbxtest-net-{os.getpid()}")
+
+
+def _net_objects() -> dict[str, set]:
+    """What of bridge networking exists now: links named like ours in this (the host's) network
+    namespace, namespaces under /run/netns named like ours, nftables tables named like ours,
+    segments and helper processes of this session."""
+    found: dict[str, set] = {"links": set(), "netns": set(), "segments": set(), "processes": set(), "nft": set()}
+    try:
+        found["links"] = {n for n in os.listdir("/sys/class/net") if "sbx" in n or "sandbox" in n}
+    except OSError:
+        pass
+    try:
+        found["netns"] = {n for n in os.listdir("/run/netns") if n.startswith(("sbx", "sandbox"))}
+    except OSError:
+        pass
+    for state in NET_SESSION.glob("**/segments") if NET_SESSION.exists() else ():
+        found["segments"] |= {str(state / name) for name in os.listdir(state)}
+    marker = str(NET_SESSION).encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker in handle.read():
+                        found["processes"].add(int(entry))
+            except OSError:
+                pass
+    nft = shutil.which("nft")
+    if nft and os.geteuid() == 0:
+        listed = subprocess.run([nft, "list", "tables"], capture_output=True, text=True)
+        found["nft"] = {line for line in listed.stdout.splitlines() if "sandbox" in line or "sbx" in line}
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def net_session():
+    NET_SESSION.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(NET_SESSION, 0o755)
+    (NET_SESSION / "root").mkdir(mode=0o755, exist_ok=True)
+    yield NET_SESSION
+    from sandbox.net.state import State, collect
+    try:
+        collect(State(str(NET_SESSION / "root")))
+    finally:
+        shutil.rmtree(NET_SESSION, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request, tmp_path_factory, monkeypatch):
-    """Fail a test that leaves cgroups, mounts or child processes behind."""
+    """Fail a test that leaves cgroups, mounts, child processes or network objects behind."""
     monkeypatch.setenv("SANDBOX_AUDIT_LOG", str(tmp_path_factory.getbasetemp() / "audit.jsonl"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SANDBOX_NET_DIR", str(NET_SESSION / "root"))
     before_cgroups = set(_leaked_cgroups())
     before_mounts = set(_sandbox_mounts())
+    before_net = _net_objects()
     yield
     problems = []
+    net_now = _net_objects()
+    for kind, now in net_now.items():
+        left = now - before_net[kind]
+        if left:
+            problems.append(f"network {kind} left behind: {sorted(map(str, left))}")
+    if any(net_now[k] - before_net[k] for k in ("segments", "processes")):
+        from sandbox.net.state import State, collect
+        for state in NET_SESSION.glob("**/segments"):
+            if state.parent.stat().st_uid == os.geteuid():
+                collect(State(str(state.parent)))
     children = _child_pids()
     if children:
         for pid in children:

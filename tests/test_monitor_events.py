@@ -387,3 +387,20 @@ def test_without_process_events_root_still_sees_forks_and_exits(tmp_path):
     exits = {e["host_pid"]: e for e in events_of(events, "exit")}
     assert len(forks) >= 2 and all(f["host_pid"] in exits for f in forks)
     assert sorted(e["status"] for e in exits.values()) == [0, 0, 4]  # true, the subshell, sh itself
+
+
+def test_connections_on_a_segment_are_judged_by_its_egress_list(tmp_path):
+    """Bridge mode: a connection the segment's egress list allows is `allowed`; one it does not is
+    refused by the network, which the workload then sees (EHOSTUNREACH)."""
+    require("userns", "system_python", "root")
+    events = tmp_path / "events.jsonl"
+    script = ("import socket\nfor a in [('192.0.2.1', 443), ('192.0.2.2', 443)]:\n    try:\n"
+              "        socket.create_connection(a, timeout=0.3)\n    except OSError as exc:\n        print(exc.errno)\n")
+    result = sandbox.run("untrusted", ["/usr/bin/python3", "-c", script], network="bridge",
+                         settings={"network.egress": ["192.0.2.1:443"]}, events=str(events), capture_output=True,
+                         text=True, timeout=60)
+    assert result.exit_code == 0, result.stderr
+    listed, other = events_of(events, "connect")
+    assert (listed["address"], listed["allowed"], "refused_by" in listed) == ("192.0.2.1", True, False)
+    assert (other["address"], other["allowed"], other["refused_by"]) == ("192.0.2.2", False, "network")
+    assert result.stdout.split()[-1] == "113"  # EHOSTUNREACH

@@ -24,7 +24,10 @@ def bwrap_root(probe_path: str) -> list[str]:
             "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
             "--ro-bind", probe_path, "/probe.py"]
 
-STRONG = ["--unshare-all", "--cap-drop", "ALL", "--new-session", "--clearenv", "--hostname", "sandbox"]
+# /proc/keys masked as runc and Docker mask it: unmasked, it lists the keyrings uid 65534 may view,
+# which container engines and earlier tests on the machine may have created (a session keyring).
+STRONG = ["--unshare-all", "--cap-drop", "ALL", "--new-session", "--clearenv", "--hostname", "sandbox",
+          "--ro-bind", "/dev/null", "/proc/keys"]
 
 CLONE_NEW_BITS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 DENY = ("mount", "umount2", "pivot_root", "unshare", "setns", "ptrace", "bpf", "perf_event_open", "keyctl",

@@ -89,7 +89,7 @@ def only(tmp_path, text) -> Problem:
     ('[process]\numask = "0999"\n', "process.umask", "octal mode", "'0999'"),
     ('[process]\numask = 0o17777\n', "process.umask", "a mode from 0", "8191"),
     # enums
-    ('[network]\nmode = "bridge"\n', "network.mode", "'none' or 'host'", "'bridge'"),
+    ('[network]\nmode = "bridged"\n', "network.mode", "'none' or 'host' or 'bridge'", "'bridged'"),
     ('[[filesystem.mounts]]\nsource = "/usr"\nmode = "rwx"\n', "filesystem.mounts[0].mode", "'ro' or 'rw'", "'rwx'"),
     # wrong types
     ('[process]\ncommand = "/bin/sh -c x"\n', "process.command", "an array of strings", "'/bin/sh -c x'"),

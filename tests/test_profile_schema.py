@@ -175,7 +175,8 @@ def test_default_profile_validates():
     {"limits": {"rlimits": {"files": 1}}},
     {"limits": {"rlimits": {"nofile": [1, 2, 3]}}},
     {"capabilities": {"keep": ["CAP_FLY"]}},
-    {"network": {"mode": "bridge"}},
+    {"network": {"mode": "bridged"}},
+    {"network": {"segment": "Not A Name"}},
     {"seccomp": {"polcy": "default"}},
     {"seccomp": {"rules": [{"action": "allow", "argz": []}]}},
 ])

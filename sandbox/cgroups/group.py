@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from .v1 import V1Group  # imported where used: cgroupspy is needed only where v1 is in use
 
 
+def _exited(pid: int) -> bool:
+    """A process that has exited since it was placed (a detached launch's A leaves at once) is in
+    no cgroup's list any more: that is no failed placement."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
 class SandboxCgroup:
     """Created by sandbox.cgroups.create(); see docs/cgroups.md for the launcher's call order.
 
@@ -100,7 +110,7 @@ class SandboxCgroup:
             raise SetupError("cgroup placement", e.errno or 0, f"placing process {pid} in {where}: {e.strerror}") from e
         for directory in self.directories():
             members = _fs.read_or_none(os.path.join(directory, "cgroup.procs")) or ""
-            if str(pid) not in members.split():
+            if str(pid) not in members.split() and not _exited(pid):
                 raise SetupError("cgroup placement", 0, f"process {pid} did not arrive in {directory}")
 
     def pids(self) -> list[int]:

@@ -11,15 +11,9 @@ import os
 import signal
 import time
 
-from cgroupspy.controllers import (BlkIOController, Controller, CpuAcctController, CpuController,
-                                   MemoryController)
-from cgroupspy.nodes import Node
-
 from . import _fs
 from .limits import CPU_PERIOD_US, CgroupLimits, CgroupStats, NotApplied, cpu_quota_us, weight_to_shares
 
-_CONTROLLER_CLASSES = {"memory": MemoryController, "cpu": CpuController, "cpuacct": CpuAcctController,
-                       "blkio": BlkIOController}
 _FREEZE_TIMEOUT_S = 2.0
 _BFQ_MAX_WEIGHT = 1000
 _THROTTLE_FILES = ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device",
@@ -27,36 +21,50 @@ _THROTTLE_FILES = ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_d
 
 
 class V1Group:
-    def __init__(self, nodes: dict[str, Node]):
-        self._nodes = nodes  # controller -> node; co-mounted controllers share one node
-        self._ctl = {name: _CONTROLLER_CLASSES.get(name, Controller)(node) for name, node in nodes.items()}
-        self.dirs = {name: os.fsdecode(node.full_path) for name, node in nodes.items()}
+    def __init__(self, dirs: dict[str, str]):
+        self.dirs = dict(dirs)  # controller -> directory; co-mounted controllers share one
+        self._controllers = None
+
+    @property
+    def _ctl(self) -> dict:
+        """cgroupspy's typed controllers, made on first use: placing, killing and removing need
+        only plain files, and cgroupspy (with the logging it imports) costs ~7 ms to import."""
+        if self._controllers is None:
+            from cgroupspy.controllers import (BlkIOController, Controller, CpuAcctController, CpuController,
+                                               MemoryController)
+            from cgroupspy.nodes import Node
+            classes = {"memory": MemoryController, "cpu": CpuController, "cpuacct": CpuAcctController,
+                       "blkio": BlkIOController}
+            self._controllers = {name: classes.get(name, Controller)(Node(os.fsencode(directory)))
+                                 for name, directory in self.dirs.items()}
+        return self._controllers
 
     @classmethod
     def create(cls, bases: dict[str, str], name: str) -> V1Group:
         """mkdir `name` below our own cgroup in every hierarchy in `bases` (controller -> dir)."""
-        by_base: dict[str, Node] = {}
+        made: dict[str, str] = {}
         try:
             for base in dict.fromkeys(bases.values()):
                 if os.path.exists(os.path.join(base, name)):
                     raise FileExistsError(f"cgroup {os.path.join(base, name)} already exists")
-                by_base[base] = Node(os.fsencode(base)).create_cgroup(name)
+                os.mkdir(os.path.join(base, name))
+                made[base] = os.path.join(base, name)
         except BaseException:
-            for node in by_base.values():
-                _fs.remove_tree(os.fsdecode(node.full_path))
+            for directory in made.values():
+                _fs.remove_tree(directory)
             raise
-        return cls({controller: by_base[base] for controller, base in bases.items()})
+        return cls({controller: made[base] for controller, base in bases.items()})
 
     @classmethod
     def attach(cls, dirs: dict[str, str]) -> V1Group:
         """An existing sandbox cgroup (for gc)."""
-        return cls({controller: Node(os.fsencode(d)) for controller, d in dirs.items()})
+        return cls(dirs)
 
     def unique_dirs(self) -> list[str]:
         return list(dict.fromkeys(self.dirs.values()))
 
     def has(self, controller: str) -> bool:
-        return controller in self._ctl
+        return controller in self.dirs
 
     def _file(self, controller: str, filename: str) -> str:
         return os.path.join(self.dirs[controller], filename)
@@ -113,8 +121,8 @@ class V1Group:
     # -- processes ------------------------------------------------------------------------
 
     def add_process(self, pid: int) -> None:
-        for controller in {d: c for c, d in self.dirs.items()}.values():  # once per hierarchy
-            Controller(self._nodes[controller]).procs = [pid]  # cgroup.procs moves the whole thread group
+        for directory in self.unique_dirs():  # cgroup.procs moves the whole thread group
+            _fs.write(os.path.join(directory, "cgroup.procs"), pid)
 
     def pids(self) -> list[int]:
         found = set()
@@ -154,7 +162,7 @@ class V1Group:
     # -- accounting -----------------------------------------------------------------------
 
     def oom_kills(self) -> int | None:
-        if "memory" not in self._ctl:
+        if "memory" not in self.dirs:
             return None
         control = self._ctl["memory"].oom_control
         if isinstance(control, dict) and "oom_kill" in control:  # kernels >= 4.13
@@ -166,7 +174,7 @@ class V1Group:
         if kills is not None:
             return kills > 0
         # Older kernels: the limit was hit; the best evidence available without an eventfd.
-        return bool("memory" in self._ctl and self._ctl["memory"].failcnt)
+        return bool("memory" in self.dirs and self._ctl["memory"].failcnt)
 
     def stats(self) -> CgroupStats:
         values: dict[str, object] = {}
@@ -183,7 +191,7 @@ class V1Group:
             values["cpu_throttled_periods"] = cpu_stat.get("nr_throttled")
             if "throttled_time" in cpu_stat:
                 values["cpu_throttled_s"] = cpu_stat["throttled_time"] / 1e9
-        if "memory" in self._ctl:
+        if "memory" in self.dirs:
             memory = self._ctl["memory"]
             values.update(memory_peak_bytes=memory.max_usage_in_bytes,
                           memory_current_bytes=memory.usage_in_bytes, oom_kills=self.oom_kills())

@@ -242,6 +242,8 @@ class Watch:
         from .resources import cgroup_figures, tree_figures
         cgroup = getattr(self.launch, "_cgroup", None)
         limits = self.launch.plan.cgroup_limits
+        if cgroup is not None and cgroup.active and getattr(cgroup, "_destroyed", False):
+            return self._final_figures(cgroup, limits)
         if cgroup is not None and cgroup.active:
             figures = cgroup_figures(cgroup.paths)
             if figures.memory_limit_bytes is None and "memory" in cgroup.applied:
@@ -255,14 +257,27 @@ class Watch:
         # Without a cgroup, pids are limited by RLIMIT_NPROC in the sandbox's user namespace.
         return tree_figures(init, pids_limit=limits.pids if limits is not None else None)
 
+    @staticmethod
+    def _final_figures(cgroup, limits):
+        """Once the launch has removed the cgroup (at the end of wait()), its last figures, which
+        SandboxCgroup read just before."""
+        from .resources import Figures
+        stats = cgroup.stats()
+        cpu = None if stats.cpu_user_s is None else stats.cpu_user_s + (stats.cpu_system_s or 0)
+        return Figures(cpu_seconds=cpu, cpu_user_seconds=stats.cpu_user_s, cpu_system_seconds=stats.cpu_system_s,
+                       memory_bytes=stats.memory_current_bytes, memory_peak_bytes=stats.memory_peak_bytes,
+                       memory_limit_bytes=limits.memory if "memory" in cgroup.applied else None,
+                       pids=0, pids_limit=limits.pids if "pids" in cgroup.applied else None,
+                       oom_kills=stats.oom_kills, pids_limit_hits=stats.pids_limit_hits)
+
     def sample(self, emit_sample: bool = True, final: bool = False) -> None:
         """One reading: a `sample` event, and the thresholds it crosses."""
         try:
             figures = self._figures()
         except OSError:
             return
-        if figures is None:
-            return
+        if figures is None or (figures.cpu_seconds is None and figures.memory_bytes is None and figures.pids is None):
+            return  # nothing to read (the cgroup is going)
         if emit_sample:
             fields = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.to_dict().items()
                       if v is not None}
@@ -547,15 +562,33 @@ class Watch:
 
     def _network_refusal(self, kind: str, found: dict) -> str | None:
         """Why the sandbox's network would refuse this call, from the profile's rules: with
-        network mode "none", only loopback exists."""
-        if not self._loopback_only or found.get("family") not in ("ipv4", "ipv6"):
+        network mode "none", only loopback exists; in bridge mode, a connection leaves the segment
+        only to what network.egress lists (the rules sandbox.net installs)."""
+        if found.get("family") not in ("ipv4", "ipv6"):
             return None
         address = str(found.get("address", ""))
-        if kind == "connect" and not _loopback(address):
-            return "only loopback exists in this sandbox (network mode none)"
-        if kind == "bind" and address not in ("0.0.0.0", "::") and not _loopback(address):
-            return "only loopback exists in this sandbox (network mode none)"
-        return None
+        if self._loopback_only:
+            if kind == "connect" and not _loopback(address):
+                return "only loopback exists in this sandbox (network mode none)"
+            if kind == "bind" and address not in ("0.0.0.0", "::") and not _loopback(address):
+                return "only loopback exists in this sandbox (network mode none)"
+            return None
+        attachment = getattr(self.launch, "network", None)
+        if kind != "connect" or attachment is None or _loopback(address) or address in ("0.0.0.0", "::"):
+            return None
+        import ipaddress
+        try:
+            destination = ipaddress.ip_address(address)
+            if attachment.subnet and destination in ipaddress.ip_network(attachment.subnet):
+                return None  # on the segment
+            from ..net.attach import _covered
+            protocol = found.get("protocol", "")
+            if destination.version == 4 and protocol in ("tcp", "udp") and \
+                    _covered(attachment.egress, address, int(found.get("port") or 0), protocol):
+                return None
+        except (ValueError, TypeError, ImportError):
+            return None
+        return "not on the segment and not in network.egress (bridge mode)"
 
     def _anomaly(self, reason: str, about: str, event: dict) -> bool:
         fields = {"reason": reason, "about": about, "pid": event.get("pid"), "host_pid": event.get("host_pid")}

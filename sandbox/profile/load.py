@@ -708,6 +708,34 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _network_entries(parser: str, what: str):
+    """An array of [network] entries, each parsed by sandbox.net.spec (one problem per bad entry)."""
+    def convert(value: Any) -> tuple[str, ...]:
+        from ..net import spec
+        entries, bad = [], []
+        for index, item in enumerate(_string_list(value, what)):
+            try:
+                parsed = getattr(spec, parser)(item)
+            except spec.SpecError as exc:
+                bad.append(_Invalid(str(exc), _show(item), sub=f"[{index}]"))
+                continue
+            entries.append(parsed if isinstance(parsed, str) else parsed.text)
+        if bad:
+            raise _Invalids(bad)
+        return tuple(dict.fromkeys(entries))
+    return convert
+
+
+def _segment(value: Any) -> str:
+    from ..net import spec
+    if value == "":
+        return value
+    try:
+        return spec.parse_segment(value)
+    except spec.SpecError as exc:
+        raise _Invalid(str(exc), _show(value)) from None
+
+
 _CONVERTERS = {
     "str": _string, "str?": _string, "bool": _boolean, "argv": _argv, "env": _env, "names": _names,
     "id": lambda v: _integer(v, 0, MAX_ID, "an id"), "id?": lambda v: _integer(v, 0, MAX_ID, "an id"),
@@ -719,6 +747,9 @@ _CONVERTERS = {
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,
     "execpatterns": _exec_patterns, "secretname": _secret_name, "envname": _env_name,
     "strings": lambda v: tuple(_string_list(v)),
+    "segment": _segment, "egress": _network_entries("parse_egress", "destinations"),
+    "publish": _network_entries("parse_publish", "published ports"),
+    "nameservers": _network_entries("parse_dns", "name server addresses"),
 }
 
 

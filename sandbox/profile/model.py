@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import weakref
 from dataclasses import field
 from typing import Any
 
@@ -177,11 +176,34 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class Network:
-    """[network]: networking."""
+    """[network]: networking (see docs/network.md)."""
 
-    mode: str = spec("none", kind="enum", choices=("none", "host"),
-                     doc="none: a new network namespace with only loopback; host: the host's network.",
-                     relaxes="the workload can reach the host's network and the internet")
+    mode: str = spec("none", kind="enum", choices=("none", "host", "bridge"),
+                     doc="none: a new network namespace with only loopback; host: the host's network; "
+                         "bridge: a new network namespace with loopback and one interface on a segment "
+                         "(see segment, egress, publish).",
+                     relaxes="the workload has network access beyond its own loopback")
+    segment: str = spec("", kind="segment",
+                        doc="bridge: sandboxes that name the same segment reach each other; others cannot. "
+                            "Empty: a segment of this sandbox alone.",
+                        relaxes="other sandboxes on this segment can reach this one, and it them")
+    egress: tuple[str, ...] = spec((), kind="egress",
+                                   doc="bridge: destinations outside the segment the workload may reach: "
+                                       "\"HOST[:PORT[-PORT]][/tcp|udp]\" (HOST an IPv4 address, a CIDR network "
+                                       "or a name resolved at launch) or \"PORT[/tcp|udp]\" (any host). "
+                                       "Everything else is refused at once.",
+                                   relaxes="the workload can reach these destinations outside its segment")
+    publish: tuple[str, ...] = spec((), kind="publish",
+                                    doc="bridge: \"[ADDRESS:]HOSTPORT:PORT[/tcp|udp]\": connections to the "
+                                        "host's ADDRESS (default 127.0.0.1) port HOSTPORT reach the sandbox's "
+                                        "PORT.",
+                                    relaxes="host addresses forward connections into the sandbox")
+    hostname_resolution: bool = spec(False, kind="bool",
+                                     doc="bridge: /etc/hosts inside lists every sandbox on the segment that "
+                                         "asks for it, by its process.hostname (kept up to date).")
+    dns: tuple[str, ...] = spec((), kind="nameservers",
+                                doc="bridge: name servers written to /etc/resolv.conf inside; reachable "
+                                    "only if egress allows them (53/udp).")
 
 
 @dataclass(frozen=True)
@@ -391,20 +413,22 @@ def _default_seccomp():
 
 
 def per_profile(function):
-    """Cache function(profile) for as long as the profile lives: profiles are frozen, so equal
-    profiles give equal results, and a CI system launches the same one many times."""
-    results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
+    """Cache function(profile) for as long as the profile lives: profiles are frozen, so a result
+    never goes stale, and a CI system launches the same one many times. Kept on the profile object
+    itself, by identity: hashing a whole frozen Profile (it hashes every table and entry in it)
+    cost more than some of the functions cached."""
     @functools.wraps(function)
     def cached(profile):
+        results = getattr(profile, "_per_profile", None)
+        if results is None:
+            try:
+                results = {}
+                object.__setattr__(profile, "_per_profile", results)  # not a field: eq, hash, replace ignore it
+            except (AttributeError, TypeError):  # no __dict__ (not a Profile): just do not keep it
+                return function(profile)
         try:
-            return results[profile]
-        except (KeyError, TypeError):
-            pass
-        value = function(profile)
-        try:
-            results[profile] = value
-        except TypeError:  # not hashable or not weak-referenceable: just do not keep it
-            pass
-        return value
+            return results[cached]
+        except KeyError:
+            value = results[cached] = function(profile)
+            return value
     return cached

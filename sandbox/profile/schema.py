@@ -135,6 +135,13 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return {"type": "string", "pattern": ENV_NAME_PATTERN}
     if kind == "enum":
         return {"enum": list(meta["choices"])}
+    if kind == "segment":
+        from ..net.spec import SEGMENT_NAME
+        return {"anyOf": [{"const": ""}, {"type": "string", "pattern": SEGMENT_NAME.pattern}]}
+    if kind in ("egress", "publish", "nameservers"):  # forms checked by the loader (sandbox/net/spec.py)
+        examples = {"egress": ["index.example.com:443", "192.0.2.0/24", "198.51.100.7:5432/tcp", "53/udp"],
+                    "publish": ["127.0.0.1:8080:80", "5353:53/udp"], "nameservers": ["192.0.2.53"]}[kind]
+        return {"type": "array", "items": {"type": "string", "minLength": 1}, "examples": [examples]}
     if kind == "table":
         return _table_schema(type(fld.default_factory()))
     if kind == "tables":
@@ -256,6 +263,9 @@ _KIND_NAMES = {
     "limitnames": "array of limit names", "rlimits": "table of rlimits", "blockdev": "block device", "enum": "one of",
     "tables": "array of tables", "seccomp": "table", "execpatterns": "array of paths or patterns inside",
     "secretname": "file name", "envname": "variable name",
+    "tables": "array of tables", "seccomp": "table", "segment": "segment name",
+    "egress": "array of destinations", "publish": "array of published ports",
+    "nameservers": "array of IPv4 addresses",
 }
 
 

@@ -127,9 +127,22 @@ def check_audit(profile: Profile, file: str) -> Iterator[Problem]:
         yield Problem(file, "audit.required", "audit.enabled = true when the audit record is required", "false")
 
 
+def check_network(profile: Profile, file: str) -> Iterator[Problem]:
+    network = profile.network  # (a namespace of its own: check_namespace_consistency)
+    from ..net.spec import parse_publish
+    seen: dict[tuple, int] = {}
+    for index, text in enumerate(network.publish):
+        entry = parse_publish(text)
+        key = (entry.address, entry.host_port, entry.protocol)
+        if key in seen:
+            yield Problem(file, f"network.publish[{index}]", "each host address and port published once",
+                          f"{text!r} repeats network.publish[{seen[key]}]")
+        seen.setdefault(key, index)
+
+
 CHECKS: tuple[Callable[[Profile, str], Iterator[Problem]], ...] = (
     check_bind_sources, check_targets, check_sizes, check_required_limits,
-    check_namespace_consistency, check_host_ids, check_exec, check_secrets, check_audit,
+    check_namespace_consistency, check_host_ids, check_exec, check_secrets, check_audit, check_network,
 )
 
 

@@ -38,11 +38,26 @@ class Source:
     kind = "directory"
     image_root = False  # an image's absolute symlinks resolve inside the image, not on the host
 
+    root_fd = -1
+    mount_at = ""
+
     def entries(self):
         raise NotImplementedError
 
-    def read(self, entry: Entry, limit: int) -> bytes | None:
+    def root_path(self) -> str:
+        """The host directory the entries' contents are read beneath."""
         raise NotImplementedError
+
+    def read(self, entry: Entry, limit: int) -> bytes | None:
+        if self.root_fd < 0:
+            self.root_fd = os.open(self.root_path(), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        relative = entry.path[len(self.mount_at):].lstrip("/")
+        return _read_beneath(self.root_fd, relative, limit)
+
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
 
 
 class ImageSource(Source):
@@ -65,16 +80,8 @@ class ImageSource(Source):
                         item.get("size", 0), item.get("link", "") if kind == "symlink" else "",
                         bool(item.get("capabilities")))
 
-    def read(self, entry: Entry, limit: int) -> bytes | None:
-        if self.root_fd < 0:
-            self.root_fd = os.open(self.image.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        relative = entry.path[len(self.mount_at):].lstrip("/")
-        return _read_beneath(self.root_fd, relative, limit)
-
-    def close(self) -> None:
-        if self.root_fd >= 0:
-            os.close(self.root_fd)
-            self.root_fd = -1
+    def root_path(self) -> str:
+        return self.image.rootfs
 
 
 class DirectorySource(Source):
@@ -123,16 +130,8 @@ class DirectorySource(Source):
                     if entry.kind == "dir" and info.st_dev == device:
                         stack.append((item.path, path))
 
-    def read(self, entry: Entry, limit: int) -> bytes | None:
-        if self.root_fd < 0:
-            self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        relative = entry.path[len(self.mount_at):].lstrip("/")
-        return _read_beneath(self.root_fd, relative, limit)
-
-    def close(self) -> None:
-        if self.root_fd >= 0:
-            os.close(self.root_fd)
-            self.root_fd = -1
+    def root_path(self) -> str:
+        return self.root
 
 
 def _entry(path: str, info: os.stat_result) -> Entry:

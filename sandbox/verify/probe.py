@@ -79,6 +79,8 @@ expect (derived from a profile; without it the probe judges by the secure ideal)
       "memory_limit": 268435456,       # bytes, or null for "no expectation"
       "pids_limit": 64,                # or null
       "exec_allow": ["/usr/bin/python3*"],  # [exec] allow patterns, or null for no list
+      "egress_allowed": ["192.0.2.7", 443, "tcp"],      # bridge: must be reachable
+      "egress_refused": [["192.0.2.7", 9, "tcp"]],      # bridge: must be refused at once
       "stress": false                  # also allocate/fork past the limits
     }
 
@@ -1793,6 +1795,74 @@ def check_network(ctx):
                      hint if status == FAIL else "")
 
 
+def _attempt(host, port, proto, timeout=3.0):
+    """Connect (and for UDP, exchange a datagram) -> (outcome, seconds): "connected", an errno
+    name, "timeout"."""
+    import time
+    started = time.monotonic()
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, int(port)))
+        if proto == "udp":
+            s.send(b"sandbox-verify")
+            s.recv(64)
+        outcome = "connected"
+    except socket.timeout:
+        outcome = "timeout"
+    except OSError as exc:
+        outcome = _errname(exc.errno)
+    finally:
+        s.close()
+    return outcome, time.monotonic() - started
+
+
+POLICY_REFUSALS = ("EHOSTUNREACH", "ENETUNREACH", "EACCES", "EPERM")
+
+
+def check_egress(ctx):
+    """bridge mode: a destination the egress allowlist names is reachable; others are refused at
+    once (ICMP admin-prohibited from the segment, or no route), not left to time out."""
+    allowed = ctx.expect.get("egress_allowed")
+    refused = ctx.expect.get("egress_refused")
+    if allowed is None and refused is None:
+        return
+    desc = "an egress destination the profile allows is reachable"
+    if allowed:
+        host, port, proto = allowed
+        outcome, took = _attempt(host, port, proto)
+        where = f"{host}:{port}/{proto}: {outcome} in {took:.2f} s"
+        if outcome == "connected" or outcome == "ECONNREFUSED":  # the far end answered: the path is open
+            yield result("net.egress_allowed", "network", desc, PASS, "connected or refused by the far end", where)
+        elif outcome == "timeout":
+            yield result("net.egress_allowed", "network", desc, WARN, "an answer", where,
+                         "the destination may be down or drop packets")
+        else:
+            yield result("net.egress_allowed", "network", desc, FAIL, "connected", where,
+                         "the segment refuses what the profile allows: check `sandbox gc` and pasta")
+    else:
+        yield result("net.egress_allowed", "network", desc, SKIP, "a reachable destination",
+                     "the profile allows no egress destination with an address and a port")
+    desc = "egress the profile does not allow is refused at once"
+    if not refused:
+        yield result("net.egress_refused", "network", desc, SKIP, "refused",
+                     "the profile's egress allows every destination")
+        return
+    for index, (host, port, proto) in enumerate(refused):
+        outcome, took = _attempt(host, port, proto, timeout=3.0)
+        where = f"{host}:{port}/{proto}: {outcome} in {took:.2f} s"
+        cid = f"net.egress_refused.{index}"
+        if outcome in POLICY_REFUSALS and took < 1.5:
+            yield result(cid, "network", desc, PASS, "refused by policy", where)
+        elif outcome == "connected" or outcome == "ECONNREFUSED":
+            yield result(cid, "network", desc, FAIL, "refused by policy", where,
+                         "the destination was reached: the segment's rules are missing")
+        else:
+            yield result(cid, "network", desc, WARN, "refused at once", where,
+                         "a refusal should come at once (admin-prohibited), not after a timeout")
+
+
 SOCKETS = (  # (id, family, type, protocol, what, remediation)
     ("net.raw_packet", 17, socket.SOCK_RAW, 0, "AF_PACKET raw sockets",
      "drop CAP_NET_RAW; deny socket(AF_PACKET) in the seccomp filter"),
@@ -2339,7 +2409,7 @@ def check_exec(ctx):
 CHECKS = (check_namespaces, check_hostname, check_ids, check_capabilities, check_seccomp_mode,
           check_syscalls, check_compat_abis, check_namespace_creation, check_mounts,
           check_writable_mounts, check_kernel_knobs, check_proc_masks, check_devices, check_fds, check_environment,
-          check_host_processes, check_session, check_network, check_ipc, check_cgroups,
+          check_host_processes, check_session, check_network, check_egress, check_ipc, check_cgroups,
           check_terminal, check_exec)
 
 

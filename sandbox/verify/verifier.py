@@ -65,7 +65,7 @@ def expectations(profile: Profile) -> dict:
         "namespaces": {"pid": ns.pid, "net": new_net, "mnt": ns.mount, "user": ns.user, "uts": ns.uts,
                        "ipc": ns.ipc, "cgroup": ns.cgroup, "time": ns.time},
         # The probe's words: "private" is a namespace of its own with more than loopback in it.
-        "network": "host" if not new_net else "none" if profile.network.mode == "none" else "private",
+        "network": "host" if not new_net else {"none": "none", "bridge": "private"}.get(profile.network.mode, "private"),
         "capabilities": list(profile.capabilities.keep),
         "seccomp": profile.seccomp is not None,
         "no_new_privs": True,
@@ -87,7 +87,36 @@ def expectations(profile: Profile) -> dict:
         "exec_allow": list(profile.exec.allow) if profile.exec.allow is not None else None,
         "stress": False,
         **_sources(profile),
+        **(egress_canaries(profile.network.egress) if profile.network.mode == "bridge" and ns.network else {}),
     }
+
+
+# Destinations tried as "refused" when the profile does not name them (documentation networks:
+# if a rule were missing, nothing answers there anyway).
+REFUSED_CANDIDATES = ("192.0.2.1", "198.51.100.1", "203.0.113.1")
+
+
+def egress_canaries(egress: tuple[str, ...]) -> dict:
+    """bridge mode: one destination the allowlist names (to be reached) and up to two it does not
+    (to be refused at once): another port of the allowed address, and another address."""
+    import ipaddress
+    from ..net.attach import _covered, resolve_egress
+    rules, _ = resolve_egress(egress)
+    allowed = None
+    for rule in rules:
+        if rule["network"] and rule["ports"]:
+            address = str(ipaddress.IPv4Network(rule["network"])[0 if rule["network"].endswith("/32") else 1])
+            allowed = [address, rule["ports"][0], "tcp" if "tcp" in rule["protocols"] else "udp"]
+            break
+    refused = []
+    if allowed is not None:
+        port = next((p for p in (9, 1, 7, 13, 37, 79) if not _covered(rules, allowed[0], p, allowed[2])), None)
+        if port is not None:
+            refused.append([allowed[0], port, allowed[2]])
+    other = next((a for a in REFUSED_CANDIDATES if not _covered(rules, a, 9, "tcp")), None)
+    if other is not None:
+        refused.append([other, 9, "tcp"])
+    return {"egress_allowed": allowed, "egress_refused": refused}
 
 
 @dataclass
@@ -310,10 +339,28 @@ def _inspect_while_stopped(launch, thread: threading.Thread, context: dict) -> l
             pid = _workload_pid(launch.init_pid)
         if pid is not None and _is_stopped(pid):
             try:
-                return probe.outside_checks(pid, context) + _cpu_limit(pid, context.get("expect") or {})
+                return (probe.outside_checks(pid, context) + _cpu_limit(pid, context.get("expect") or {})
+                        + segment_membership(launch, pid))
             finally:
                 os.kill(pid, signal.SIGCONT)
         time.sleep(0.01)
     return [probe.result("outside.unavailable", "process", "the probe could be inspected from outside",
                          probe.WARN, "a stopped probe process", "it ended before it could be inspected",
                          "run the verifier again")]
+
+
+def segment_membership(launch, pid: int) -> list[dict]:
+    """bridge mode, from the host: the sandbox's interface has the address its segment leased it,
+    and the other end of its veth sits on that segment's bridge."""
+    attachment = getattr(launch, "network", None)
+    if attachment is None:
+        return []
+    desc = "the sandbox sits on its segment, with the address leased to it"
+    try:
+        ok, observed = attachment.membership(pid)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot look is a warning, not a crash
+        return [probe.result("outside.net.segment", "network", desc, probe.WARN, "on the segment",
+                             f"could not look: {exc}")]
+    return [probe.result("outside.net.segment", "network", desc, probe.PASS if ok else probe.FAIL,
+                         f"{attachment.address} on segment {attachment.segment}", observed,
+                         "" if ok else "the segment's state and the kernel disagree: run `sandbox gc`")]
