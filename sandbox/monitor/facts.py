@@ -129,26 +129,38 @@ def _string_at(fd: int, address: int, limit: int = MAX_PATH) -> bytes:
 
 def read_argv(fd: int, address: int) -> list[str]:
     """The NULL-terminated array of strings at `address` (native 64-bit pointers) in the process
-    whose /proc/PID/mem is open as `fd`, bounded."""
+    whose /proc/PID/mem is open as `fd`, bounded. The strings usually lie together (the caller
+    built them so): one read of the pages they start in serves most of them."""
     if not address:
         return []
+    pointers: list[int] = []
+    data = b""
+    while len(pointers) < MAX_ARGS:
+        base = address + len(data)
+        chunk = os.pread(fd, 4096 - base % 4096, base)
+        if not chunk:
+            break
+        data += chunk
+        count = len(data) // 8
+        values = struct.unpack_from(f"={count}Q", data)
+        if 0 in values:
+            pointers = list(values[:values.index(0)])
+            break
+        pointers = list(values)
+    pointers = pointers[:MAX_ARGS]
+    if not pointers:
+        return []
+    window_start = min(pointers) & ~4095
+    try:
+        window = os.pread(fd, min(8192, max(pointers) + MAX_ARG - window_start), window_start)
+    except OSError:  # a page of it is not mapped: string by string
+        window = b""
     argv: list[str] = []
     total = 0
-    pointers = b""
-    offset = 0
-    while len(argv) < MAX_ARGS:
-        if offset + 8 > len(pointers):
-            base = address + len(pointers)
-            chunk = os.pread(fd, 4096 - base % 4096, base)
-            if not chunk:
-                break
-            pointers += chunk
-            continue
-        (pointer,) = struct.unpack_from("=Q", pointers, offset)
-        offset += 8
-        if not pointer:
-            break
-        value = _string_at(fd, pointer, MAX_ARG)
+    for pointer in pointers:
+        offset = pointer - window_start
+        end = window.find(b"\0", offset) if 0 <= offset < len(window) else -1
+        value = window[offset:end] if end >= 0 else _string_at(fd, pointer, MAX_ARG)
         total += len(value)
         argv.append(os.fsdecode(value))
         if total > MAX_ARGV_BYTES:
