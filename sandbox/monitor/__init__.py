@@ -83,6 +83,7 @@ class Watch:
         self._connector = None
         self._taskstats = None
         self._pending_exits: dict[int, list] = {}  # main thread gone, the group's total may follow
+        self._unknown_exits: list = []  # exits whose fork the connector has not told yet
         self._after = None  # an exec's facts, finished after its notification is answered
         self._first_exec = None  # rootless: the tid of the workload's first exec, True once said
         self._marks = {"memory": False, "pids": False}
@@ -366,7 +367,10 @@ class Watch:
             self.emit("lost", {"source": "taskstats", "overruns": lost})
         init = self.launch.init_pid
         earlier = dict(self._pending_exits)
-        for index, entry in enumerate(exits):
+        # Exits of processes not known to be the sandbox's yet: their fork may still be in the
+        # connector's socket (two sockets, read one after the other). Kept one more batch.
+        unknown, self._unknown_exits = self._unknown_exits, []
+        for index, entry in enumerate(unknown + exits):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 time.sleep(0)
             if entry[0] == "pid":
@@ -374,8 +378,11 @@ class Watch:
                 if pid != tgid or tgid == init:
                     continue
                 with self._lock:
-                    if tgid not in self._members:
-                        continue
+                    member = tgid in self._members
+                if not member:
+                    if index >= len(unknown) and not final:
+                        self._unknown_exits.append(entry)
+                    continue
                 self._pending_exits[tgid] = [status, utime, stime]
             else:
                 _kind, tgid, utime, stime = entry
