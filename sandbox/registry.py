@@ -326,6 +326,33 @@ def _same(pid, expected, start_time) -> bool:
     return found is not None and found == expected
 
 
+def _orphans() -> list[str]:
+    removed = []
+    for directory, owner in visible_directories():
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if os.fstat(dir_fd).st_uid != owner:
+                continue
+            names = os.listdir(dir_fd)
+            records = {n[:-len(RECORD_SUFFIX)] for n in names if n.endswith(RECORD_SUFFIX)}
+            for name in names:
+                for suffix in (STOP_SUFFIX, EVENTS_SUFFIX):
+                    if name.endswith(suffix) and name[:-len(suffix)] not in records:
+                        try:
+                            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                            if time.time() - info.st_mtime > ORPHAN_AGE and info.st_uid == owner:
+                                os.unlink(name, dir_fd=dir_fd)
+                                removed.append(os.path.join(directory, name))
+                        except OSError:
+                            pass
+        finally:
+            os.close(dir_fd)
+    return removed
+
+
 def _read_records(directory: str, owner: int) -> list[Running]:
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -385,9 +412,13 @@ def find(prefix: str) -> Running:
     return matches[0]
 
 
+ORPHAN_AGE = 60.0  # seconds: a launch writes its events copy just before its record
+
+
 def collect() -> list[str]:
-    """Remove the records (and event copies) of launchers that are gone; returns what was removed."""
-    removed = []
+    """Remove the records (and event copies) of launchers that are gone, and notes and copies whose
+    record is gone; returns what was removed."""
+    removed = _orphans()
     for running in sandboxes(include_dead=True):
         if running.launcher_alive():
             continue
@@ -430,13 +461,15 @@ def _pidfd_of(pid, expected_start):
 
 
 def _signal_init(running: Running, signum: int) -> bool:
+    """signum to the sandbox's init, through a pidfd of the process the record names; False when
+    it is gone or may not be signalled."""
     fd = _pidfd_of(running.record.get("init_pid"), running.record.get("init_start"))
     if fd is None:
         return False
     try:
         signal.pidfd_send_signal(fd, signum)
         return True
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     finally:
         os.close(fd)
@@ -488,8 +521,9 @@ def _terminate(running: Running) -> None:
                 pass
 
 
-def _note_request(running: Running, command: str, action: str, actor: tuple[int, int]) -> None:
-    """Tell the launcher who stopped its sandbox (it adds a warning to the result and the audit)."""
+def _note_request(running: Running, command: str, action: str, actor: tuple[int, int]) -> str:
+    """Tell the launcher who stopped its sandbox (it adds a warning to the result and the audit).
+    Written before the signal (the launcher may be gone right after it); returns the path."""
     request = {"command": command, "action": action, "by_uid": actor[0], "by_pid": actor[1],
                "time": _now_iso(time.time())}
     path = os.path.join(running.directory, running.id + STOP_SUFFIX)
@@ -499,6 +533,15 @@ def _note_request(running: Running, command: str, action: str, actor: tuple[int,
             os.write(fd, json.dumps(request).encode())
         finally:
             os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def _forget_request(path: str) -> None:
+    """The signal did not go out: no note for the launcher, none left behind."""
+    try:
+        os.unlink(path)
     except OSError:
         pass
 
@@ -538,7 +581,10 @@ def stop(running: Running, grace: float | None = None) -> str:
     actor = (os.getuid(), os.getpid())  # before _as_owner changes them
 
     def act() -> int:
-        _note_request(running, "stop", "stopped", actor)
+        note = _note_request(running, "stop", "stopped", actor)
+        if not running.init_alive():
+            _forget_request(note)
+            return 4
         _terminate(running)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
@@ -550,7 +596,10 @@ def stop(running: Running, grace: float | None = None) -> str:
         deadline = time.monotonic() + 5
         while running.init_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
-        return 2 if not running.init_alive() else 3
+        if running.init_alive():
+            _forget_request(note)
+            return 3
+        return 2
 
     code = _as_owner(running, act)
     if code in (0, 2):
@@ -564,14 +613,19 @@ def kill(running: Running, signum: int = signal.SIGKILL) -> str:
 
     def act() -> int:
         name = signal.Signals(signum).name
-        _note_request(running, "kill", f"killed ({name})" if signum == signal.SIGKILL else f"sent {name}", actor)
+        note = _note_request(running, "kill", f"killed ({name})" if signum == signal.SIGKILL else f"sent {name}",
+                             actor)
         if signum == signal.SIGKILL:
             _kill_tree(running)
             deadline = time.monotonic() + 5
             while running.init_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            return 0 if not running.init_alive() else 3
-        return 0 if _signal_init(running, signum) else 4
+            code = 0 if not running.init_alive() else 3
+        else:
+            code = 0 if _signal_init(running, signum) else 4
+        if code:
+            _forget_request(note)
+        return code
 
     code = _as_owner(running, act)
     return "sent" if code == 0 else _refused(running, code)

@@ -294,6 +294,7 @@ def test_a_forged_record_cannot_make_root_signal_what_its_author_cannot(rootless
             assert cli("kill", forged_id, "TERM").returncode == 125
             time.sleep(0.2)
             assert victim.poll() is None
+            assert not (base / "running" / f"{forged_id}.stop").exists()  # no note of what did not happen
         finally:
             path.unlink(missing_ok=True)
     finally:
