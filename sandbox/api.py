@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any, Union
 
 from .errors import CommandFailed, ExecError, LimitsUnavailable, Problem, ProfileError, SandboxError, SetupError
-from .forkserver import ForkServer
 from .launcher import DEFAULT_MAX_OUTPUT, Launch, Result
 from .profile import Profile, builtin_profile_names, load_profile, profile_from_dict
 
@@ -50,7 +49,7 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
         report_violations: bool = False,
         pass_fds: Sequence[int] = (),
         forward_signals: bool = True,
-        fork_server: ForkServer | None = None,
+        fork_server: "ForkServer | None" = None,
         seccomp_mode: str | None = None,
         events: str | os.PathLike | None = None,
         stats_interval: float | str | None = None) -> Result:
@@ -182,3 +181,11 @@ def _input_fd(data: bytes, opened: list[int]) -> int:
 
 def _decode(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "replace")
+
+
+def __getattr__(name):
+    # ForkServer on first use: the CLI (which never uses one) need not import it (~1 ms).
+    if name == "ForkServer":
+        from .forkserver import ForkServer
+        return ForkServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
