@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any, Union
 
 from .errors import CommandFailed, ExecError, LimitsUnavailable, Problem, ProfileError, SandboxError, SetupError
-from .forkserver import ForkServer
 from .launcher import DEFAULT_MAX_OUTPUT, Launch, Result
 from .profile import Profile, builtin_profile_names, load_profile, profile_from_dict
 
@@ -50,8 +49,10 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
         report_violations: bool = False,
         pass_fds: Sequence[int] = (),
         forward_signals: bool = True,
-        fork_server: ForkServer | None = None,
-        seccomp_mode: str | None = None) -> Result:
+        fork_server: "ForkServer | None" = None,
+        seccomp_mode: str | None = None,
+        events: str | os.PathLike | None = None,
+        stats_interval: float | str | None = None) -> Result:
     """Run `command` in a sandbox built from `profile`; see docs/api.md.
 
     profile: a Profile, a built-in name or a path. command: a list of words, or a string split as
@@ -69,6 +70,8 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
     text: decode the captured output (UTF-8, undecodable bytes replaced).
     check: raise CommandFailed (carrying the Result) when the workload exits non-zero.
     report_violations: record the system calls the policy denied (Result.violations).
+    events: write live activity events ([monitor] events: a file, or "-" for standard output);
+    stats_interval: seconds between their resource samples (docs/monitoring.md).
     Raises ProfileError, SetupError (LimitsUnavailable), ExecError for a sandbox that could not
     run the command; a workload that fails is a Result.
     """
@@ -76,7 +79,7 @@ def run(profile: Profile | str | os.PathLike, command: str | Sequence[str | os.P
     overrides, notes = run_overrides(binds=binds, env=env, cwd=cwd, timeout=timeout, kill_after=kill_after,
                                      image=image, network=network,
                                      memory=memory, cpus=cpus, pids=pids, limits=limits, settings=settings,
-                                     style="api")
+                                     events=events, stats_interval=stats_interval, style="api")
     profile = resolve(profile, overrides)
     argv = _argv(command)
     if report_violations:
@@ -178,3 +181,11 @@ def _input_fd(data: bytes, opened: list[int]) -> int:
 
 def _decode(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "replace")
+
+
+def __getattr__(name):
+    # ForkServer on first use: the CLI (which never uses one) need not import it (~1 ms).
+    if name == "ForkServer":
+        from .forkserver import ForkServer
+        return ForkServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

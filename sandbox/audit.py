@@ -233,8 +233,8 @@ def _last_line(name: str, dir_fd: int, size: int) -> bytes | None:
 
 def forward_to_syslog(line: bytes, address: str = "/dev/log") -> None:
     """Send one record to a syslog (or journald) unix datagram socket; OSError when it cannot."""
-    import _socket  # the C module: socket.py costs ~2 ms to import, and this is the launch path
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    import socket  # only with [audit] syslog: ~2 ms, kept off the default launch path
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)  # a stalled log daemon must never stall a launch
         sock.sendto(b"<%d>sandbox[%d]: " % (SYSLOG_PRIORITY, os.getpid()) + line, address)
@@ -253,11 +253,12 @@ class AuditRecord:
     """Start and end records for one launch. A record that cannot be written is a warning, or,
     for the start record with `audit.required = true`, a SetupError: the launch does not run."""
 
-    def __init__(self, profile: Profile, argv, profile_hash: str):
+    def __init__(self, profile: Profile, argv, profile_hash: str, launch_id: str | None = None):
         self.enabled = profile.audit.enabled
         self.path = log_path(profile)
         self.syslog = profile.audit.syslog_socket if profile.audit.syslog else None
-        self.id = os.urandom(8).hex()  # secrets.token_hex(8) without importing hmac
+        # The launch's own id when it has one: `sandbox ps` and the events show the same.
+        self.id = launch_id or os.urandom(8).hex()  # secrets.token_hex(8) without importing hmac
         self.warning: str | None = None
         if not self.enabled:
             return
@@ -271,10 +272,14 @@ class AuditRecord:
             raise SetupError("audit", error.errno or 0, f"cannot write the start record to {self.path} "
                              f"({error.strerror or error}) and audit.required = true: not launching")
 
-    def finish(self, result=None, error: Exception | None = None) -> None:
+    def finish(self, result=None, error: Exception | None = None, monitor: dict | None = None) -> None:
+        """The end record; `monitor` is the live events' summary (sandbox.monitor.Watch.summary:
+        counts by kind, denials, anomalies, why the monitor ended the sandbox)."""
         if not self.enabled:
             return
         record = {"event": "end", "id": self.id, "time": _now()}
+        if monitor is not None:
+            record["monitor"] = monitor
         if result is not None:
             record.update(exit_code=result.exit_code, signal=result.signal, timed_out=result.timed_out,
                           oom_killed=result.oom_killed, wall_time=round(result.wall_time, 4),

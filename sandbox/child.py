@@ -29,9 +29,6 @@ import termios
 
 import prctl
 
-# signal's own functions, without the enum wrapping of signal.signal(): in a freshly forked
-# child that wrapping costs ~0.2 ms of copy-on-write faults per launch.
-import _signal
 
 # Everything the child needs is imported here, in the parent: after pivot_root the host's files,
 # including this package, are out of reach.
@@ -479,7 +476,7 @@ def _reap_until(ctx: ChildContext, workload: int, children_fd: int = -1):
         except ProcessLookupError:
             pass
     for signum in FORWARDED_SIGNALS:
-        _signal.signal(signum, forward)
+        signal.signal(signum, forward)
     while True:
         try:
             pid, status = os.wait()
@@ -573,8 +570,8 @@ def run_workload(ctx: ChildContext):
             # Ignored signals survive exec, and Python ignores SIGPIPE and SIGXFSZ for itself: the
             # workload gets the defaults back (as subprocess gives them), and no blocked signals.
             for signum in _RESET_SIGNALS:
-                _signal.signal(signum, _signal.SIG_DFL)
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
             for target, fd in enumerate(stdio):
                 if fd is not None and fd != target:
                     os.dup2(fd, target)
@@ -708,8 +705,8 @@ def run_exec(ctx: ChildContext):
         channel = None
         with step(ctx, "file descriptors"):
             for signum in _RESET_SIGNALS:
-                _signal.signal(signum, _signal.SIG_DFL)
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
             fds.close_all_except({0, 1, 2, ctx.message_fd, ctx.channel_fd, ctx.agent_fd, *ctx.pass_fds})
             for fd in ctx.pass_fds:
                 os.set_inheritable(fd, True)

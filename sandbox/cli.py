@@ -59,8 +59,13 @@ _RUN_OPTIONS = (
                  help="Run from this container image (oci:DIR[:TAG], oci-archive:FILE, docker://HOST/NAME...)."),
     click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
                  help="Any profile key, dotted (limits.nofile...), VALUE as TOML (a bare word is a string)."),
+    click.option("--events", metavar="FILE|-",
+                 help="Write live activity events, one JSON line each, to FILE (appended) or - (standard output)."),
+    click.option("--stats-interval", metavar="DURATION",
+                 help="Resource samples in the events every DURATION (default 1s; 0: none)."),
 )
-_RUN_OPTION_NAMES = ("binds", "env", "cwd", "timeout", "kill_after", "image", "network", "memory", "cpus", "pids", "settings")
+_RUN_OPTION_NAMES = ("binds", "env", "cwd", "timeout", "kill_after", "image", "network", "memory", "cpus", "pids", "settings",
+                     "events", "stats_interval")
 
 
 def run_options(command):
@@ -419,9 +424,13 @@ def export(profile, command, fmt, output, rootless, compat, image):
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the learned profile here.")
 @click.option("--base", default="untrusted", show_default=True, help="Profile to run under and extend.")
-def learn(command, output, base):
-    """Run COMMAND (trusted!) recording its system calls and the files it executes, and write a
-    profile allowing just those: a minimal seccomp allowlist and an [exec] allow list.
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False),
+              help="Write the run's baseline (executables, network destinations) here; default with -o: "
+                   "beside the profile, NAME.baseline.json, which the profile's [monitor] baseline names.")
+def learn(command, output, base, baseline_file):
+    """Run COMMAND (trusted!) recording its system calls, the files it executes and the network
+    destinations it uses, and write a profile allowing just those: a minimal seccomp allowlist, an
+    [exec] allow list, and a baseline for [monitor] (anomalies are what later runs do beyond it).
 
     While learning every system call is let through (and the base's exec list is lifted): use it
     only on workloads you trust."""
@@ -449,22 +458,149 @@ def learn(command, output, base):
     document.update(policy_to_profile_toml(policy, base=base))
     executed = proposed_exec_list(launch.recorded)
     document["exec"] = {"allow": executed}
+    from .monitor.baseline import dumps
+    from .seccomp.learn import proposed_baseline
+    baseline = proposed_baseline(launch.recorded, command)
+    if baseline_file is None and output:
+        baseline_file = os.path.splitext(output)[0] + ".baseline.json"
+    if baseline_file:
+        with open(baseline_file, "w") as handle:
+            handle.write(dumps(baseline))
+        document["monitor"] = {"baseline": os.path.abspath(baseline_file)}
     _write_or_print(tomli_w.dumps(document), output)
-    click.echo(f"sandbox: learned {len(recorded)} system calls and {len(executed)} executables "
-               f"(workload exit {result.exit_code})", err=True)
+    click.echo(f"sandbox: learned {len(recorded)} system calls, {len(executed)} executables and "
+               f"{len(baseline['network'])} network destinations (workload exit {result.exit_code})", err=True)
     sys.exit(0 if result.exit_code == 0 else result.exit_code)
 
 
 @main.command()
 def gc():
-    """Remove cgroups and network segments left behind by launchers that were killed."""
+    """Remove cgroups, network segments and `sandbox ps` records left behind by launchers that were killed."""
     from .cgroups import gc as collect
     from .net import gc as collect_network
-    removed = collect() + list(collect_network())
+    from .registry import collect as collect_records
+    removed = collect() + list(collect_network()) + collect_records()
     for path in removed:
         click.echo(f"removed {path}")
     if not removed:
-        click.echo("nothing to collect: no cgroup or network segment of a dead launcher is left")
+        click.echo("nothing to collect: no cgroup, network segment or record of a dead launcher is left")
+
+
+# ---------------------------------------------------------------- running sandboxes (docs/monitoring.md)
+
+def _running(prefix: str):
+    from .registry import RecordError, find
+    try:
+        return find(prefix)
+    except RecordError as exc:
+        _fail_text(str(exc))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="As JSON, with every figure.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the ids.")
+def ps(as_json, quiet):
+    """List the running sandboxes of this user (root: of every user): id, profile, user, init's
+    pid, uptime, cpu, memory and processes, from each sandbox's cgroup."""
+    from .monitor.report import entry, ps_table
+    from .registry import sandboxes
+    rows = [(running, running.figures()) for running in sandboxes()]
+    if as_json:
+        click.echo(json.dumps([entry(r, f) for r, f in rows], indent=2))
+    elif quiet:
+        for running, _figures in rows:
+            click.echo(running.id)
+    else:
+        click.echo(ps_table(rows))
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("-t", "--grace", metavar="DURATION",
+              help="Between SIGTERM and SIGKILL (default: the sandbox's limits.kill_after).")
+def stop(ids, grace):
+    """Stop running sandboxes: SIGTERM to the workload and every process, then SIGKILL to the whole
+    tree after the grace period. Ids may be abbreviated."""
+    from .profile.units import parse_duration
+    from .registry import RecordError, stop as stop_sandbox
+    seconds = None
+    if grace is not None:
+        try:
+            seconds = parse_duration(grace)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grace") from None
+    targets = [_running(prefix) for prefix in ids]
+    for running in targets:
+        try:
+            outcome = stop_sandbox(running, seconds)
+        except RecordError as exc:
+            _fail_text(str(exc))
+        click.echo(f"{running.id}: {outcome}")
+
+
+@main.command()
+@click.argument("sandbox_id", metavar="ID")
+@click.argument("signal_name", metavar="[SIGNAL]", required=False, default="KILL")
+def kill(sandbox_id, signal_name):
+    """Send SIGNAL (default KILL) to a running sandbox: KILL ends every process in it, any other
+    signal goes to the workload (through its init)."""
+    import signal as signals
+    from .registry import RecordError, kill as kill_sandbox
+    name = signal_name.upper()
+    try:
+        signum = int(name) if name.isdigit() else signals.Signals[name if name.startswith("SIG") else "SIG" + name]
+        signum = signals.Signals(signum)
+    except (KeyError, ValueError):
+        raise click.BadParameter(f"not a signal name or number: {signal_name}", param_hint="SIGNAL") from None
+    running = _running(sandbox_id)
+    try:
+        kill_sandbox(running, signum)
+    except RecordError as exc:
+        _fail_text(str(exc))
+    click.echo(f"{running.id}: {signum.name}")
+
+
+@main.command()
+@click.argument("ids", nargs=-1)
+@click.option("--prometheus", is_flag=True, help="The Prometheus text exposition format (metrics sandbox_*).")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write to FILE atomically (for node exporter's textfile collector: a *.prom file).")
+def stats(ids, prometheus, as_json, output):
+    """Resource figures of the running sandboxes (or of IDS): cpu, memory, processes, I/O, OOM kills."""
+    from .monitor.report import entry, prometheus as exposition, stats_table, write_atomically
+    from .registry import sandboxes
+    if prometheus and as_json:
+        raise click.UsageError("--prometheus and --json: choose one")
+    chosen = [_running(prefix) for prefix in ids] if ids else sandboxes()
+    rows = [(running, running.figures()) for running in chosen]
+    if prometheus:
+        text = exposition(rows)
+    elif as_json:
+        text = json.dumps([entry(r, f) for r, f in rows], indent=2) + "\n"
+    else:
+        text = stats_table(rows) + "\n"
+    if output:
+        write_atomically(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("sandbox_id", metavar="ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing events until the sandbox ends.")
+@click.option("--kind", "kinds", metavar="KIND[,KIND...]", help="Only these kinds (exec,connect,anomaly,...).")
+def events(sandbox_id, follow, kinds):
+    """Print a running sandbox's live activity events (JSON lines; it must have been started with
+    --events or [monitor] events/baseline)."""
+    from .monitor.follow import follow_events
+    running = _running(sandbox_id)
+    path = running.events_file()
+    if path is None:
+        _fail_text(f"sandbox {running.id[:12]} has no events to read (start it with --events, or set "
+                   "[monitor] events or baseline)")
+    wanted = {k.strip() for k in kinds.split(",") if k.strip()} if kinds else None
+    sys.exit(follow_events(running, path, follow=follow, kinds=wanted))
 
 
 # ---------------------------------------------------------------- images (docs/images.md)

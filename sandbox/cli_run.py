@@ -119,6 +119,12 @@ def execute(profile, command, options: dict | None = None, *, tty=False, stats=F
     loaded = None
     try:
         loaded, notes = load_with_options(profile, options or {})
+        # `--events -`: standard output carries the events, the workload's own goes to stderr.
+        events_out = loaded.monitor.events == "-"
+        if events_out and (result_json == "-" or tty):
+            echo("sandbox: events to standard output (--events - or monitor.events = \"-\") cannot share it with "
+                 + ("--result-json -" if result_json == "-" else "--tty"))
+            sys.exit(EXIT_USAGE)
         _check_dangers(loaded, strict, quiet)
         if verify_first:
             from .verify import verify_profile
@@ -134,7 +140,7 @@ def execute(profile, command, options: dict | None = None, *, tty=False, stats=F
         from .program import startup_done
         startup_done()
         result = run_sandbox(loaded, command or None, tty=tty, report_violations=report_violations,
-                             stdout=2 if result_json == "-" else None)
+                             stdout=2 if result_json == "-" or events_out else None)
     except ProfileError as exc:
         record.error(exc)
         report_problems(exc)

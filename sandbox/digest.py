@@ -1,16 +1,9 @@
-"""SHA-256 without OpenSSL's start-up cost.
+"""SHA-256 for the run path (profile digests, the seccomp program cache, the audit chain).
 
-hashlib prefers OpenSSL, and loading libcrypto takes ~2 ms of every `sandbox run`, which only
-hashes a profile and a seccomp program of a few kB. CPython's built-in implementation gives the
-same digests (tests/test_cold_path.py compares them) and loads in ~0.15 ms; hashlib is the
-fallback for a build without it.
+hashlib, as everywhere: an earlier version imported CPython's private `_sha256` module to avoid
+loading OpenSSL (~2 ms), but that name changed in Python 3.12 (`_sha2`), and a private module of
+the standard library is no foundation (docs/performance.md, "Tricks and verdicts").
 """
-try:
-    from _sha2 import sha256  # Python 3.12+
-except ImportError:
-    try:
-        from _sha256 import sha256  # Python 3.11
-    except ImportError:
-        from hashlib import sha256
+from hashlib import sha256
 
 __all__ = ["sha256"]

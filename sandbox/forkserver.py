@@ -258,7 +258,7 @@ def _fork(child, message: bytes, received: list[int], own_fds: tuple[int, ...]):
 
         def prepare():
             signal.set_wakeup_fd(-1)
-            child._signal.signal(signal.SIGCHLD, child._signal.SIG_DFL)  # waits for its own child (enum-free: child.py)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # A waits for its own child
             _put_back(received, numbers, flags, own_fds)
         # The server never starts a thread: its children may skip the fork handlers.
         pid, pidfd, in_cgroup = child.spawn(ctx, prepare, child._libc.fork_single_threaded,

@@ -176,6 +176,13 @@ class Launch:
         self._waited = False
         self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
         self.network = None  # sandbox.net.Attachment in bridge mode
+        # `sandbox ps` and live events (sandbox/registry.py, sandbox/monitor/): the launch's id (also
+        # its audit records'), its registry record from create() to delete(), its monitoring.
+        self.id = os.urandom(8).hex()
+        self.profile_hash = ""
+        self._registration = None
+        from .monitor import for_launch
+        self.watch = for_launch(self)
 
     # ------------------------------------------------------------ the four steps
 
@@ -204,7 +211,10 @@ class Launch:
         from . import cgprime
         self._started = time.monotonic()
         try:
+            if self.watch is not None:
+                self.watch.prepare()  # the baseline read, the events file opened: before any process
             self._create(start, cgprime)
+            self._announce(start)
         except BaseException:
             if self.child_pid is not None or self.init_pid:  # detached too: a failed sandbox never lives on
                 self._kill()
@@ -227,6 +237,8 @@ class Launch:
             self._close(self._gate_w)
             self._gate_w = -1
         self.status = "running"
+        if self._registration is not None:
+            self._registration.update(status="running")
 
     def wait(self) -> Result:
         """Supervise until every process of the sandbox is gone; returns the Result, raises the
@@ -284,6 +296,7 @@ class Launch:
                 self._kill()
                 self._end_supervision()
         finally:
+            self._unannounce()  # the events end (a last sample), the registry record goes
             for fd in list(self._owned):
                 self._close(fd)
             if self._trees is not None:
@@ -345,7 +358,7 @@ class Launch:
                     self._gate_w = -1
             self._go_w, self._placed_w = go_w, placed_w
             stdio = self._stdio_pipes()
-            channel_parent, channel_child = (_socketpair() if self.seccomp_mode or self.tty or plan.seccomp_agent
+            channel_parent, channel_child = (_socketpair() if self._listens() or self.tty or plan.seccomp_agent
                                              else (None, None))
         if self.start_hooks:
             import subprocess  # noqa: F401 - the workload runs them after pivot_root, with no stdlib to import
@@ -441,7 +454,7 @@ class Launch:
             landlock_rules=plan.landlock_rules, landlock_best_effort=plan.landlock_best_effort,
             seccomp_bpf=self._compile_seccomp(), message_fd=message_fd, go_fd=go_fd, placed_fd=placed_fd,
             gate_fd=gate_fd, parent_pid=os.getpid(), pass_fds=self.pass_fds, tty=self.tty, stdio=stdio,
-            channel_fd=channel_fd, seccomp_listener=self.seccomp_mode is not None, detached=self.detached,
+            channel_fd=channel_fd, seccomp_listener=self._listens(), detached=self.detached,
             join_userns_fd=self.network.userns_fd if self.network is not None else -1,
             join_ns_fds=join_fds, init_uid=plan.init_ids[0] if plan.init_ids else None,
             init_gid=plan.init_ids[1] if plan.init_ids else None, init_caps=plan.init_caps, groups=plan.groups,
@@ -453,6 +466,10 @@ class Launch:
             seccomp_floor_bpf=self._compile(plan.seccomp_floor), landlock_scoped=plan.landlock_scoped)
 
     def _filter_policy(self):
+        policy = self._mode_policy()
+        return self.watch.filter_policy(policy) if self.watch is not None else policy
+
+    def _mode_policy(self):
         policy = self.plan.seccomp
         if self.seccomp_mode == "learn":
             from .seccomp.learn import learning_policy
@@ -604,7 +621,7 @@ class Launch:
         elif kind == protocol.EXEC:
             if self.timeout:
                 self._deadline, self._deadline_kind = time.monotonic() + self.timeout, "timeout"
-            if self.seccomp_mode:
+            if self._listens():
                 self._start_recorder()
         elif kind == protocol.EXIT:
             self._status_word = message["status"]
@@ -836,7 +853,7 @@ class Launch:
             self.warnings.append("seccomp listener not received: violations are not reported")
             return
         policy = self._filter_policy() if self.seccomp_mode == "learn" else self.plan.seccomp
-        recorder = Recorder(listener, policy, learn=self.seccomp_mode == "learn")
+        recorder = Recorder(listener, policy, learn=self.seccomp_mode == "learn", observer=self.watch, kill=self._kill)
         self._recorder_stop = threading.Event()
         self._recorder_thread = threading.Thread(target=recorder.run_until, args=(self._recorder_stop,),
                                                  name="sandbox-seccomp", daemon=True)
@@ -889,6 +906,34 @@ class Launch:
     def _restore_signals(previous) -> None:
         for signum, handler in (previous or {}).items():
             signal.signal(signum, handler)
+
+    # ------------------------------------------------------------ registry and live events
+
+    def _listens(self) -> bool:
+        """A seccomp listener is passed out: report and learn modes, and live events."""
+        return self.seccomp_mode is not None or (self.watch is not None and bool(self.watch.syscalls))
+
+    def _announce(self, started: bool) -> None:
+        """Once created: monitoring starts (sandbox/monitor/), and the registry record that
+        `sandbox ps` reads is written (sandbox/registry.py). Neither raises."""
+        if self.detached:
+            return
+        from . import registry
+        events = None
+        if self.watch is not None:
+            try:
+                events = self.watch.attach(self)
+            except OSError as exc:
+                self.warnings.append(f"monitoring not started: {exc.strerror or exc}")
+        self._registration = registry.register(self, events=events, status="running" if started else "created")
+
+    def _unannounce(self) -> None:
+        if self.watch is not None:
+            self.watch.finish(self.result)
+            self.warnings += [note for note in self.watch.notes if note not in self.warnings]
+        if self._registration is not None:
+            self.warnings += self._registration.remove()
+            self._registration = None
 
 
 class _ParentStep:
@@ -1026,16 +1071,17 @@ def run(profile: Profile | str, argv=None, **options) -> Result:
     from .profile.dump import profile_hash
     digest = profile_hash(profile)
     launch = Launch(profile, argv, **options)
-    audit = AuditRecord(profile, launch.argv, digest)
+    launch.profile_hash = digest
+    audit = AuditRecord(profile, launch.argv, digest, launch_id=launch.id)
     try:
         result = launch.run()
     except SandboxError as exc:
-        audit.finish(error=exc)
+        audit.finish(error=exc, monitor=launch.watch.summary() if launch.watch is not None else None)
         raise
     result.profile_hash = digest
     if result.pids_limit_hit:
         result.warnings.append(f"process limit reached ({profile.limits.pids}): a fork was refused")
-    audit.finish(result)
+    audit.finish(result, monitor=launch.watch.summary() if launch.watch is not None else None)
     if audit.warning:
         result.warnings.append(audit.warning)
     return result

@@ -138,6 +138,7 @@ def _setting(key: str, value: Any, label: str, table: dict) -> None:
 def run_overrides(*, binds=(), env=None, cwd=None, timeout=None, kill_after=None, image=None, network=None,
                   memory=None, cpus=None,
                   pids=None, limits: Mapping[str, Any] | None = None, settings=(),
+                  events=None, stats_interval=None,
                   style: str = "api") -> tuple[dict, list[str]]:
     """The overrides table for load_profile(overrides=...), and notes for the caller to show.
 
@@ -175,6 +176,14 @@ def run_overrides(*, binds=(), env=None, cwd=None, timeout=None, kill_after=None
         _put(table, ("network", "mode"), network, labels("network"))
         if network != "host":  # any other mode needs a namespace of its own
             _put(table, ("namespaces", "network"), True, labels("network"))
+    if events is not None:  # [monitor] events: "-" or a file, relative to the caller's directory
+        events = os.fspath(events)
+        if events != "-" and events and not events.startswith(("/", "$")):
+            events = os.path.abspath(events)
+        _put(table, ("monitor", "events"), events, labels("events"))
+    if stats_interval is not None:
+        _put(table, ("monitor", "stats_interval"),
+             value(stats_interval) if isinstance(stats_interval, str) else stats_interval, labels("stats_interval"))
     if settings:
         if labels.cli:
             for spec in settings:

@@ -10,8 +10,9 @@ cli.py, whose main() tests also call in-process:
   collections, and collection resumes for whatever the run itself allocates; the other commands
   are short and end with collection still off;
 - the end: after every atexit handler has run and the standard streams are flushed, the process
-  leaves with os._exit (unless atexit handlers were registered before the program started). The interpreter's own shutdown would then run full collections and free
-  every object one by one, ~15 ms for nothing the kernel does not do at once.
+  leaves with os._exit (not when coverage runs, whose handler was registered before ours, or
+  with SANDBOX_NO_FAST_EXIT set). The interpreter's own shutdown would run full collections and
+  free every object one by one, ~15 ms for nothing the kernel does not do at once.
 """
 import atexit
 import gc
@@ -26,9 +27,10 @@ def entry():
     global _running, _status
     _running = True
     gc.disable()
-    # Registered first, it runs last. Not when something registered before us (coverage started
-    # from a .pth file, say): its handler would come after ours, and never run.
-    if getattr(atexit, "_ncallbacks", lambda: 1)() == 0:
+    # Registered first, it runs last. Not when something that registers its own handler may have
+    # started before us (coverage, from a .pth file): that handler would come after ours, and
+    # never run. (atexit has no public way to count handlers; SANDBOX_NO_FAST_EXIT turns it off.)
+    if "coverage" not in sys.modules and not os.environ.get("SANDBOX_NO_FAST_EXIT"):
         atexit.register(_end_now)
     try:
         from .cli import main

@@ -292,6 +292,55 @@ def bench_seccomp(work: Path, rounds: int) -> dict:
                        rounds, warmup=1)
 
 
+# ---- live events (issue 17): what observation costs a build (docs/performance.md, "Live events")
+
+def bench_monitor(work: Path, rounds: int) -> dict:
+    """./configure && make of tests/data/tinyz under `ci`, three times in one sandbox, with and
+    without --events (every mechanism: seccomp notifications, the proc connector, taskstats,
+    fanotify, samples), interleaved. The build's time is the workload's own (`date` before and
+    after, inside), what observation costs the workload; `/bin/true` gives the launch's fixed
+    cost, whole CLI runs; 1000 short processes, the cost per process observed."""
+    build_user = 1000  # ci workspaces belong to a build user (root's are not idmapped)
+    base = work / "monitor"
+    base.mkdir()
+    os.chmod(base, 0o755)
+    project = base / "tinyz"
+    shutil.copytree(ROOT / "tests/data/tinyz", project)
+    for entry in [base, project, *project.iterdir()]:
+        os.chown(entry, build_user, build_user)
+    events = base / "events.jsonl"
+    work = "for i in 1 2 3; do ./configure >/dev/null && make -s >/dev/null && make -s clean; done"
+    loop = "i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done"
+    timed_inside = 'start=$(date +%s%N); {}; end=$(date +%s%N); echo $((end - start))'
+
+    def argv(command: str, observed) -> list[str]:
+        options = ["--events", str(events)] if observed else []
+        if observed == "no exec":  # [monitor] processes = false: no exec notification
+            options += ["--set", "monitor.processes=false"]
+        return SANDBOX + ["run", "-q", *options, "ci", "--", "/bin/sh", "-c", command]
+
+    def run(command: str, observed: bool):
+        def action():
+            elapsed = timed(argv(command, observed), cwd=project)
+            if observed:
+                events.unlink()
+            return elapsed
+        return action
+
+    def build(observed):
+        def action():
+            out = subprocess.run(argv(timed_inside.format(work), observed), cwd=project, check=True,
+                                 capture_output=True, text=True).stdout
+            if observed:
+                events.unlink()
+            return int(out.split()[-1]) / 1e9
+        return action
+    return interleaved({"build": build(False), "build, events": build(True), "build, events, no exec": build("no exec"),
+                        "true": run("/bin/true", False), "true, events": run("/bin/true", True),
+                        "1000 processes": run(loop, False), "1000 processes, events": run(loop, True)},
+                       rounds, warmup=2)
+
+
 def bench_verify(rounds: int) -> float:
     return statistics.median(timed(SANDBOX + ["verify", "untrusted"]) for _ in range(rounds))
 
@@ -325,6 +374,8 @@ def main() -> None:
         from bench_engines import bench_engines  # sandbox-runtime against runc behind podman and ctr
         results["engines"] = bench_engines(3 if args.quick else 15)
         print("engines, sandbox-runtime against runc (median s):", results["engines"], flush=True)
+        results["monitor"] = bench_monitor(work, 5 if args.quick else 21)
+        print("live events, build and 1000 processes (median s):", results["monitor"], flush=True)
     try:
         results["verify"] = bench_verify(1 if args.quick else 3)
         print("verify untrusted (s):", results["verify"], flush=True)
@@ -403,6 +454,19 @@ def render(r: dict) -> str:
         lines.append(f"| `sandbox verify untrusted` | {r['verify']:.2f} s | | | |")
     from bench_engines import render_engines
     lines += render_engines(r.get("engines") or {})
+    mon = r.get("monitor")
+    if mon:
+        lines += [
+            f"| `./configure && make` (tinyz) x3 under `ci`, as the build sees it, `--events` | {mon['build, events']:.3f} s "
+            f"| without {mon['build']:.3f} s | {(mon['build, events'] / mon['build'] - 1) * 100:+.1f}% | under 5% |",
+            f"| the same, `--events` with `monitor.processes = false` | {mon['build, events, no exec']:.3f} s "
+            f"| without {mon['build']:.3f} s | {(mon['build, events, no exec'] / mon['build'] - 1) * 100:+.1f}% | |",
+            f"| `run ci -- /bin/true` (cold CLI), `--events` | {mon['true, events'] * 1000:.1f} ms "
+            f"| without {mon['true'] * 1000:.1f} ms | {(mon['true, events'] - mon['true']) * 1000:+.1f} ms | (reference) |",
+            f"| 1000 processes (`/bin/true` from sh) under `ci`, `--events` | {mon['1000 processes, events']:.3f} s "
+            f"| without {mon['1000 processes']:.3f} s | {(mon['1000 processes, events'] - mon['1000 processes']):.3f} ms "
+            "each | (reference) |",
+        ]
     return "\n".join(lines) + "\n"
 
 

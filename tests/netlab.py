@@ -128,7 +128,7 @@ class Lab:
 
     def __init__(self):
         from pyroute2 import IPRoute, netns
-        tag = secrets.token_hex(3)
+        tag = f"{os.getpid()}-{secrets.token_hex(2)}"  # this test run's: others may run beside it
         self.host, self.world = f"sbxtest-h-{tag}", f"sbxtest-w-{tag}"
         self.host_path, self.world_path = f"/run/netns/{self.host}", f"/run/netns/{self.world}"
         self._sockets: list[socket.socket] = []

@@ -56,6 +56,8 @@ HANDLED_KEYS = {
     **{f"landlock.{k}": "warning + annotation" for k in ("enabled", "read", "write", "best_effort")},
     **{f"audit.{k}": "warning + annotation" for k in ("enabled", "log", "required", "syslog", "syslog_socket")},
     "exec.allow": "warning + annotation; warning; NoExecPaths=/ExecPaths=",
+    **{f"monitor.{k}": "warning + annotation (live events are the launcher's: docs/monitoring.md)"
+       for k in ("events", "stats_interval", "baseline", "on_anomaly", "processes", "files")},
     **{f"secrets[].{k}": "warning + annotation; Secret volume; LoadCredential=" for k in ("name", "file", "env")},
     "image.ref": "refused (oci, systemd); the Pod's image", "image.digest": "the Pod's image pinned",
     **{f"image.{k}": "refused with image.ref (oci, systemd); warning (Pod)"
@@ -123,6 +125,15 @@ def bridge_warnings(profile, warnings: "Warnings", target: str) -> None:
     for key in ("segment", "egress", "publish", "dns"):
         if getattr(network, key):
             warnings.add(f"network.{key}", f"not exported: {target} has no equivalent (docs/network.md)")
+
+
+def monitor_warnings(profile, warnings: "Warnings", target: str) -> None:
+    """[monitor]: live events and anomalies are observed by sandbox's launcher (its seccomp
+    listener, the kernel's connectors); no exported form makes them."""
+    monitor = profile.monitor
+    if monitor.events is not None or monitor.baseline is not None:
+        warnings.add("monitor", f"live events and baselines are sandbox's own: {target} makes none "
+                     "(the engine's events, audit and metrics are what remain; docs/monitoring.md)")
 
 
 class Warnings:

@@ -22,7 +22,7 @@ import shutil
 
 from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, SECRET_DIR, Profile
-from . import ExportError, Warnings, bridge_warnings, prepare_output, write_file
+from . import ExportError, Warnings, bridge_warnings, monitor_warnings, prepare_output, write_file
 from .oci import env_list
 
 RUNTIME_CLASS = "sandbox"
@@ -68,6 +68,7 @@ def _security_context(profile: Profile, seccomp_file: str | None) -> dict:
 def _warn_lost(profile: Profile, warnings: Warnings) -> None:
     ns, fs, limits = profile.namespaces, profile.filesystem, profile.limits
     bridge_warnings(profile, warnings, "the Pod")
+    monitor_warnings(profile, warnings, "the Pod")
     if profile.landlock.enabled:
         warnings.add("landlock", "a Pod has no Landlock setting (sandbox-runtime may apply it; other runtimes "
                      "do not)")

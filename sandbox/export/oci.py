@@ -28,6 +28,7 @@ recorded in `annotations` under "sandbox." so that `sandbox import oci` can rest
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ import stat
 from .. import mounts
 from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, NOBODY, SECRET_DIR, Profile
-from . import ExportError, Warnings, bridge_warnings, prepare_output, write_file
+from . import ExportError, Warnings, bridge_warnings, monitor_warnings, prepare_output, write_file
 
 OCI_VERSION = "1.0.2"  # runc 1.1 and crun accept it; nothing below needs a later version
 ANNOTATION_PREFIX = "sandbox."
@@ -232,6 +233,8 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
                            "syslog_socket": profile.audit.syslog_socket})
     if profile.exec.allow is not None:
         out[f"{p}exec"] = js({"allow": list(profile.exec.allow)})
+    if profile.monitor != type(profile.monitor)():
+        out[f"{p}monitor"] = js(dataclasses.asdict(profile.monitor))
     if profile.secrets:
         out[f"{p}secrets"] = js([{"name": s.name, "file": s.file, "env": s.env} for s in profile.secrets])
     out[f"{p}limits"] = js({"timeout": profile.limits.timeout, "kill_after": profile.limits.kill_after,
@@ -251,6 +254,7 @@ def _annotations(profile: Profile, seccomp: dict | None) -> dict[str, str]:
 
 def _warn_lost(profile: Profile, user_inside: int, warnings: Warnings) -> None:
     bridge_warnings(profile, warnings, "the bundle")
+    monitor_warnings(profile, warnings, "the bundle")
     if profile.landlock.enabled:
         warnings.add("landlock", "OCI has no Landlock: runc and crun do not restrict file access beneath the "
                      "mounts (sandbox-runtime may apply it from the sandbox.landlock annotation)")

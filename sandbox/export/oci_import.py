@@ -261,6 +261,11 @@ def profile_table(config: dict, bundle_dir: str, warnings: Warnings) -> dict:
     if isinstance(audit, dict):
         table["audit"] = {k: audit[k] for k in ("enabled", "log", "required", "syslog", "syslog_socket")
                           if k in audit and audit[k] != ""}
+    monitor = _annotation(config, "monitor")
+    if isinstance(monitor, dict):
+        table["monitor"] = {k: v for k, v in monitor.items()
+                            if k in ("events", "stats_interval", "baseline", "on_anomaly", "processes", "files")
+                            and v is not None}
     exec_table = _annotation(config, "exec")
     if isinstance(exec_table, dict) and exec_table.get("allow") is not None:
         table["exec"] = {"allow": list(exec_table["allow"])}

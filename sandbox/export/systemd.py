@@ -19,7 +19,7 @@ import os
 
 from ..namespaces import creates_network_namespace
 from ..profile.model import DEFAULT_DEVICES, MASKED_PROC_PATHS, READONLY_PROC_PATHS, SECRET_DIR, Profile
-from . import Warnings, bridge_warnings, prepare_output, write_file
+from . import Warnings, bridge_warnings, monitor_warnings, prepare_output, write_file
 from .oci import oci_config, write_layout
 
 _AF_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET", 4: "AF_IPX",
@@ -295,6 +295,7 @@ def unit_text(profile: Profile, argv=None, *, root_directory: str, rootless: boo
         service.append(f"RuntimeMaxSec={limits.timeout:g}")
     service.append(f"TimeoutStopSec={limits.kill_after:g}")
     bridge_warnings(profile, warnings, "the unit")
+    monitor_warnings(profile, warnings, "the unit")
     if profile.landlock.enabled:
         warnings.add("landlock", "systemd has no Landlock setting (the binds and ProtectSystem= are what remain)")
     if profile.audit.enabled:

@@ -453,6 +453,13 @@ def _source(value: Any) -> str:
     return os.path.normpath(_check_path(value, "host path")).replace("//", "/")
 
 
+def _output(value: Any) -> str:
+    """Where a stream goes: "-" (standard output) or a host path."""
+    if value == "-":
+        return value
+    return _source(value)
+
+
 def _integer(value: Any, low: int, high: int, what: str = "an integer") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"{what} from {low} to {high}", _show(value))
@@ -734,7 +741,7 @@ _CONVERTERS = {
     "id": lambda v: _integer(v, 0, MAX_ID, "an id"), "id?": lambda v: _integer(v, 0, MAX_ID, "an id"),
     "int?": _optional(lambda v: _integer(v, 1, 1 << 40)), "hostname": _hostname, "mode": _mode,
     "target": _target, "targets": lambda v: tuple(_each(_string_list(v, "paths"), _target)),
-    "source": _source, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
+    "source": _source, "output": _output, "size": _size, "size?": _optional(_size), "duration?": _optional(_duration),
     "duration": _grace,
     "cpus": _optional(_cpus), "root": _root, "devices": _devices, "caps": _caps,
     "limitnames": _limit_names, "rlimits": _rlimits, "blockdev": _block_device,

@@ -312,6 +312,33 @@ class Audit:
                               doc="Unix datagram socket the records are sent to when syslog = true.")
 
 
+@dataclass(frozen=True)
+class Monitor:
+    """[monitor]: live activity events while the workload runs (see docs/monitoring.md)."""
+
+    events: str | None = spec(None, kind="output",
+        doc="Write one JSON line per event while the workload runs (processes, network calls, denied "
+            "system calls, resource samples and thresholds, files written, anomalies): a host file, "
+            "appended to (created 0600), or \"-\" for standard output. Also `sandbox run --events`.")
+    stats_interval: float = spec(1.0, kind="duration",
+        doc="Seconds between resource samples (cpu, memory, pids, io) in the events; 0: no samples "
+            "(thresholds are still checked every second). Also `sandbox run --stats-interval`.")
+    baseline: str | None = spec(None, kind="source",
+        doc="Baseline of a trusted run (`sandbox learn` writes one): every executable and network "
+            "destination outside it becomes an `anomaly` event. Monitoring is on when this or events is set.")
+    on_anomaly: str = spec("record", kind="enum", choices=("record", "kill"),
+        doc="record: anomalies are events and are summarised in the audit trail; kill: the first one "
+            "also ends the sandbox, with the reason in the result's warnings and the audit record.")
+    processes: bool = spec(True, kind="bool",
+        doc="Report each program started (exec events, through seccomp notification: every exec "
+            "waits for the launcher, ~0.1-0.2 ms, see docs/performance.md). false: root still gets fork "
+            "and exit events (the kernel's connectors, free for the workload), rootless none, and a "
+            "baseline's executables are not checked.")
+    files: bool = spec(True, kind="bool",
+        doc="Report files written under read-write binds (fanotify, when root launches; rootless "
+            "launches cannot observe them without ptrace).")
+
+
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
@@ -368,6 +395,7 @@ class Profile:
     landlock: Landlock = spec(kind="table", doc="Landlock file-access rules.", factory=Landlock)
     audit: Audit = spec(kind="table", doc="Audit trail.", factory=Audit)
     exec: Exec = spec(kind="table", doc="Executables allowed to run.", factory=Exec)
+    monitor: Monitor = spec(kind="table", doc="Live activity events while the workload runs.", factory=Monitor)
     secrets: tuple[Secret, ...] = spec((), kind="tables", item=Secret,
                                        doc="Secrets, each a read-only file /run/secrets/NAME (mode 0400, owned "
                                            "by the sandbox user), never in the environment or any output.")

@@ -92,6 +92,8 @@ def _kind_schema(kind: str, fld: dataclasses.Field) -> dict:
         return {"type": "array", "items": _path("a path inside the sandbox")}
     if kind == "source":
         return _path("a host path")
+    if kind == "output":
+        return {"anyOf": [{"const": "-"}, _path("a host path")]}
     if kind == "size":
         return json.loads(json.dumps(_SIZE))
     if kind == "size?":
@@ -254,6 +256,7 @@ _KIND_NAMES = {
     "env": "table of strings", "names": "array of variable names", "id": "integer id",
     "id?": "integer id", "int?": "integer or \"unlimited\"", "hostname": "hostname", "mode": "octal mode",
     "target": "path inside", "targets": "array of paths inside", "source": "host path",
+    "output": "host path or \"-\"",
     "size": "size", "size?": "size or \"unlimited\"", "duration?": "duration or \"unlimited\"", "duration": "duration",
     "cpus": "number or \"unlimited\"", "root": "\"tmpfs\" or host directory",
     "devices": "array of device names", "caps": "array of capabilities",

@@ -184,3 +184,45 @@ def proposed_exec_list(seen: list[Violation]) -> list[str]:
         if violation.syscall in EXEC_CALLS:
             paths.update(violation.paths)
     return sorted(paths)
+
+
+# ---------------------------------------------------------------- network destinations (baselines)
+
+def destination_of(pid: int, syscall: str, args) -> str | None:
+    """For learning: what a connect/bind/listen/accept is about, as a baseline line
+    ("connect tcp 127.0.0.1:8080"); None when it cannot be told. Read like executed_paths."""
+    from ..monitor import facts
+    try:
+        found = facts.network_facts(facts.Process(pid), syscall, args)
+    except (OSError, ValueError):
+        return None
+    if "address" not in found:
+        return None
+    return facts.destination("accept" if syscall == "accept4" else syscall, found)
+
+
+def proposed_baseline(seen: list[Violation], argv=()) -> dict:
+    """The baseline of a learning run (sandbox.monitor.baseline): every file it executed, with
+    its interpreters, and every network destination it used."""
+    from ..monitor.baseline import document
+    destinations: set[str] = set()
+    for violation in seen:
+        destinations.update(_general(line) for line in violation.destinations)
+    return document(proposed_exec_list(seen), destinations, argv)
+
+
+def _ephemeral_ports() -> int:
+    """The first port the kernel hands out for bind(0) and connect (ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _general(line: str) -> str:
+    """A port the kernel chose (from the ephemeral range) differs at every run: learned as *."""
+    head, sep, port = line.rpartition(":")
+    if sep and port.isdigit() and int(port) >= _ephemeral_ports():
+        return f"{head}:*"
+    return line

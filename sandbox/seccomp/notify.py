@@ -23,7 +23,6 @@ import time
 from dataclasses import field
 
 from ..compiled_dataclass import dataclass
-from .. import _libc
 from . import syscalls as _syscalls
 from .model import Action, Rule, SeccompPolicy
 from .plan import build_plan
@@ -33,6 +32,7 @@ SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 # _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct seccomp_notif_resp)
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102  # _IOW('!', 2, __u64)
 
 
 class _Data(ctypes.Structure):
@@ -50,6 +50,14 @@ class _Resp(ctypes.Structure):
                 ("flags", ctypes.c_uint32)]
 
 
+# ioctl with its argument types declared once: the listener's thread calls it two or three times
+# for every notification, and ctypes' per-call guessing is measurable there.
+_ioctl = ctypes.CDLL(None, use_errno=True).ioctl
+_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_ioctl.restype = ctypes.c_int
+_NOTIF_SIZE = ctypes.sizeof(_Notif)
+
+
 def _notifying(action: Action) -> Action:
     return NOTIFY if action.kind == "errno" else action
 
@@ -59,6 +67,46 @@ def reporting_policy(policy: SeccompPolicy) -> SeccompPolicy:
     rules = tuple(Rule(r.syscalls, _notifying(r.action), r.args, r.comment) for r in policy.rules)
     return SeccompPolicy(policy.mode, _notifying(policy.default_action), rules,
                          policy.architectures, policy.name + " (reporting)")
+
+
+def _reported(action: Action) -> Action:
+    return NOTIFY if action.kind == "errno" and action.errno != _errno.ENOSYS else action
+
+
+def _observed(action: Action) -> Action:
+    return NOTIFY if action.kind in ("allow", "log", "notify") else action
+
+
+def observing_policy(policy: SeccompPolicy | None, observed) -> SeccompPolicy:
+    """For live events (sandbox.monitor): `policy` reporting its denials, and notifying on the
+    `observed` calls wherever it would let them run, which the listener then answers with
+    SECCOMP_USER_NOTIF_FLAG_CONTINUE. Kill and trap rules stay as they are. The decision the
+    listener applies is always the original policy's (Recorder._decide), so the workload sees
+    exactly what it would without observation. None (unconfined): allow all, observe those."""
+    if policy is None:
+        return SeccompPolicy("denylist", Action("allow"), (Rule(tuple(sorted(observed)), NOTIFY, comment="observed"),),
+                             ("native",), "unconfined (observed)")
+    # Denials are reported live, but not the ENOSYS answers: those (clone3, openat2, socketcall)
+    # are how a policy makes libc fall back to a call it can inspect, made at every fork, and
+    # each notification stops its caller until the launcher answers.
+    rules = tuple(Rule(r.syscalls, _reported(r.action), r.args, r.comment) for r in policy.rules)
+    base = SeccompPolicy(policy.mode, _reported(policy.default_action), rules, policy.architectures, policy.name)
+    plans = build_plan(base)
+    rules = list(base.rules)
+    for name in sorted(observed):
+        if not _syscalls.is_known(name):
+            continue
+        plan = plans.get(name)
+        if plan is None:
+            if base.default_action.kind in ("allow", "log"):
+                rules.append(Rule((name,), NOTIFY, comment="observed"))
+            continue  # the default already notifies (a reported denial) or kills
+        # Appended last, an unconditional rule replaces what came before for this call; the
+        # conditional cases follow it, so the plan is the same with allow turned into notify.
+        rules.append(Rule((name,), _observed(plan.fallback), comment="observed"))
+        rules += [Rule((name,), _observed(action), conditions) for conditions, action in plan.cases]
+    return SeccompPolicy(base.mode, base.default_action, tuple(rules), base.architectures,
+                         policy.name + " (observed)")
 
 
 @dataclass
@@ -75,6 +123,8 @@ class Violation:
     values: set[int] = field(default_factory=set)
     # Learning, execve/execveat: the files executed and their interpreters (learn.executed_paths).
     paths: set[str] = field(default_factory=set)
+    # Learning, connect/bind/listen/accept: "connect tcp 127.0.0.1:8080" (monitor.facts.destination).
+    destinations: set[str] = field(default_factory=set)
 
 
 # The argument that says what a call does: socket families, ioctl requests, clone flags, ...
@@ -84,32 +134,78 @@ LEARNED_ARGUMENTS = {"socket": (0, 0xFFFFFFFF), "socketpair": (0, 0xFFFFFFFF), "
                      "clone": (0, 0xFFFFFFFF), "personality": (0, 0xFFFFFFFF), "prctl": (0, 0xFFFFFFFF)}
 
 
-class Recorder:
-    """Answers and records the notifications of one listener fd (owns and closes it)."""
+LEARNED_DESTINATIONS = ("connect", "bind", "listen", "accept", "accept4")
+ALLOWED = Action("allow")
 
-    def __init__(self, fd: int, policy: SeccompPolicy, *, learn: bool = False):
+
+class Recorder:
+    """Answers and records the notifications of one listener fd (owns and closes it).
+
+    One listener per filter (the kernel allows no second one in a chain), so this one thread
+    serves every use: report mode answers denials with the policy's errno; learning answers
+    CONTINUE to every call; with an `observer` (sandbox.monitor.Watch, live events), the calls it
+    observes are answered CONTINUE where the policy allows them, the policy's errno where it
+    denies them, after the observer has read their facts while the caller waits."""
+
+    def __init__(self, fd: int, policy: SeccompPolicy | None, *, learn: bool = False, observer=None,
+                 kill=None):
         self.fd, self.policy, self.learn = fd, policy, learn
-        self._plans = build_plan(policy)
+        self.observer = observer
+        self.kill = kill  # called (before answering) when the observer says the sandbox must end
+        self._observed = observer.syscalls if observer is not None else frozenset()
+        self._plans = build_plan(policy) if policy is not None else {}
         self._seen: dict[str, Violation] = {}
         self._lock = threading.Lock()
+        self._names: dict[tuple[int, int], str] = {}
+        self._notif = _Notif()
+        self._resp = _Resp()
+        self._id = ctypes.c_uint64()
 
     def _decide(self, name: str, args) -> Action:
+        if self.policy is None:
+            return ALLOWED
         plan = self._plans.get(name)
         return plan.decide(args) if plan else self.policy.default_action
 
     def _answer(self, notif: _Notif) -> None:
         args = tuple(notif.data.args)
-        name = _syscalls.name_of(notif.data.nr, notif.data.arch)
+        key = (notif.data.nr, notif.data.arch)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = _syscalls.name_of(*key)
         action = self._decide(name, args)
-        resp = _Resp(notif.id, 0, 0, 0)
+        resp = self._resp
+        resp.id, resp.val, resp.error, resp.flags = notif.id, 0, 0, 0
         executed = ()
-        if self.learn:
+        destination = None
+        denied = not self.learn and action.kind not in ("allow", "log", "notify")
+        if self.learn or not denied:
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE
-            if name in ("execve", "execveat"):  # read while the caller waits for this answer
-                from .learn import executed_paths
-                executed = executed_paths(notif.pid, name, args)
         else:
             resp.error = -(action.errno if action.kind == "errno" else _errno.EPERM)
+        if self.learn and name in ("execve", "execveat"):  # read while the caller waits for this answer
+            from .learn import executed_paths
+            executed = executed_paths(notif.pid, name, args)
+        elif self.learn and name in LEARNED_DESTINATIONS:
+            from .learn import destination_of
+            destination = destination_of(notif.pid, name, args)
+        if self.observer is not None and (denied or name in self._observed):
+            try:
+                notif_id = notif.id
+                end_now = self.observer.observe(notif.pid, name, args, action, self.learn,
+                                                lambda: self._still_waiting(notif_id))
+            except Exception:  # an observation that fails must never stop the workload
+                end_now = False
+            if end_now and self._still_waiting(notif_id) and self.kill is not None:
+                self.kill()  # before the answer: the call never runs
+        if not (self.learn or denied):
+            self._send(resp)
+            if self.observer is not None:
+                try:
+                    self.observer.after_answer()
+                except Exception:
+                    pass
+            return
         with self._lock:
             v = self._seen.get(name)
             if v is None:
@@ -123,14 +219,25 @@ class Recorder:
                 if self.learn or len(v.values) < MAX_REPORTED_VALUES:
                     v.values.add(args[index] & mask)
             v.paths.update(executed)  # learning only: see learn.executed_paths
+            if destination:
+                v.destinations.add(destination)
+        self._send(resp)
+
+    def _send(self, resp: _Resp) -> None:
         # ENOENT: the caller died or was interrupted meanwhile; nothing to answer.
-        if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_SEND), ctypes.byref(resp)) < 0:
+        if _ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, ctypes.addressof(resp)) < 0:
             if ctypes.get_errno() != _errno.ENOENT:
                 raise OSError(ctypes.get_errno(), "SECCOMP_IOCTL_NOTIF_SEND failed")
 
+    def _still_waiting(self, notif_id: int) -> bool:
+        """The notification is still pending: its caller has not died (so its pid named it)."""
+        self._id.value = notif_id
+        return _ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ID_VALID, ctypes.addressof(self._id)) == 0
+
     def _receive_one(self) -> None:
-        notif = _Notif()
-        if _libc.libc.ioctl(self.fd, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_RECV), ctypes.byref(notif)) < 0:
+        notif = self._notif
+        ctypes.memset(ctypes.addressof(notif), 0, _NOTIF_SIZE)  # the kernel wants it zeroed
+        if _ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, ctypes.addressof(notif)) < 0:
             err = ctypes.get_errno()
             if err in (_errno.ENOENT, _errno.EINTR):
                 return
