@@ -1,6 +1,6 @@
 """The runtime floor applied to a bundle: what config.json asks, judged before anything is created.
 
-    judgement = judge(config, bundle_dir, container_id, floor, settings)   # pure but for stat()s
+    judgement = judge(config, bundle_dir, container_id, floor)   # pure but for stat()s and /proc
     judgement.refusals       what is below the floor (enforce: create refused, naming the first)
     judgement.needs_range    a host id range must be allocated (sandbox.oci.idranges), then
     judgement.apply_range(allocation)
