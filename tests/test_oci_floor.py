@@ -444,3 +444,28 @@ def test_the_floor_filter_denies_what_default_denies():
         if evaluate(floor, name).denies:
             assert evaluate(strict, name).denies, name
     assert evaluate(strict, "clone", (0x10000000,)).denies
+
+
+def test_a_bind_source_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path):
+    """What judge() checked is what is bound: the source's descriptor, never its path again (a
+    volume's owner swapping it for a symlink to /etc between the check and the bind gains nothing)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "mine").write_text("")
+    config = base_config(["true"])
+    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(volume), "options": ["rbind", "ro"]})
+    judgement = policy.judge(config, str(tmp_path), "c" * 64, default_floor())
+    opened = []
+    try:
+        volume.rename(tmp_path / "checked")
+        volume.symlink_to("/etc")
+        from sandbox.mounts import Mount, MountPlan
+        plan = MountPlan(str(tmp_path), 0, False, (Mount("/data", "bind", str(volume), 1, "", True),),
+                         root_as_given=True)
+        tree = policy._judged_binds(plan, judgement, opened, config).operations[0].idmap_fd
+        assert os.path.exists(f"/proc/self/fd/{tree}/mine")
+        assert not os.path.exists(f"/proc/self/fd/{tree}/passwd")
+    finally:
+        judgement.close()
+        for fd in opened:
+            os.close(fd)

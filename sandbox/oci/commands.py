@@ -130,7 +130,6 @@ def send_to_seccomp_agent(bundle, init_pid: int, listener: int) -> None:
 
 
 def cmd_create(root, options, positionals, log, *, keep_gate=False):
-    import json
     container_id = positionals[0]
     container = Container(root, container_id)
     bundle_dir = os.path.abspath(options.bundle or ".")
@@ -140,6 +139,16 @@ def cmd_create(root, options, positionals, log, *, keep_gate=False):
     floor, problem = settings.choose(config.get("annotations") if isinstance(config.get("annotations"), dict)
                                      else {})
     judgement = policy.judge(config, bundle_dir, container_id, floor, problem, settings.source, settings.pool.size)
+    try:
+        return _create_judged(container, bundle_dir, options, log, settings, config, judgement)
+    finally:
+        judgement.close()
+
+
+def _create_judged(container, bundle_dir, options, log, settings, config, judgement):
+    import json
+    from . import policy, spec
+    container_id = container.id
     audit = CreateRecord(settings, container_id, bundle_dir, config, judgement)
     for warning in judgement.warnings:
         log.warning(warning)

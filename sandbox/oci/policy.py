@@ -80,6 +80,12 @@ class Judgement:
         self.workdir: str | None = None  # the overlay work directory made for an idmapped root
         self.share: tuple[int, str] | None = None  # (host uid base, path): a Pod sandbox's user namespace
         self.shared = False  # joined it (apply_shared)
+        self.fds: dict[int, int] = {}  # mounts[index] -> the O_PATH descriptor of its source, as judged
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
     @property
     def refusals(self) -> list[Decision]:
@@ -601,10 +607,10 @@ def _binds(judgement: Judgement, config: dict, bundle_dir: str, container_id: st
                 continue  # translation names a missing source
             judgement.below("mounts", field, str(exc), full)
             continue
-        try:
-            real, info = opened.path, opened.info
-        finally:
-            os.close(opened.fd)
+        real, info = opened.path, opened.info
+        # The descriptor is what gets bound (finish): the path is never looked up again, so a
+        # component swapped for a symlink after this check changes nothing.
+        judgement.fds[index] = opened.fd
         read_only = _read_only(mount)
         allowed = real in floor.rw_paths
         socket_reason = sources.runtime_socket_reason(real)
@@ -672,6 +678,8 @@ def finish(bundle, judgement: Judgement, allocation) -> tuple:
     try:
         if allocation is not None and mounts is not None:
             mounts = _idmapped(mounts, judgement, allocation, opened, bundle.config)
+        elif mounts is not None:
+            mounts = _judged_binds(mounts, judgement, opened, bundle.config)
         changes["mounts"] = mounts
         if floor.landlock and mounts is not None:
             changes["landlock_rules"] = landlock_rules(mounts)
@@ -705,8 +713,7 @@ def _idmapped(mounts, judgement: Judgement, allocation, opened: list, config: di
         judgement.raised("user_namespace", "root.path", f"the root as an {how}: on-disk owners kept")
         root = mount_ops.RootTree(mounts.root_source, tree)
         binds = {entry["index"]: entry for entry in judgement.binds}
-        config_mounts = config.get("mounts") or []
-        bind_indexes = [i for i, m in enumerate(config_mounts) if isinstance(m, dict) and _is_bind(m)]
+        bind_indexes = _bind_indexes(config)
         operations = [root]
         position = 0
         for op in mounts.operations:
@@ -721,11 +728,36 @@ def _idmapped(mounts, judgement: Judgement, allocation, opened: list, config: di
         namespaces.close()
 
 
+def _bind_indexes(config: dict) -> list[int]:
+    """mounts[] indexes of the binds, in the order translation made their Mount operations."""
+    return [i for i, m in enumerate(config.get("mounts") or []) if isinstance(m, dict) and _is_bind(m)]
+
+
+def _judged_binds(mounts, judgement: Judgement, opened: list, config: dict):
+    """Without a range of ours (an engine's maps, rootless): each bind cloned from the descriptor
+    judge() checked (plainly: the engine's user namespace decides ownership)."""
+    import dataclasses
+    from .. import mounts as mount_ops
+    from . import idmap
+    indexes = iter(_bind_indexes(config))
+    operations = []
+    for op in mounts.operations:
+        if isinstance(op, mount_ops.Mount) and op.fstype == "bind" and op.idmap_fd < 0:
+            fd = judgement.fds.get(next(indexes, None))
+            if fd is not None:
+                tree = idmap.plain_clone(fd, op.recursive)
+                opened.append(tree)
+                op = dataclasses.replace(op, idmap_fd=tree)
+        operations.append(op)
+    return dataclasses.replace(mounts, operations=tuple(operations))
+
+
 def _bind_tree(op, entry, index, namespaces, base: int, gid_base: int, size: int, opened: list, judgement):
     import dataclasses
     from . import idmap
     field = f"mounts[{index}].source"
-    source_fd = os.open(op.source, os.O_PATH | os.O_CLOEXEC)
+    judged = judgement.fds.get(index)
+    source_fd = os.dup(judged) if judged is not None else os.open(op.source, os.O_PATH | os.O_CLOEXEC)
     try:
         kind = entry["kind"] if entry else "plain"
         if kind in ("engine", "readonly"):
