@@ -371,8 +371,9 @@ def main() -> None:
         print("concurrent:", results["concurrent"], flush=True)
         results["seccomp"] = bench_seccomp(work, 3 if args.quick else 7)
         print("seccomp syscall loop (s for 2M getppid):", results["seccomp"], flush=True)
-        from bench_engines import bench_engines  # sandbox-runtime against runc behind podman and ctr
-        results["engines"] = bench_engines(3 if args.quick else 15)
+        from bench_engines import run_engines  # sandbox-runtime against runc behind podman and ctr
+        runtime = os.path.join(os.path.dirname(sys.executable), "sandbox-runtime")  # the installed wheel's
+        results["engines"] = run_engines(3 if args.quick else 15, runtime)
         print("engines, sandbox-runtime against runc (median s):", results["engines"], flush=True)
         results["monitor"] = bench_monitor(work, 5 if args.quick else 21)
         print("live events, build and 1000 processes (median s):", results["monitor"], flush=True)
