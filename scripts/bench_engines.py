@@ -1,6 +1,8 @@
 """sandbox-runtime against runc behind the engines: `podman run --rm IMAGE true` and `ctr run --rm`,
 interleaved in one run (each engine with its own storage and daemon in a temp dir, as the tests
-start them). Used by scripts/bench.py; `python scripts/bench_engines.py [ROUNDS]` runs it alone."""
+start them). scripts/bench.py runs it with the checkout's .venv (the engines' helpers are the
+tests', which need pytest), timing the `sandbox-runtime` of the installed wheel it passes:
+`python scripts/bench_engines.py ROUNDS [RUNTIME] [--json]`."""
 from __future__ import annotations
 
 import os
@@ -25,8 +27,9 @@ def _timed(argv: list[str], env=None) -> float:
     return time.perf_counter() - start
 
 
-def bench_engines(rounds: int, warmup: int = 3) -> dict:
-    """Median seconds of each case; {} when the engines are not installed."""
+def bench_engines(rounds: int, warmup: int = 3, runtime: str | None = None) -> dict:
+    """Median seconds of each case; {} when the engines are not installed. `runtime`: the
+    sandbox-runtime to time (default: the checkout's, through the system python)."""
     if not all(shutil.which(tool) for tool in ("podman", "conmon", "containerd", "ctr", "runc")):
         return {}
     from oci_helpers import make_rootfs, portable_runtime
@@ -38,7 +41,7 @@ def bench_engines(rounds: int, warmup: int = 3) -> dict:
         make_rootfs(top)
         with tarfile.open(top / "rootfs.tar", "w") as tar:
             tar.add(top / "rootfs", arcname=".")
-        runtime = str(portable_runtime(top))
+        runtime = runtime or str(portable_runtime(top))
         runc = shutil.which("runc")
         podman = engines.Podman(top / "podman", runtime, str(top / "rootfs.tar"))
         archive = top / "oci.tar"
@@ -83,7 +86,24 @@ def render_engines(results: dict) -> list[str]:
     return lines
 
 
+def run_engines(rounds: int, runtime: str) -> dict:
+    """bench_engines() in a process of the checkout's .venv (for scripts/bench.py, whose own
+    interpreter is the installed wheel's, without the tests' dependencies)."""
+    import json
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), __file__, str(rounds), runtime, "--json"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"engines benchmark failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
+        return {}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 if __name__ == "__main__":
-    figures = bench_engines(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
-    print(figures)
-    print("\n".join(render_engines(figures)))
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    figures = bench_engines(int(args[0]) if args else 10, runtime=args[1] if len(args) > 1 else None)
+    if "--json" in sys.argv:
+        import json
+        print(json.dumps(figures))
+    else:
+        print(figures)
+        print("\n".join(render_engines(figures)))

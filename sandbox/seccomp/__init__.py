@@ -13,7 +13,6 @@ compile cache and load_bpf, not Docker interop, describe, learn or the probes.
 from __future__ import annotations
 
 import importlib
-import sys
 
 _EXPORTS = {
     "load_bpf": "bpf",
@@ -53,47 +52,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
-
-
-def _import_pyseccomp() -> None:
-    """Import pyseccomp without its two `ldconfig -p` subprocesses, and without ctypes.util.
-
-    pyseccomp locates libc and libseccomp with ctypes.util.find_library(), which on Linux runs
-    /sbin/ldconfig -p (a fork and exec each, several ms per launch); importing ctypes.util also
-    brings in shutil, subprocess, tempfile, bz2 and lzma (~5 ms). The sonames are part of the ABI,
-    so during pyseccomp's import a stand-in ctypes.util answers them, and only a soname that
-    does not load falls back to the real module and its search.
-    """
-    if "pyseccomp" in sys.modules:
-        return
-    import ctypes
-    import types
-    known = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
-    stand_in = types.ModuleType("ctypes.util")
-
-    def find_library(name):
-        soname = known.get(name)
-        if soname is not None:
-            try:
-                ctypes.CDLL(soname)
-                return soname
-            except OSError:
-                pass
-        if sys.modules.get("ctypes.util") is stand_in:
-            del sys.modules["ctypes.util"]
-        return importlib.import_module("ctypes.util").find_library(name)
-
-    stand_in.find_library = find_library
-    real = sys.modules.get("ctypes.util")
-    sys.modules["ctypes.util"] = ctypes.util = stand_in
-    try:
-        import pyseccomp  # noqa: F401
-    finally:
-        if real is not None:
-            sys.modules["ctypes.util"] = ctypes.util = real
-        elif sys.modules.get("ctypes.util") is stand_in:
-            del sys.modules["ctypes.util"]
-            del ctypes.util
-
-
-_import_pyseccomp()

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import weakref
 
-import pyseccomp
-
 from .. import usercache
 from ..digest import sha256
 from . import bpf as _bpf
@@ -28,14 +26,17 @@ from .groups import GROUPS  # rules name groups: their members are part of the c
 from .model import SeccompPolicy
 
 COMPILER_VERSION = 2  # bump when the emitted code changes for the same policy
-BAD_ARCH_ACTION = pyseccomp.KILL_PROCESS
+# libseccomp's action tokens, as plain numbers (seccomp.h's SECCOMP_RET_* values): pyseccomp, with
+# libseccomp behind it, is imported only to compile a program, never for one the cache holds.
+BAD_ARCH_ACTION = 0x80000000  # SECCOMP_RET_KILL_PROCESS
 # Never produced by a policy (TRACE is not an Action kind): "go on to the main filter".
-_CONTINUE = pyseccomp.TRACE(0x5bc)
+_CONTINUE = 0x7FF00000 | 0x5bc  # SECCOMP_RET_TRACE | data
 
 _CACHE_MAGIC = b"SBXBPF1\n"
 
 
-def _new_filter(policy: SeccompPolicy, default: int) -> pyseccomp.SyscallFilter:
+def _new_filter(policy: SeccompPolicy, default: int):  # -> pyseccomp.SyscallFilter
+    import pyseccomp
     filt = pyseccomp.SyscallFilter(default)
     filt.set_attr(pyseccomp.Attr.ACT_BADARCH, BAD_ARCH_ACTION)
     filt.set_attr(pyseccomp.Attr.CTL_NNP, 0)  # we load it ourselves; never touch NNP
@@ -63,8 +64,8 @@ def _add(filt, action: int, name: str, conditions=()) -> None:
         raise ValueError(f"libseccomp rejected a rule for {name}: {exc.strerror}") from None
 
 
-def build_filters(policy: SeccompPolicy) -> tuple[pyseccomp.SyscallFilter | None, pyseccomp.SyscallFilter]:
-    """(exceptions filter or None, main filter) as libseccomp contexts."""
+def build_filters(policy: SeccompPolicy) -> tuple:
+    """(exceptions filter or None, main filter) as libseccomp contexts (pyseccomp.SyscallFilter)."""
     from .plan import build_plan  # not needed when the program comes from the cache
     default = policy.default_action
     main = _new_filter(policy, default.to_libseccomp())
@@ -91,6 +92,7 @@ def _export(filt, method: str) -> bytes:
 
 
 def _build(policy: SeccompPolicy) -> bytes:
+    import pyseccomp
     exceptions, main = build_filters(policy)
     program = _export(main, "export_bpf")
     if exceptions is not None:
@@ -123,7 +125,7 @@ def policy_digest(policy: SeccompPolicy) -> str:
     for rule in doc.get("rules", []):
         rule.pop("comment", None)
     key = {"policy": doc, "groups": GROUPS, "compiler": COMPILER_VERSION,
-           "libseccomp": _syscalls.libseccomp_version(), "native": pyseccomp.system_arch()}
+           "libseccomp": _syscalls.libseccomp_version(), "native": _syscalls.native_arch()}
     return sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

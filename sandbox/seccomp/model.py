@@ -10,7 +10,6 @@ import errno as _errno
 import re
 from dataclasses import field
 
-import pyseccomp
 
 from ..compiled_dataclass import dataclass
 
@@ -23,8 +22,9 @@ ACTION_PRECEDENCE = ("kill-process", "kill-thread", "trap", "errno", "notify", "
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
 _OP_ALIASES = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "&==": "masked_eq"}
-_OP_TOKENS = {"eq": pyseccomp.EQ, "ne": pyseccomp.NE, "lt": pyseccomp.LT, "le": pyseccomp.LE,
-              "gt": pyseccomp.GT, "ge": pyseccomp.GE, "masked_eq": pyseccomp.MASKED_EQ}
+# Operators -> the name of their libseccomp token; pyseccomp is imported only to compile a filter
+# (sandbox/seccomp/syscalls.py says why).
+_OP_TOKENS = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "GE", "masked_eq": "MASKED_EQ"}
 _OP_SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 U64_MAX = (1 << 64) - 1
@@ -83,6 +83,7 @@ class Action:
         return self.kind not in ("allow", "log")
 
     def to_libseccomp(self) -> int:
+        import pyseccomp
         return {
             "allow": pyseccomp.ALLOW, "kill-process": pyseccomp.KILL_PROCESS,
             "kill-thread": pyseccomp.KILL_THREAD, "trap": pyseccomp.TRAP,
@@ -125,10 +126,11 @@ class ArgCondition:
             if not 0 <= number <= U64_MAX:
                 raise ValueError("values must fit in 64 bits unsigned")
 
-    def to_libseccomp(self) -> pyseccomp.Arg:
+    def to_libseccomp(self):  # -> pyseccomp.Arg
+        import pyseccomp
         if self.op == "masked_eq":
             return pyseccomp.Arg(self.index, pyseccomp.MASKED_EQ, self.mask, self.value)
-        return pyseccomp.Arg(self.index, _OP_TOKENS[self.op], self.value)
+        return pyseccomp.Arg(self.index, getattr(pyseccomp, _OP_TOKENS[self.op]), self.value)
 
     def matches(self, args) -> bool:
         arg = args[self.index] & U64_MAX

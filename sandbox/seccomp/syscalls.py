@@ -6,12 +6,9 @@ newer than the installed libseccomp alike.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import re
-
-import pyseccomp
 
 # seccomp_syscall_resolve_name_arch() returns this for a name it does not know;
 # other negative numbers are "pseudo syscalls": known names absent on this ABI
@@ -19,25 +16,14 @@ import pyseccomp
 _NR_UNKNOWN = -1
 _NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 
-# Architecture spellings accepted in policies -> libseccomp token.
+# Architecture spellings accepted in policies -> the name of their libseccomp token (pyseccomp.Arch).
+# pyseccomp itself is imported only where libseccomp must answer (compiling a filter, naming a
+# number): a launch whose seccomp program is in the cache needs neither (~20 ms of imports).
 ARCHES = {
-    "x86_64": pyseccomp.Arch.X86_64,
-    "x86": pyseccomp.Arch.X86,
-    "x32": pyseccomp.Arch.X32,
-    "aarch64": pyseccomp.Arch.AARCH64,
-    "arm": pyseccomp.Arch.ARM,
-    "riscv64": pyseccomp.Arch.RISCV64,
-    "ppc64le": pyseccomp.Arch.PPC64LE,
-    "ppc64": pyseccomp.Arch.PPC64,
-    "ppc": pyseccomp.Arch.PPC,
-    "s390x": pyseccomp.Arch.S390X,
-    "s390": pyseccomp.Arch.S390,
-    "mips": pyseccomp.Arch.MIPS,
-    "mipsel": pyseccomp.Arch.MIPSEL,
-    "mips64": pyseccomp.Arch.MIPS64,
-    "mipsel64": pyseccomp.Arch.MIPSEL64,
-    "mips64n32": pyseccomp.Arch.MIPS64N32,
-    "mipsel64n32": pyseccomp.Arch.MIPSEL64N32,
+    "x86_64": "X86_64", "x86": "X86", "x32": "X32", "aarch64": "AARCH64", "arm": "ARM", "riscv64": "RISCV64",
+    "ppc64le": "PPC64LE", "ppc64": "PPC64", "ppc": "PPC", "s390x": "S390X", "s390": "S390", "mips": "MIPS",
+    "mipsel": "MIPSEL", "mips64": "MIPS64", "mipsel64": "MIPSEL64", "mips64n32": "MIPS64N32",
+    "mipsel64n32": "MIPSEL64N32",
 }
 ARCH_ALIASES = {
     "x86-64": "x86_64", "amd64": "x86_64", "i386": "x86", "i686": "x86", "ia32": "x86",
@@ -63,11 +49,13 @@ def canonical_arch(name: str) -> str | None:
 
 def arch_token(name: str) -> int:
     """libseccomp token for a canonical architecture name ('native' included)."""
-    return pyseccomp.system_arch() if name == "native" else ARCHES[name]
+    import pyseccomp
+    return pyseccomp.system_arch() if name == "native" else getattr(pyseccomp.Arch, ARCHES[name])
 
 
 def resolve(name: str) -> int:
     """Syscall number on the native ABI; pseudo (< -1) if known elsewhere; -1 if unknown."""
+    import pyseccomp
     return pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
 
 
@@ -80,6 +68,7 @@ def is_known(name: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def native_table() -> dict[int, str]:
     """number -> name for every syscall libseccomp knows on the native ABI."""
+    import pyseccomp
     table, misses, nr = {}, 0, 0
     # Numbers are dense with a few holes; stop after a long run of unknowns.
     while misses < 128:
@@ -99,6 +88,7 @@ def max_known_number() -> int:
 
 def name_of(nr: int, arch: int | None = None) -> str:
     """Name of syscall ``nr`` on the native ABI, or on libseccomp ABI token ``arch``."""
+    import pyseccomp
     if arch is None or arch == pyseccomp.system_arch():
         return native_table().get(nr, f"syscall#{nr}")
     try:
@@ -109,10 +99,18 @@ def name_of(nr: int, arch: int | None = None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def libseccomp_version() -> str:
+    """The installed libseccomp's version, asked of the library itself (by its soname, part of its
+    ABI: no pyseccomp, no search), for the compile cache's key."""
+    import ctypes
+
     class _Version(ctypes.Structure):
         _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
-    lib = ctypes.CDLL(pyseccomp._libseccomp._name)  # already loaded; find_library would run ldconfig
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        import pyseccomp
+        lib = ctypes.CDLL(pyseccomp._libseccomp._name)
     lib.seccomp_version.restype = ctypes.POINTER(_Version)
     v = lib.seccomp_version().contents
     return f"{v.major}.{v.minor}.{v.micro}"
