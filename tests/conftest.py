@@ -329,9 +329,21 @@ NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 
+def refuse_checkout_paths(argv: list[str]) -> list[str]:
+    """argv, unless it names something inside the checkout: uid 65534 cannot enter a clone in a
+    0700 home (as most are), so a test that passes here would fail there. The `rootless` fixture's
+    install is where that user's launcher lives."""
+    inside = [arg for arg in argv if isinstance(arg, (str, Path))
+              and (str(arg) == str(ROOT) or str(arg).startswith(str(ROOT) + os.sep))]
+    if inside:
+        pytest.fail(f"runs {inside[0]} as uid 65534, who may not enter the checkout (a clone in a 0700 "
+                    "home): use the `rootless` fixture's install instead")
+    return argv
+
+
 def as_nobody(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run argv as uid/gid 65534 with no supplementary groups (a rootless caller)."""
-    return subprocess.run([*AS_NOBODY, *argv], capture_output=True, text=True, **kwargs)
+    return subprocess.run([*AS_NOBODY, *refuse_checkout_paths(argv)], capture_output=True, text=True, **kwargs)
 
 
 def _usable_by_others(directory: str) -> bool:
@@ -440,6 +452,12 @@ def installed():
 @pytest.fixture
 def rootless(installed) -> Install:
     """The install, for tests that run as uid 65534: they fail (never skip) when it cannot run it."""
+    return nobody_install(installed)
+
+
+def nobody_install(installed: Install) -> Install:
+    """What the `rootless` fixture gives, for tests parametrized on a `rootless` flag (which hides
+    that fixture): `nobody_install(request.getfixturevalue("installed"))`."""
     require("rootless")
     if not installed.nobody_can_run:
         pytest.fail("no Python {}.{} that uid 65534 can execute (tried {}): the rootless tests need one "

@@ -207,6 +207,8 @@ class Lab:
         machine's is not (see tun_wrapper)."""
         command = ["nsenter", f"--net={self.host_path}", "--"]
         if rootless:
+            from conftest import refuse_checkout_paths
+            refuse_checkout_paths(argv)
             command += ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         return tun_wrapper() + command + argv
 

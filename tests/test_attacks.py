@@ -27,7 +27,7 @@ import pytest
 import sandbox
 from sandbox import namespaces
 
-from conftest import BUILD_USER, ROOT, as_nobody, machine, require
+from conftest import BUILD_USER, ROOT, as_nobody, machine, nobody_install, require
 
 PY = "/usr/bin/python3"
 NOT_ISOLATED = 99
@@ -427,9 +427,11 @@ FORBIDDEN_BITS = stat.S_ISUID | stat.S_ISGID
 WORKSPACE_SETUPS = {"ci": ["ci"], "untrusted --bind": ["--bind", "{ws}:/workspace:rw", "untrusted"]}
 
 
-def _setid_profile_run(workspace: Path, rootless: bool, setup: str = "ci") -> dict:
+def _setid_profile_run(workspace: Path, rootless, setup: str = "ci") -> dict:
+    """rootless: the `rootless` fixture's install (run as uid 65534), or None (root, the checkout's)."""
     profile_args = [arg.format(ws=workspace) for arg in WORKSPACE_SETUPS[setup]]
-    argv = [str(ROOT / ".venv" / "bin" / "sandbox"), "run", "-q", "--env", f"SBX_HOST_NS={_host_ns()}",
+    sandbox = rootless.sandbox if rootless else str(ROOT / ".venv" / "bin" / "sandbox")
+    argv = [sandbox, "run", "-q", "--env", f"SBX_HOST_NS={_host_ns()}",
             *profile_args, "--", PY, "-c", GATE + SETID_PLANT]
     if rootless:
         proc = as_nobody(argv, cwd=str(workspace), timeout=60,
@@ -454,7 +456,7 @@ def _no_privileges_left(workspace: Path, owner: int) -> None:
 
 @pytest.mark.parametrize("setup", sorted(WORKSPACE_SETUPS))
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
-def test_setuid_plant_through_a_workspace_fails(rootless, setup):
+def test_setuid_plant_through_a_workspace_fails(rootless, setup, request):
     """Issue 20: `cp /bin/sh /workspace/rootsh && chmod 4755` (and every other way to give a file a
     setuid/setgid bit or a file capability) under `ci` and through `untrusted --bind ...:rw`, in
     a build user's workspace: EPERM for each, and nothing setuid, setgid, capable or root-owned is
@@ -468,7 +470,8 @@ def test_setuid_plant_through_a_workspace_fails(rootless, setup):
         workspace = base / "ws"
         workspace.mkdir()
         os.chown(workspace, owner, owner)
-        out = _setid_profile_run(workspace, rootless, setup)
+        out = _setid_profile_run(workspace, nobody_install(request.getfixturevalue("installed")) if rootless else None,
+                                 setup)
         assert out["shell"][0] != 0 and "Operation not permitted" in out["shell"][1], out["shell"]
         assert out["install"] != 0
         assert "Operation not permitted" in out["cp_p"] or not os.path.exists("/usr/bin/su"), out["cp_p"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD_USER, ROOT, as_nobody, require
+from conftest import BUILD_USER, ROOT, as_nobody, nobody_install, require
 
 import sandbox
 
@@ -74,7 +74,7 @@ BUILD_SCRIPT = "./configure --prefix=/usr && make -s && make -s test"
 
 
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
-def test_ci_builds_a_configure_make_project_in_a_build_users_workspace(rootless):
+def test_ci_builds_a_configure_make_project_in_a_build_users_workspace(rootless, request):
     """What `ci` is for: ./configure && make && make test of a multi-file C project (shared library
     with its symlinks included) in a workspace owned by an ordinary user; every output belongs to
     that user on the host, none to root, none setuid."""
@@ -82,7 +82,8 @@ def test_ci_builds_a_configure_make_project_in_a_build_users_workspace(rootless)
     owner = NOBODY if rootless else BUILD_USER
     workspace = _workspace_of(owner)
     try:
-        argv = [SANDBOX, "run", "ci", "--", "/bin/sh", "-c", BUILD_SCRIPT]
+        sandbox = nobody_install(request.getfixturevalue("installed")).sandbox if rootless else SANDBOX
+        argv = [sandbox, "run", "ci", "--", "/bin/sh", "-c", BUILD_SCRIPT]
         if rootless:
             proc = as_nobody(argv, cwd=str(workspace), timeout=180,
                              env={"PATH": "/usr/bin:/bin", "SANDBOX_AUDIT_LOG": str(workspace.parent / "audit.jsonl")})

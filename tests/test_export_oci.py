@@ -178,12 +178,11 @@ def test_rootless_export_by_root_must_name_the_user(sandbox_cli, tmp_path):
     assert done.returncode == 125 and "process.host_user" in done.stderr
 
 
-def test_rootless_export_maps_the_caller(world_dir):
-    require("rootless")
+def test_rootless_export_maps_the_caller(world_dir, rootless):
     out = world_dir / "b"
     out.mkdir()
     os.chown(out, 65534, 65534)
-    done = as_nobody([sys.executable, "-m", "sandbox", "export", "untrusted", "--format", "oci", "--rootless",
+    done = as_nobody([rootless.sandbox, "export", "untrusted", "--format", "oci", "--rootless",
                       "-o", str(out)], cwd="/tmp")
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
@@ -344,7 +343,7 @@ def test_cli_import_oci(sandbox_cli, tmp_path):
     assert done.returncode == 125 and "process object" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_rootless_bundle_runs_under_rootless_runc(world_dir):
+def test_rootless_bundle_runs_under_rootless_runc(world_dir, rootless):
     """Exported and run by an unprivileged user. This machine's cgroups are v1 without delegation,
     where rootless runc cannot apply limits at all (on cgroup v2 with a delegated subtree it can):
     the limits are taken out of the config for this run, everything else is as exported."""
@@ -352,7 +351,7 @@ def test_rootless_bundle_runs_under_rootless_runc(world_dir):
     os.chown(world_dir, 65534, 65534)
     bundle = world_dir / "b"
     script = "cat /proc/self/uid_map; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; touch /x"
-    done = as_nobody([sys.executable, "-m", "sandbox", "export", "untrusted", "--format", "oci", "--rootless",
+    done = as_nobody([rootless.sandbox, "export", "untrusted", "--format", "oci", "--rootless",
                       "--compat", "runc-1.1", "-o", str(bundle), "--", "/bin/sh", "-c", script], cwd="/tmp")
     assert done.returncode == 0, done.stderr
     config = json.loads((bundle / "config.json").read_text())

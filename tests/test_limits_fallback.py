@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, as_nobody, require
+from conftest import as_nobody, require
 from sandbox import rlimits
 
-SANDBOX = str(ROOT / ".venv" / "bin" / "sandbox")
 NOBODY = 65534
 FORKS = textwrap.dedent("""
     import os, signal
@@ -68,14 +67,15 @@ def nobody_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def rootless_run(nobody_dir: Path, profile: str, *argv: str):
-    return as_nobody([SANDBOX, "run", "--bind", f"{nobody_dir}:/job", profile, "--", *argv],
+def rootless_run(install, nobody_dir: Path, profile: str, *argv: str):
+    """`sandbox run` as uid 65534, with the installed launcher (that user may not enter the checkout)."""
+    return as_nobody([install.sandbox, "run", "--bind", f"{nobody_dir}:/job", profile, "--", *argv],
                      cwd=str(nobody_dir), timeout=120,
                      env={"PATH": "/usr/bin:/bin", "SANDBOX_AUDIT_LOG": str(nobody_dir / "audit.jsonl")})
 
 
-def test_rootless_fork_bomb_is_contained(nobody_dir):
-    done = rootless_run(nobody_dir, "untrusted", "/usr/bin/python3", "/job/forks.py")
+def test_rootless_fork_bomb_is_contained(nobody_dir, rootless):
+    done = rootless_run(rootless, nobody_dir, "untrusted", "/usr/bin/python3", "/job/forks.py")
     assert done.returncode == 0, done.stderr
     verdict, count, err = done.stdout.split()
     # 128 tasks: init and the python process count too, as they would in pids.max
@@ -83,7 +83,7 @@ def test_rootless_fork_bomb_is_contained(nobody_dir):
     assert "RLIMIT_NPROC" in done.stderr and "RLIMIT_DATA" in done.stderr
 
 
-def test_nproc_counts_the_sandbox_not_the_host_user(nobody_dir):
+def test_nproc_counts_the_sandbox_not_the_host_user(nobody_dir, rootless):
     """30 processes of host uid 65534 outside, and another sandbox of the same user at the same
     time: neither changes how many processes this sandbox may start."""
     profile = nobody_dir / "twenty.toml"
@@ -93,13 +93,13 @@ def test_nproc_counts_the_sandbox_not_the_host_user(nobody_dir):
                                   "sleep", "60"]) for _ in range(30)]
     try:
         other = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                                  SANDBOX, "run", "-q", str(profile), "--", "/bin/sh", "-c",
+                                  rootless.sandbox, "run", "-q", str(profile), "--", "/bin/sh", "-c",
                                   "sleep 30 & sleep 30 & sleep 30 & wait"],
                                  cwd=str(nobody_dir), env={"PATH": "/usr/bin:/bin",
                                                            "SANDBOX_AUDIT_LOG": str(nobody_dir / "a2.jsonl")},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            done = rootless_run(nobody_dir, str(profile), "/usr/bin/python3", "/job/forks.py")
+            done = rootless_run(rootless, nobody_dir, str(profile), "/usr/bin/python3", "/job/forks.py")
         finally:
             other.kill()
             other.wait()

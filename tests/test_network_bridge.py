@@ -228,12 +228,11 @@ def test_sigkill_of_a_launcher_then_gc_removes_everything_root(lab, tmp_path):
     _killed_launcher_leaves_and_gc_removes(command, dict(os.environ), state_root)
 
 
-def test_sigkill_of_a_launcher_then_gc_removes_everything_rootless(lab):
-    require("rootless")
+def test_sigkill_of_a_launcher_then_gc_removes_everything_rootless(lab, rootless):
     state = rootless_state_dir(NET_SESSION)
     try:
         path = bridge_profile(Path(state).parent, "killed", segment=unique("killed"), egress=[f"{WORLD_A}:8001"])
-        command = lab.launcher(sandbox_command("run", "-q", str(path), "--", "sleep", "60"), rootless=True)
+        command = lab.launcher([rootless.sandbox, "run", "-q", str(path), "--", "sleep", "60"], rootless=True)
         _killed_launcher_leaves_and_gc_removes(command, {**os.environ, "SANDBOX_NET_DIR": state}, state)
     finally:
         remove_state_dir(state)

@@ -83,13 +83,11 @@ def test_network_none_on_the_command_line_over_a_host_profile(tmp_path, sandbox_
     assert netns != HOST_NET and reached == "refused"
 
 
-def test_rootless_host_mode_from_the_profile(world_dir, listener):
-    require("rootless")
+def test_rootless_host_mode_from_the_profile(world_dir, listener, rootless):
     path = world_dir / "hostnet.toml"
     path.write_text('extends = "untrusted"\n[network]\nmode = "host"\n')
     os.chmod(path, 0o644)
-    import sys
-    done = as_nobody([sys.executable, "-m", "sandbox", "run", "-q", str(path), "--", "/usr/bin/python3", "-c",
+    done = as_nobody([rootless.sandbox, "run", "-q", str(path), "--", "/usr/bin/python3", "-c",
                       PROBE, str(listener)], cwd=str(world_dir), timeout=60,
                      env={**os.environ, "SANDBOX_AUDIT_LOG": str(world_dir / "audit.jsonl"),
                           "XDG_CACHE_HOME": str(world_dir / "cache"), "HOME": str(world_dir)})

@@ -514,14 +514,11 @@ def test_a_user_namespace_of_several_ranges_and_time_offsets(state_root, world_d
     assert left_behind(state_root, cid) == []
 
 
-def test_an_unprivileged_user_runs_a_rootless_bundle(world_dir):
+def test_an_unprivileged_user_runs_a_rootless_bundle(world_dir, rootless):
     """`spec --rootless` and `run` as uid 65534: a user namespace mapping the caller to 0, no
-    cgroup of its own (none delegated), device nodes bound from the host."""
-    require("rootless")
-    from oci_helpers import portable_runtime
-    tools = world_dir / "tools"
-    tools.mkdir()
-    runtime_path = str(portable_runtime(tools))
+    cgroup of its own (none delegated), device nodes bound from the host. The installed runtime:
+    that user may not enter the checkout."""
+    runtime_path = str(rootless.venv / "bin" / "sandbox-runtime")
     bundle_dir = world_dir / "bundle"
     bundle_dir.mkdir()
     make_rootfs(bundle_dir)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD_USER, ROOT, as_nobody, require
+from conftest import BUILD_USER, ROOT, as_nobody, nobody_install, require
 from test_attacks import GATE, NOT_ISOLATED, PY, _host_ns
 
 SANDBOX = str(ROOT / ".venv" / "bin" / "sandbox")
@@ -69,6 +69,7 @@ class Tree:
     secret: Path  # a directory the sandbox must never reach, holding the file "secret"
     owner: int  # of the workspace (and, rootless, of the secret)
     rootless: bool
+    sandbox: str  # the launcher: rootless, the installed one (uid 65534 may not enter the checkout)
 
     def run(self, *args: str, cwd: Path | None = None, shell: str | None = None,
             env: dict | None = None) -> subprocess.CompletedProcess:
@@ -77,8 +78,8 @@ class Tree:
         cwd = str(cwd or self.workspace)
         env = {"SANDBOX_AUDIT_LOG": str(self.base / "state" / "audit.jsonl"), **(env or {})}
         if self.rootless and not shell:
-            return as_nobody([SANDBOX, *args], cwd=cwd, timeout=60, env={"PATH": "/usr/bin:/bin", **env})
-        argv = [SANDBOX, *args]
+            return as_nobody([self.sandbox, *args], cwd=cwd, timeout=60, env={"PATH": "/usr/bin:/bin", **env})
+        argv = [self.sandbox, *args]
         if self.rootless:  # setpriv execs the launcher itself (the venv's python may be where
             # only its capabilities reach); the shell's `cd` leaves $PWD as a user's shell would
             argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *argv]
@@ -118,16 +119,17 @@ def _refused(proc: subprocess.CompletedProcess, link: Path, owner: int, real: Pa
 
 @pytest.fixture(params=[False, True], ids=["root", "rootless"])
 def tree(request):
-    yield from _tree(rootless=request.param)
+    install = nobody_install(request.getfixturevalue("installed")) if request.param else None
+    yield from _tree(rootless=request.param, sandbox=install.sandbox if install else SANDBOX)
 
 
 @pytest.fixture
 def root_launch_tree():
     """For what only a root launch decides (id mapping, root-owned workspaces)."""
-    yield from _tree(rootless=False)
+    yield from _tree(rootless=False, sandbox=SANDBOX)
 
 
-def _tree(rootless: bool):
+def _tree(rootless: bool, sandbox: str):
     require("userns", "system_python", *(("rootless",) if rootless else ("root",)))
     base = Path(tempfile.mkdtemp(prefix="sbxtest-ws-", dir="/tmp"))
     os.chmod(base, 0o755)
@@ -148,7 +150,7 @@ def _tree(rootless: bool):
     if rootless:
         for path in (secret, secret / "secret"):
             os.chown(path, owner, owner)
-    yield Tree(base, workspace, secret, owner, rootless)
+    yield Tree(base, workspace, secret, owner, rootless, sandbox)
     shutil.rmtree(base, ignore_errors=True)
 
 
