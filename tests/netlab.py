@@ -203,13 +203,14 @@ class Lab:
                 continue
 
     def launcher(self, argv: list[str], rootless: bool = False) -> list[str]:
-        """argv run inside H (as uid 65534 when rootless), /dev/net/tun made usable if the
-        machine's is not (see tun_wrapper)."""
+        """argv run inside H (as uid 65534 when rootless; then with /dev/net/tun made usable if the
+        machine's is not, see tun_wrapper: a root launcher copes with a 0600 node by itself)."""
         command = ["nsenter", f"--net={self.host_path}", "--"]
-        if rootless:
-            from conftest import refuse_checkout_paths
-            refuse_checkout_paths(argv)
-            command += ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        if not rootless:
+            return command + argv
+        from conftest import refuse_checkout_paths
+        refuse_checkout_paths(argv)
+        command += ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         return tun_wrapper() + command + argv
 
     def remove(self) -> None:
@@ -227,9 +228,10 @@ class Lab:
 
 
 def tun_wrapper() -> list[str]:
-    """pasta opens /dev/net/tun as an unprivileged user: it must be mode 0666 (udev's default).
-    Where this machine's is not, the command runs in a private mount namespace with a 0666 node
-    bound over it: the host's /dev is left as it is."""
+    """A rootless launcher's pasta opens /dev/net/tun as that user: it must be mode 0666 (udev's
+    default). Where this machine's is not, the command runs in a private mount namespace with a
+    0666 node bound over it: the host's /dev is left as it is. (Rootless segments live as long as a
+    keeper process, not bind mounts, so launchers in different mount namespaces still share them.)"""
     try:
         if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
             return []

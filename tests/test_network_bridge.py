@@ -151,13 +151,50 @@ def test_egress_allowed_reached_others_refused_fast_root(lab, tmp_path):
     _check_egress(probe_output(done.stdout), lab)
 
 
-def test_egress_allowed_reached_others_refused_fast_rootless(lab, tmp_path):
-    require("rootless")
+# A host /dev/net/tun of mode 0600 (no udev: minimal VMs, containers), whatever this machine's is:
+# the command runs in a private mount namespace with such a node bound over the host's.
+TUN_0600 = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'd=$(mktemp -d) && mknod -m 600 "$d/tun" c 10 200 && mount --bind "$d/tun" /dev/net/tun && rm -rf "$d"; '
+            'exec "$@"', "sh"]
+
+
+def test_egress_from_a_root_launch_where_tun_is_0600(lab, tmp_path):
+    """pasta opens tun as the segment's root (host nobody): a root launcher gives it a 0666 node in
+    a mount namespace of its own, and the host's node keeps its mode."""
+    path = bridge_profile(tmp_path, "egress", egress=[f"{WORLD_A}:8001"])
+    before = os.stat("/dev/net/tun")
+    done = subprocess.run(TUN_0600 + ["nsenter", f"--net={lab.host_path}", "--"]
+                          + sandbox_command("run", "-q", str(path), "--", *probe_argv(*_egress_actions())),
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    _check_egress(probe_output(done.stdout), lab)
+    after = os.stat("/dev/net/tun")
+    assert (after.st_mode, after.st_ino, after.st_dev) == (before.st_mode, before.st_ino, before.st_dev)
+
+
+def test_egress_from_a_rootless_launch_where_tun_is_0600_says_what_to_do(lab, rootless):
     state = rootless_state_dir(NET_SESSION)
     try:
         path = bridge_profile(Path(state).parent, "egress", egress=[f"{WORLD_A}:8001"])
-        done = subprocess.run(lab.launcher(sandbox_command("run", "-q", str(path), "--", *probe_argv(*_egress_actions())),
-                                           rootless=True),
+        done = subprocess.run(TUN_0600 + ["nsenter", f"--net={lab.host_path}", "--", "setpriv", "--reuid=65534",
+                                          "--regid=65534", "--clear-groups", "--", rootless.sandbox, "run", "-q",
+                                          str(path), "--", "/bin/true"],
+                              capture_output=True, text=True, timeout=90, cwd="/",
+                              env={**os.environ, "SANDBOX_NET_DIR": state})
+        assert done.returncode == 125, (done.returncode, done.stderr)
+        assert "usable by every user" in done.stderr and "chmod 0666 /dev/net/tun" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert os.listdir(os.path.join(state, "segments")) == []
+    finally:
+        remove_state_dir(state)
+
+
+def test_egress_allowed_reached_others_refused_fast_rootless(lab, tmp_path, rootless):
+    state = rootless_state_dir(NET_SESSION)
+    try:
+        path = bridge_profile(Path(state).parent, "egress", egress=[f"{WORLD_A}:8001"])
+        done = subprocess.run(lab.launcher([rootless.sandbox, "run", "-q", str(path), "--",
+                                            *probe_argv(*_egress_actions())], rootless=True),
                               capture_output=True, text=True, timeout=90, cwd="/",
                               env={**os.environ, "SANDBOX_NET_DIR": state})
         assert done.returncode == 0, done.stderr

@@ -213,11 +213,12 @@ def run(namespaces: list[tuple[str, str]], argv: list[str], stdin: bytes = b"", 
 
 def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_root: bool = False,
                    pass_fds: tuple[int, ...] = (), prepare=None, stderr_path: str | None = None,
-                   executable: str | None = None, main=None) -> int:
+                   executable: str | None = None, main=None, before_join=None) -> int:
     """Start argv inside `namespaces` as a daemon (a grandchild, reparented away from the launcher,
     in its own session): returns its pid once it has exec'd, or raises with the reason it could not.
-    prepare(), when given, runs in it after the namespaces are joined and before exec. With main,
-    no exec: main() runs in the forked copy (everything it needs already imported), then it exits."""
+    before_join() runs in it first, with the launcher's privileges; prepare() after the namespaces
+    are joined, before exec. With main, no exec: main() runs in the forked copy (everything it
+    needs already imported), then it exits."""
     report_r, report_w = os.pipe2(os.O_CLOEXEC)  # exec closes it: EOF means it went through
     pid = os.fork()
     if pid == 0:
@@ -237,6 +238,8 @@ def spawn_detached(namespaces: list[tuple[str, str]], argv: list[str], *, as_roo
             forked({report_w, *pass_fds})
             for fd in pass_fds:
                 os.set_inheritable(fd, True)
+            if before_join is not None:
+                before_join()
             join(namespaces, as_root)
             if prepare is not None:
                 prepare()

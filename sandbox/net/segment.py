@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import shutil
+import stat
 import time
 
 from .. import _libc, network as loopback
@@ -246,16 +247,34 @@ def write_hosts(state: State, name: str) -> None:
         os.close(fd)
 
 
-def check_tun() -> None:
+def check_tun() -> bool:
     """pasta opens /dev/net/tun as an unprivileged user (root of the segment's user namespace):
-    it must be readable and writable by everyone, as udev's default rule makes it."""
+    it must be readable and writable by everyone, as udev's default rule makes it. Without udev
+    (minimal VMs, containers) it is often 0600: a root launcher then gives pasta a node of its own
+    (private_tun); a rootless one cannot. True when the host's node is usable as it is."""
     try:
         mode = os.stat(TUN).st_mode & 0o777
     except OSError as exc:
         raise SetupError(STEP, exc.errno or 0, f"egress needs {TUN} (the tun module): {exc.strerror}") from None
-    if mode & 0o006 != 0o006:
+    if mode & 0o006 == 0o006:
+        return True
+    if rootless():
         raise SetupError(STEP, errno.EACCES, f"egress needs {TUN} usable by every user (mode 0666, as udev's "
                          f"default rule sets it); here it is {mode:04o}: run `chmod 0666 {TUN}`")
+    return False
+
+
+def private_tun() -> None:
+    """In pasta's process, before it leaves host root: a mount namespace of its own in which a
+    tmpfs over /dev/net holds a 0666 tun node, the one pasta opens as the segment's root. The
+    host's /dev stays as it is; the node gives nothing the segment's root could not already ask of
+    pasta, which drops it once the interface exists (it then sandboxes itself)."""
+    device = os.stat(TUN).st_rdev
+    _libc.unshare(_libc.CLONE_NEWNS)
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+    _libc.mount("tmpfs", os.path.dirname(TUN), "tmpfs", _libc.MS_NOSUID | _libc.MS_NOEXEC, "mode=0755,size=16k")
+    os.mknod(TUN, 0o666 | stat.S_IFCHR, device)
+    os.chmod(TUN, 0o666)  # (mknod applies the umask)
 
 
 def ensure_egress(state: State, name: str, record: dict) -> dict:
@@ -265,7 +284,7 @@ def ensure_egress(state: State, name: str, record: dict) -> dict:
     pasta = shutil.which("pasta")
     if pasta is None:
         raise SetupError(STEP, errno.ENOENT, "egress needs pasta (Debian/Ubuntu package passt, Fedora passt)")
-    check_tun()
+    host_tun_usable = check_tun()
     directory = state.segment_dir(name)
     options = ["-f", "-q", "--netns", namespace_path(state, name, record, "net"), "-I", rules.EGRESS,
                "-a", EGRESS_ADDRESS, "-n", "30", "-g", EGRESS_GATEWAY, "--no-map-gw", "-t", "none", "-u", "none",
@@ -276,7 +295,8 @@ def ensure_egress(state: State, name: str, record: dict) -> dict:
         argv, join = [pasta, "--runas", "0:0", *options, "--netns-only"], as_segment_root(state, name, record)
     try:
         pid = nsexec.spawn_detached(join, argv, as_root=not rootless(),
-                                    stderr_path=os.path.join(directory, "pasta.log"))
+                                    stderr_path=os.path.join(directory, "pasta.log"),
+                                    before_join=None if host_tun_usable else private_tun)
         record["pasta"] = procs.identity(pid) or [pid, 0]
         write_json(os.path.join(directory, "segment.json"), record)
         with nsexec.iproute(inside(state, name, record)) as ipr, nsexec.netlink_errors():
