@@ -494,9 +494,12 @@ def main() -> None:
     text = render(results)
     print(text)
     if args.write_docs:
+        # Only the block between the markers is this run's; the prose around it is kept.
         doc = ROOT / "docs/performance.md"
-        head = doc.read_text().split("<!-- results -->")[0] if doc.exists() else "# Performance\n\n"
-        doc.write_text(head + "<!-- results -->\n" + text)
+        current = doc.read_text() if doc.exists() else "# Performance\n\n<!-- results -->\n<!-- /results -->\n"
+        head, _, rest = current.partition("<!-- results -->")
+        _, _, tail = rest.partition("<!-- /results -->")
+        doc.write_text(head + "<!-- results -->\n" + text + "\n<!-- /results -->" + tail)
     (ROOT / "bench-results").mkdir(exist_ok=True)
     (ROOT / "bench-results/latest.json").write_text(json.dumps(results, indent=2))
 
