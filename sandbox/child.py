@@ -605,35 +605,8 @@ def run_workload(ctx: ChildContext):
                 capabilities.prepare_sets(ctx.cap_sets)
             else:
                 capabilities.prepare(ctx.keep_caps)
-        with step(ctx, "user and group ids"):
-            if ctx.groups is not None:
-                try:
-                    os.setgroups(list(ctx.groups))
-                except PermissionError:
-                    if ctx.groups:  # denied in a rootless user namespace: fine when none are asked for
-                        raise
-            os.setresgid(ctx.gid, ctx.gid, ctx.gid)
-            os.setresuid(ctx.uid, ctx.uid, ctx.uid)
-        with step(ctx, "capabilities"):
-            if ctx.cap_sets is not None:
-                capabilities.finish_sets(ctx.cap_sets)
-            else:
-                capabilities.finish(ctx.keep_caps)
-        with step(ctx, "working directory"):
-            os.umask(ctx.umask)
-            os.chdir(ctx.cwd)
-        if ctx.personality is not None:
-            with step(ctx, "personality"):
-                _libc.personality(ctx.personality)
-        if ctx.no_new_privs:
-            with step(ctx, "no_new_privs"):
-                capabilities.set_no_new_privs()
-        if ctx.landlock_rules is not None:
-            with step(ctx, "landlock"):
-                for warning in landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort,
-                                                 scope_signals=ctx.landlock_scoped,
-                                                 scope_abstract_unix=ctx.landlock_scoped) or ():
-                    protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
+        for warning in _take_identity(ctx):
+            protocol.send(ctx.message_fd, protocol.WARNING, message=warning)
         if ctx.detached:
             with step(ctx, "exec"):  # found now, as runc does: `create` reports a missing command
                 _find_executable(ctx)
@@ -697,6 +670,41 @@ def run_hooks(hooks: tuple, state: str, stage: str) -> None:
                           + (f": {said[-1]}" if said else ""))
 
 
+def _take_identity(ctx: ChildContext) -> list[str]:
+    """The workload's ids, capabilities, directory, personality, no_new_privs and Landlock, in that
+    order, for a launched workload and an exec'd process alike; returns Landlock's warnings."""
+    with step(ctx, "user and group ids"):
+        if ctx.groups is not None:
+            try:
+                os.setgroups(list(ctx.groups))
+            except PermissionError:
+                if ctx.groups:  # denied in a rootless user namespace: fine when none are asked for
+                    raise
+        os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+        os.setresuid(ctx.uid, ctx.uid, ctx.uid)
+    with step(ctx, "capabilities"):
+        if ctx.cap_sets is not None:
+            capabilities.finish_sets(ctx.cap_sets)
+        else:
+            capabilities.finish(ctx.keep_caps)
+    with step(ctx, "working directory"):
+        os.umask(ctx.umask)
+        os.chdir(ctx.cwd)
+    if ctx.personality is not None:
+        with step(ctx, "personality"):
+            _libc.personality(ctx.personality)
+    if ctx.no_new_privs:
+        with step(ctx, "no_new_privs"):
+            capabilities.set_no_new_privs()
+    warnings: list[str] = []
+    if ctx.landlock_rules is not None:
+        with step(ctx, "landlock"):
+            warnings = landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort,
+                                         scope_signals=ctx.landlock_scoped,
+                                         scope_abstract_unix=ctx.landlock_scoped) or []
+    return warnings
+
+
 def run_exec(ctx: ChildContext):
     """A process joining a running container (sandbox-runtime exec), already in its namespaces and
     cgroup (the caller set those up, then forked us into its pid namespace). The workload's steps,
@@ -735,30 +743,7 @@ def run_exec(ctx: ChildContext):
                 _load_for_exec(ctx)
         with step(ctx, "capabilities"):
             capabilities.prepare_sets(ctx.cap_sets)
-        with step(ctx, "user and group ids"):
-            if ctx.groups is not None:
-                try:
-                    os.setgroups(list(ctx.groups))
-                except PermissionError:
-                    if ctx.groups:
-                        raise
-            os.setresgid(ctx.gid, ctx.gid, ctx.gid)
-            os.setresuid(ctx.uid, ctx.uid, ctx.uid)
-        with step(ctx, "capabilities"):
-            capabilities.finish_sets(ctx.cap_sets)
-        with step(ctx, "working directory"):
-            os.umask(ctx.umask)
-            os.chdir(ctx.cwd)
-        if ctx.personality is not None:
-            with step(ctx, "personality"):
-                _libc.personality(ctx.personality)
-        if ctx.no_new_privs:
-            with step(ctx, "no_new_privs"):
-                capabilities.set_no_new_privs()
-        if ctx.landlock_rules is not None:
-            with step(ctx, "landlock"):
-                landlock.restrict(list(ctx.landlock_rules), best_effort=ctx.landlock_best_effort,
-                                  scope_signals=ctx.landlock_scoped, scope_abstract_unix=ctx.landlock_scoped)
+        _take_identity(ctx)  # (an exec'd process has no launcher to warn through)
         with step(ctx, "exec"):
             _find_executable(ctx)
         if (ctx.seccomp_bpf is not None or ctx.seccomp_floor_bpf is not None) and not early_seccomp:

@@ -442,23 +442,15 @@ def _existing(root: str, container_id: str) -> Container:
     return container
 
 
-def cmd_run(root, options, positionals, log):
-    """create + start (+ wait and delete unless --detach), in this one process."""
-    import signal
-    from .. import _libc
-    if not options.detach:
-        _libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: init comes back to us to be waited for
-    cmd_create(root, options, positionals, log)
-    cmd_start(root, options, positionals, log)
-    if options.detach:
-        return 0
-    container = Container(root, positionals[0]).load()
-    pid = container.pid
+def wait_forwarding_signals(pid: int, target=None) -> int:
+    """Wait for our child `pid` (run, or exec without --detach), passing the signals a user sends
+    the runtime on to target() (default: pid itself); its exit code, 128+N for signal N, 255 when
+    it cannot be waited for."""
+    import signal  # (not at module level: start and delete do without it)
 
     def forward(signum, _frame):
-        target = container.workload_pid() or pid
         try:
-            os.kill(target, signum)
+            os.kill(target() if target else pid, signum)
         except ProcessLookupError:
             pass
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
@@ -470,9 +462,22 @@ def cmd_run(root, options, positionals, log):
         except InterruptedError:
             continue
         except ChildProcessError:
-            status = 255 << 8
-            break
-    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+            return 255
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+
+
+def cmd_run(root, options, positionals, log):
+    """create + start (+ wait and delete unless --detach), in this one process."""
+    from .. import _libc
+    if not options.detach:
+        _libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: init comes back to us to be waited for
+    cmd_create(root, options, positionals, log)
+    cmd_start(root, options, positionals, log)
+    if options.detach:
+        return 0
+    container = Container(root, positionals[0]).load()
+    pid = container.pid
+    code = wait_forwarding_signals(pid, lambda: container.workload_pid() or pid)
     if not options.keep:
         container.lock()
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 from .spec import SpecError, _Fields, _Translation
 from .state import Container, RuntimeFailure
@@ -277,23 +276,8 @@ def exec_process(root: str, options, positionals: list[str], log) -> int:
         _write_pid_file(options.pid_file, pid)
     if options.detach:
         return 0
-
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(signum, forward)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 255
-    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+    from .commands import wait_forwarding_signals
+    return wait_forwarding_signals(pid)
 
 
 def _send_listener_to_agent(channel, agent, container: Container, pid: int) -> None:
