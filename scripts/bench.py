@@ -5,6 +5,7 @@ Ratios are what matter (the machine changes); absolute times are context. Not pa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -245,20 +246,24 @@ def _python_descendants(root: int) -> list[int]:
     return found
 
 
+def _per_second(count: int, parallel: int, launch):
+    """A benchmark case: `count` calls of launch(), `parallel` threads at a time; calls per second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run():
+        start = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda _: launch(), range(count)))
+        return count / (time.perf_counter() - start)
+    return run
+
+
 def bench_throughput(count: int, parallel: int, rounds: int) -> dict:
     """Launches per second: `count` launches of /bin/true, `parallel` at a time, each a process of
     its own (the CLI, as a CI runner starts them), against bwrap (with the same filter) launched
     the same way, interleaved."""
-    from concurrent.futures import ThreadPoolExecutor
     filter_path = _filter_file()
-
-    def batch(launch):
-        def run():
-            start = time.perf_counter()
-            with ThreadPoolExecutor(parallel) as pool:
-                list(pool.map(lambda _: launch(), range(count)))
-            return count / (time.perf_counter() - start)
-        return run
+    batch = functools.partial(_per_second, count, parallel)
     try:
         results = interleaved({
             "sandbox": batch(lambda: subprocess.run(SANDBOX + ["run", "-q", "untrusted", "--", "/bin/true"],
@@ -275,20 +280,12 @@ def bench_throughput_api(count: int, parallel: int, rounds: int) -> dict:
     """Launches per second from one process (a CI system's worker pool): `count` launches,
     `parallel` threads, through sandbox.run() directly and through one ForkServer, against bwrap
     (with the same filter) spawned from `parallel` threads the same way, interleaved."""
-    from concurrent.futures import ThreadPoolExecutor
     import sandbox
     profile = sandbox.load_profile("untrusted")
     server = sandbox.ForkServer()
     sandbox.run(profile, ["/bin/true"], fork_server=server)
     filter_path = _filter_file()
-
-    def batch(launch):
-        def run():
-            start = time.perf_counter()
-            with ThreadPoolExecutor(parallel) as pool:
-                list(pool.map(lambda _: launch(), range(count)))
-            return count / (time.perf_counter() - start)
-        return run
+    batch = functools.partial(_per_second, count, parallel)
     try:
         results = interleaved({
             "sandbox.run": batch(lambda: sandbox.run(profile, ["/bin/true"])),
