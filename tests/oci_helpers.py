@@ -152,3 +152,19 @@ def remove_cgroups(path: str) -> None:
     from sandbox.cgroups import _fs
     for directory in cgroup_dirs_of(path):
         _fs.remove_tree(directory)
+
+
+def state_root_fixture(tmp_path: Path):
+    """The body of the OCI tests' `state_root` fixture: a state directory under tmp_path; after
+    the test, whatever a failing test left is deleted (containers killed, cgroups removed), and the
+    default parent cgroup goes once empty."""
+    root = tmp_path / "state"
+    yield root
+    if root.exists():
+        for name in os.listdir(root):
+            runtime(root, "delete", "--force", name)
+    for directory in cgroup_dirs_of("/sandbox-runtime"):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass

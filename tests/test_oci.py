@@ -13,8 +13,8 @@ import time
 import pytest
 
 from conftest import require, wait_until
-from oci_helpers import (base_config, cgroup_dirs_of, left_behind, make_rootfs, monitor, remove_cgroups, runtime,
-                         runtime_command, write_bundle)
+from oci_helpers import (base_config, left_behind, make_rootfs, monitor, remove_cgroups, runtime,
+                         runtime_command, state_root_fixture, write_bundle)
 from sandbox.oci import spec
 from sandbox.oci.spec import SpecError
 
@@ -26,17 +26,7 @@ def _machine():
 
 @pytest.fixture
 def state_root(tmp_path):
-    root = tmp_path / "state"
-    yield root
-    # whatever a failing test left: containers killed, cgroups removed
-    if root.exists():
-        for name in os.listdir(root):
-            runtime(root, "delete", "--force", name)
-    for directory in cgroup_dirs_of("/sandbox-runtime"):  # the default parent, once empty
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
+    yield from state_root_fixture(tmp_path)
 
 
 @pytest.fixture

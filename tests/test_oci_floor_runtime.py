@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from conftest import require
-from oci_helpers import base_config, cgroup_dirs_of, left_behind, monitor, runtime, write_bundle
+from oci_helpers import base_config, left_behind, monitor, runtime, state_root_fixture, write_bundle
 from sandbox import audit
 from sandbox.oci.floor import DEFAULT_REGISTRY
 
@@ -25,16 +25,7 @@ def _machine():
 
 @pytest.fixture
 def state_root(tmp_path):
-    root = tmp_path / "state"
-    yield root
-    if root.exists():
-        for name in os.listdir(root):
-            runtime(root, "delete", "--force", name)
-    for directory in cgroup_dirs_of("/sandbox-runtime"):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
+    yield from state_root_fixture(tmp_path)
 
 
 @pytest.fixture
