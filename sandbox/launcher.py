@@ -66,6 +66,7 @@ class Result:
     stderr_truncated: bool = False
     violations: list = field(default_factory=list)
     network: dict | None = None  # bridge mode: segment, address, egress as resolved (sandbox.net)
+    launch_id: str = ""  # the id of the launch's audit records, `sandbox ps` and its segment membership
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -145,7 +146,11 @@ class Launch:
         self.status = "new"  # new -> created -> running -> stopped -> deleted
         self.recorded: list = []
         self.warnings: list[str] = []
-        self.result = Result(exit_code=EXIT_SETUP)
+        # `sandbox ps` and live events (sandbox/registry.py, sandbox/monitor/): the launch's id (also
+        # its audit records' and its segment membership's), its registry record from create() to
+        # delete(), its monitoring.
+        self.id = os.urandom(8).hex()
+        self.result = Result(exit_code=EXIT_SETUP, launch_id=self.id)
         self.child_pid: int | None = None  # the first process: A, or init itself when cloned
         self.init_pid: int | None = None  # the sandbox's init (pid 1 inside), as the host sees it
         self.terminal_master = -1  # with tty and detached: the pty master, for the caller to keep
@@ -176,9 +181,6 @@ class Launch:
         self._waited = False
         self._rlimits = plan.rlimits  # with what stands in for cgroup limits that cannot be applied
         self.network = None  # sandbox.net.Attachment in bridge mode
-        # `sandbox ps` and live events (sandbox/registry.py, sandbox/monitor/): the launch's id (also
-        # its audit records'), its registry record from create() to delete(), its monitoring.
-        self.id = os.urandom(8).hex()
         self.profile_hash = ""
         self._registration = None
         from .monitor import for_launch
@@ -340,7 +342,7 @@ class Launch:
         if self.profile is not None and self.profile.network.mode == "bridge":
             from . import net  # the segment, its rules and egress, made ready before the fork
             with _ParentStep("network"):
-                self.network = net.prepare(self.profile)
+                self.network = net.prepare(self.profile, self.id)  # the member is named by the launch id
             if self.network is not None:
                 self.warnings += self.network.warnings
         with _ParentStep("pipes"):

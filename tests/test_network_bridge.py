@@ -22,6 +22,7 @@ import sandbox
 from conftest import NET_SESSION, require, wait_until
 from netlab import (WORLD_A, WORLD_B, Lab, bridge_profile, probe_argv, probe_output, remove_state_dir,
                     rootless_state_dir, sandbox_command, unique)
+from sandbox import audit
 from sandbox.net import state as net_state
 
 pytestmark = pytest.mark.timeout(180)
@@ -59,6 +60,26 @@ class Background:
         if "error" in self.outcome:
             raise self.outcome["error"]
         return self.outcome["result"]
+
+
+def test_a_segment_member_carries_the_launch_id():
+    """The id in the result is the one of the launch's audit records and of its membership in the
+    segment, so a member left behind can be traced to its launch."""
+    require("root", "userns")
+    seg = unique("id")
+    members = os.path.join(os.environ["SANDBOX_NET_DIR"], "segments", seg, "members")
+    seen: list[str] = []
+    member = Background(profile(segment=seg), ("wait", "127.0.0.1", 9, "tcp", 3))  # ~3 s in the segment
+    try:
+        assert wait_until(lambda: os.path.isdir(members) and os.listdir(members), 20)
+        for name in os.listdir(members):
+            seen.append((net_state.read_json(os.path.join(members, name)) or {}).get("sandbox_id"))
+    finally:
+        _, result = member.result()
+    assert seen == [result.launch_id] and len(result.launch_id) == 16, (seen, result.launch_id)
+    with open(audit.log_path()) as log:
+        ids = {json.loads(line).get("id") for line in log if line.strip()}
+    assert result.launch_id in ids
 
 
 @pytest.fixture
