@@ -145,14 +145,19 @@ def clone3_single_threaded(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
     return (pid, pidfd.value) if pid else (0, -1)
 
 
-def only_thread() -> bool:
-    """True when the calling process has one thread: then no other thread can hold a lock that a
-    child made without glibc's fork handlers would find held, nor start while we look."""
+def thread_count() -> int:
+    """The calling process's threads as the kernel counts them (0 when /proc cannot tell)."""
     with open("/proc/self/status", "rb") as status:
         for line in status:
             if line.startswith(b"Threads:"):
-                return line.split()[1] == b"1"
-    return False
+                return int(line.split()[1])
+    return 0
+
+
+def only_thread() -> bool:
+    """True when the calling process has one thread: then no other thread can hold a lock that a
+    child made without glibc's fork handlers would find held, nor start while we look."""
+    return thread_count() == 1
 
 
 def socket(family: int, kind: int, protocol: int = 0) -> int:

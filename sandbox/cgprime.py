@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 _INTERVAL_S = 0.003
 _MAX_WRITES = 200  # about 0.6 s of priming at most, should stop() never come
@@ -96,18 +97,30 @@ def start() -> None:
     """Begin priming (idempotent; only for launchers with cgroups to place sandboxes in)."""
     if _state.get("thread") is not None or os.environ.get("SANDBOX_NO_CGROUP_PRIMING") or _only_v2():
         return
+    from ._libc import thread_count
+    threads_before = thread_count()
     stop = threading.Event()
     thread = threading.Thread(target=_prime, args=(stop,), name="sandbox-cgroup-priming", daemon=True)
     try:
         thread.start()
     except RuntimeError:  # no thread to be had (the caller's cgroup at its pids limit): only slower
         return
-    _state.update(thread=thread, stop=stop)
+    _state.update(thread=thread, stop=stop, threads_before=threads_before)
 
 
 def stop() -> None:
-    """End priming before the launcher creates (and may move into) cgroups; waits for the thread."""
+    """End priming before the launcher creates (and may move into) cgroups; waits for the thread
+    to be gone from the kernel too. join() returns once the thread has let go of Python, a moment
+    before its OS thread exits, and a launcher that still counts two threads then forks an extra
+    process (child.spawn) where it could have cloned init directly."""
     thread = _state.pop("thread", None)
-    if thread is not None:
-        _state.pop("stop").set()
-        thread.join()
+    if thread is None:
+        return
+    _state.pop("stop").set()
+    thread.join()
+    from ._libc import thread_count
+    threads_before = _state.pop("threads_before")
+    for _ in range(200):  # ~20 ms at most; it is usually gone at the first look
+        if thread_count() <= threads_before:
+            return
+        time.sleep(0.0001)
