@@ -342,7 +342,7 @@ class Launch:
         if self.profile is not None and self.profile.network.mode == "bridge":
             from . import net  # the segment, its rules and egress, made ready before the fork
             with _ParentStep("network"):
-                self.network = net.prepare(self.profile, self.id)  # the member is named by the launch id
+                self.network = net.prepare(self.profile, self.id)  # the membership records the launch id
             if self.network is not None:
                 self.warnings += self.network.warnings
         with _ParentStep("pipes"):

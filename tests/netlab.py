@@ -208,10 +208,9 @@ class Lab:
         command = ["nsenter", f"--net={self.host_path}", "--"]
         if not rootless:
             return command + argv
-        from conftest import refuse_checkout_paths
-        refuse_checkout_paths(argv)
-        command += ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-        return tun_wrapper() + command + argv
+        from conftest import AS_NOBODY, refuse_checkout_paths
+        command += [*AS_NOBODY, *refuse_checkout_paths(argv)]
+        return tun_wrapper() + command
 
     def remove(self) -> None:
         from pyroute2 import netns
@@ -237,7 +236,13 @@ def tun_wrapper() -> list[str]:
             return []
     except OSError:
         return []
-    script = ('d=$(mktemp -d) && mknod -m 666 "$d/tun" c 10 200 && mount --bind "$d/tun" /dev/net/tun '
+    return tun_node_of_mode("666")
+
+
+def tun_node_of_mode(mode: str) -> list[str]:
+    """A prefix that runs a command in a private mount namespace where /dev/net/tun is a node of
+    this mode (octal digits) bound over the host's, which is left as it is."""
+    script = (f'd=$(mktemp -d) && mknod -m {mode} "$d/tun" c 10 200 && mount --bind "$d/tun" /dev/net/tun '
               '&& rm -rf "$d"; exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
 

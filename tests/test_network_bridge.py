@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import sandbox
-from conftest import NET_SESSION, require, wait_until
+from conftest import AS_NOBODY, NET_SESSION, require, wait_until
 from netlab import (WORLD_A, WORLD_B, Lab, bridge_profile, probe_argv, probe_output, remove_state_dir,
-                    rootless_state_dir, sandbox_command, unique)
+                    rootless_state_dir, sandbox_command, tun_node_of_mode, unique)
 from sandbox import audit
 from sandbox.net import state as net_state
 
@@ -174,9 +174,7 @@ def test_egress_allowed_reached_others_refused_fast_root(lab, tmp_path):
 
 # A host /dev/net/tun of mode 0600 (no udev: minimal VMs, containers), whatever this machine's is:
 # the command runs in a private mount namespace with such a node bound over the host's.
-TUN_0600 = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            'd=$(mktemp -d) && mknod -m 600 "$d/tun" c 10 200 && mount --bind "$d/tun" /dev/net/tun && rm -rf "$d"; '
-            'exec "$@"', "sh"]
+TUN_0600 = tun_node_of_mode("600")
 
 
 def test_egress_from_a_root_launch_where_tun_is_0600(lab, tmp_path):
@@ -184,8 +182,8 @@ def test_egress_from_a_root_launch_where_tun_is_0600(lab, tmp_path):
     a mount namespace of its own, and the host's node keeps its mode."""
     path = bridge_profile(tmp_path, "egress", egress=[f"{WORLD_A}:8001"])
     before = os.stat("/dev/net/tun")
-    done = subprocess.run(TUN_0600 + ["nsenter", f"--net={lab.host_path}", "--"]
-                          + sandbox_command("run", "-q", str(path), "--", *probe_argv(*_egress_actions())),
+    done = subprocess.run(TUN_0600 + lab.launcher(sandbox_command("run", "-q", str(path), "--",
+                                                                  *probe_argv(*_egress_actions()))),
                           capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
     _check_egress(probe_output(done.stdout), lab)
@@ -197,9 +195,9 @@ def test_egress_from_a_rootless_launch_where_tun_is_0600_says_what_to_do(lab, ro
     state = rootless_state_dir(NET_SESSION)
     try:
         path = bridge_profile(Path(state).parent, "egress", egress=[f"{WORLD_A}:8001"])
-        done = subprocess.run(TUN_0600 + ["nsenter", f"--net={lab.host_path}", "--", "setpriv", "--reuid=65534",
-                                          "--regid=65534", "--clear-groups", "--", rootless.sandbox, "run", "-q",
-                                          str(path), "--", "/bin/true"],
+        # (not lab.launcher(rootless=True), whose wrapper would bind a 0666 node over ours)
+        done = subprocess.run(TUN_0600 + ["nsenter", f"--net={lab.host_path}", "--", *AS_NOBODY, rootless.sandbox,
+                                          "run", "-q", str(path), "--", "/bin/true"],
                               capture_output=True, text=True, timeout=90, cwd="/",
                               env={**os.environ, "SANDBOX_NET_DIR": state})
         assert done.returncode == 125, (done.returncode, done.stderr)
