@@ -269,11 +269,12 @@ def private_tun() -> None:
     tmpfs over /dev/net holds a 0666 tun node, the one pasta opens as the segment's root. The
     host's /dev stays as it is; the node gives nothing the segment's root could not already ask of
     pasta, which drops it once the interface exists (it then sandboxes itself)."""
-    device = os.stat(TUN).st_rdev
     _libc.unshare(_libc.CLONE_NEWNS)
     _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
     _libc.mount("tmpfs", os.path.dirname(TUN), "tmpfs", _libc.MS_NOSUID | _libc.MS_NOEXEC, "mode=0755,size=16k")
-    os.mknod(TUN, 0o666 | stat.S_IFCHR, device)
+    # The tun driver's fixed number, never whatever the host's path holds: a node of another
+    # device made 0666 would open that device to the segment's root.
+    os.mknod(TUN, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
     os.chmod(TUN, 0o666)  # (mknod applies the umask)
 
 
